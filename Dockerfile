@@ -1,0 +1,25 @@
+# Image for every Airflow component in docker-compose.yaml (api-server, scheduler,
+# dag-processor, triggerer, Celery workers). The tag must match the apache-airflow pin in
+# requirements.lock and the lock's --python-version (tests/unit/test_compose.py checks both).
+FROM apache/airflow:3.3.2-python3.11
+
+# The official image only supports pip installs as the airflow user (packages go to its
+# user site, not the system Python).
+USER airflow
+
+# Copy the lock on its own first so the dependency layer stays cached while code changes.
+# The lock is a full `uv pip compile` of requirements.txt and pins apache-airflow itself,
+# so pip cannot silently up- or downgrade the Airflow that ships in the base image.
+COPY --chown=airflow:0 requirements.lock /opt/airflow/requirements.lock
+RUN pip install --no-cache-dir -r /opt/airflow/requirements.lock
+
+COPY --chown=airflow:0 include/ /opt/airflow/include/
+COPY --chown=airflow:0 dags/ /opt/airflow/dags/
+COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
+
+# Mount points for the model-registry and scoring-staging named volumes. Creating them here
+# makes Docker seed a fresh named volume with airflow ownership instead of root.
+RUN mkdir -m 775 /opt/airflow/models /opt/airflow/staging
+
+# The batchscore package is imported from source, not pip-installed.
+ENV PYTHONPATH=/opt/airflow/include

@@ -1,0 +1,231 @@
+"""Pipeline configs: one YAML file per scoring job, validated before any DAG is built.
+
+A config names the source query (bounded by the run's window), the entity key, the
+feature columns, the model (name + alias or version), the output table, the schedule
+and the reject threshold. Errors name the file and the field, so a broken config is
+reported where it is, at DAG-parse time, instead of failing a run at 2 a.m.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PLACEHOLDERS = (":window_start", ":window_end")
+
+
+class ConfigError(ValueError):
+    """A pipeline config is invalid; the message names the file and the field."""
+
+
+def _check_identifier(value: str, what: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(f"{what} {value!r} must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where the feature rows come from: an Airflow connection and a windowed query."""
+
+    conn_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    query: str
+
+    @field_validator("query")
+    @classmethod
+    def _bounded_by_window(cls, query: str) -> str:
+        missing = [p for p in PLACEHOLDERS if not re.search(re.escape(p) + r"\b", query)]
+        if missing:
+            raise ValueError(
+                f"must use both :window_start and :window_end (missing {', '.join(missing)}); "
+                "bound the event column as  col >= :window_start AND col < :window_end"
+            )
+        if ";" in query.strip().rstrip(";"):
+            raise ValueError("must be a single SELECT statement")
+        return query.strip().rstrip(";")
+
+
+class ModelConfig(_Strict):
+    """Which registered model scores the rows: a name and an alias or version number."""
+
+    name: str = Field(pattern=MODEL_REF.pattern)
+    version: str = Field(default="champion", pattern=MODEL_REF.pattern)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+
+class OutputConfig(_Strict):
+    """Where scores go: an Airflow connection and a ``schema.table`` name."""
+
+    conn_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    table: str
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, table: str) -> str:
+        parts = table.split(".")
+        if len(parts) != 2:
+            raise ValueError(f"{table!r} must be schema.table")
+        for part in parts:
+            _check_identifier(part, "name part")
+        return table
+
+    @property
+    def schema_name(self) -> str:
+        return self.table.split(".")[0]
+
+    @property
+    def table_name(self) -> str:
+        return self.table.split(".")[1]
+
+
+class ValidationConfig(_Strict):
+    """How bad rows are handled: rejected with a reason, the run failing past a threshold."""
+
+    max_reject_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    unseen_categories: Literal["reject", "score"] = "reject"
+
+
+class ExecutionConfig(_Strict):
+    """How a run is cut up and retried."""
+
+    part_rows: Annotated[int, Field(ge=1, le=50_000_000)] = 500_000
+    batch_rows: Annotated[int, Field(ge=1, le=5_000_000)] = 100_000
+    max_active_runs: Annotated[int, Field(ge=1, le=64)] = 3
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
+    max_window_days: Annotated[int, Field(ge=1, le=366)] = 31
+
+
+class PipelineConfig(_Strict):
+    """One scoring job; it becomes the DAG ``score_<name>``."""
+
+    name: str
+    description: str = ""
+    schedule: str = "0 0 * * *"
+    timezone: str = "UTC"
+    start_date: date
+    catchup: bool = False
+    owner: str = "data-platform"
+    tags: tuple[str, ...] = ()
+    source: SourceConfig
+    entity_key: str
+    features: tuple[str, ...] = Field(min_length=1)
+    model: ModelConfig
+    output: OutputConfig
+    validation: ValidationConfig = ValidationConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+
+    @field_validator("name", "entity_key")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        return _check_identifier(value, "name")
+
+    @field_validator("features")
+    @classmethod
+    def _distinct_identifiers(cls, features: tuple[str, ...]) -> tuple[str, ...]:
+        for feature in features:
+            _check_identifier(feature, "feature")
+        duplicates = sorted({f for f in features if features.count(f) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return features
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(schedule):
+            raise ValueError(f"{schedule!r} is not a valid cron expression")
+        return schedule
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, tz: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {tz!r}") from exc
+        return tz
+
+    @model_validator(mode="after")
+    def _key_not_a_feature(self) -> PipelineConfig:
+        if self.entity_key in self.features:
+            raise ValueError(f"entity_key {self.entity_key!r} must not also be a feature")
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return f"score_{self.name}"
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, path: Path) -> PipelineConfig:
+    """Validate a parsed YAML document; ``path`` is only used in error messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    if config.name != path.stem:
+        raise ConfigError(f"{path}: name: {config.name!r} must match the file name {path.stem!r}")
+    return config
+
+
+def load_config(path: Path) -> PipelineConfig:
+    """Read and validate one pipeline file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_config(data, path)
+
+
+def load_all(folder: Path) -> list[PipelineConfig]:
+    """Every ``*.yaml`` pipeline in ``folder``, sorted by name; output tables must be distinct.
+
+    Raises a :class:`ConfigError` listing every broken file, not just the first.
+    """
+    configs: list[PipelineConfig] = []
+    errors: list[str] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            configs.append(load_config(path))
+        except ConfigError as exc:
+            errors.append(str(exc))
+    owners: dict[str, str] = {}
+    for config in configs:
+        other = owners.setdefault(config.output.table, config.name)
+        if other != config.name:
+            errors.append(f"pipelines {other!r} and {config.name!r} both write {config.output.table}")
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return configs

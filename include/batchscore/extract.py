@@ -1,0 +1,198 @@
+"""Extract: stream one window of the source query into Parquet parts on the staging area.
+
+PostgreSQL sources take the fast path: ADBC runs the query through binary COPY and
+hands back Arrow record batches as they arrive. Any other SQLAlchemy source streams
+through a server-side cursor. Either way, memory holds one batch and the open part,
+never the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchscore import db, storage
+from batchscore.features import conform, staged_schema
+from batchscore.registry import FeatureSpec
+from batchscore.windows import Window
+
+log = logging.getLogger(__name__)
+_PLACEHOLDER = re.compile(r"(?<!:):(window_start|window_end)\b")
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """The parts written for a window, in order, and how many rows they hold."""
+
+    parts: tuple[str, ...]
+    rows: int
+    seconds: float
+
+
+def render_query(query: str, window: Window) -> str:
+    """Substitute the window bounds as typed literals (for COPY, which takes no parameters).
+
+    Only the two datetimes we produced are rendered, never user text, so this is safe.
+    """
+    values = {"window_start": window.start, "window_end": window.end}
+
+    def literal(match: re.Match[str]) -> str:
+        instant: datetime = values[match.group(1)]
+        return f"'{instant.isoformat()}'::timestamptz"
+
+    return _PLACEHOLDER.sub(literal, query)
+
+
+def _pg_batches(url: str, query: str, window: Window, batch_rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    import adbc_driver_postgresql.dbapi as adbc
+
+    conn = adbc.connect(db.libpq_url(url))
+    cur = conn.cursor()
+    cur.execute(render_query(query, window))
+    reader = cur.fetch_record_batch()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in reader:
+                for offset in range(0, batch.num_rows, batch_rows):
+                    yield batch.slice(offset, batch_rows)
+        finally:
+            cur.close()
+            conn.close()
+
+    return reader.schema, batches()
+
+
+def _sqlalchemy_batches(
+    url: str, query: str, window: Window, batch_rows: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db.sqlalchemy_url(url))
+    conn = engine.connect().execution_options(stream_results=True, yield_per=batch_rows)
+    result = conn.execute(sa.text(query), {"window_start": window.start, "window_end": window.end})
+    names = list(result.keys())
+    first = result.fetchmany(batch_rows)
+
+    def to_batch(rows: list[tuple[object, ...]]) -> pa.RecordBatch:
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+        return pa.RecordBatch.from_arrays([pa.array(list(c)) for c in columns], names=names)
+
+    schema = to_batch(first).schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            rows = first
+            while rows:
+                yield to_batch(rows)
+                rows = result.fetchmany(batch_rows)
+        finally:
+            conn.close()
+            engine.dispose()
+
+    return schema, batches()
+
+
+def source_batches(url: str, query: str, window: Window, batch_rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The window's rows as a stream of record batches, and the source's schema."""
+    if db.is_postgres(url):
+        return _pg_batches(url, query, window, batch_rows)
+    return _sqlalchemy_batches(url, query, window, batch_rows)
+
+
+def part_url(run_dir: str, index: int) -> str:
+    return storage.join(run_dir, "extract", f"part-{index:05d}.parquet")
+
+
+class _PartWriter:
+    """Writes successive Parquet parts of at most ``part_rows`` rows each."""
+
+    def __init__(self, run_dir: str, schema: pa.Schema, part_rows: int) -> None:
+        self.run_dir, self.schema, self.part_rows = run_dir, schema, part_rows
+        self.parts: list[str] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._handle: object = None
+        self._rows_in_part = 0
+
+    def _open(self) -> None:
+        url = part_url(self.run_dir, len(self.parts))
+        fs, path = storage.filesystem(url)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self._handle = fs.open(path, "wb")
+        self._writer = pq.ParquetWriter(self._handle, self.schema, compression="lz4")
+        self.parts.append(url)
+        self._rows_in_part = 0
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._handle.close()  # type: ignore[attr-defined]
+            self._writer = None
+
+    def write(self, table: pa.Table) -> None:
+        offset = 0
+        while offset < table.num_rows:
+            if self._writer is None or self._rows_in_part >= self.part_rows:
+                self._close()
+                self._open()
+            take = min(self.part_rows - self._rows_in_part, table.num_rows - offset)
+            assert self._writer is not None
+            self._writer.write_table(table.slice(offset, take))
+            self._rows_in_part += take
+            offset += take
+
+    def finish(self) -> list[str]:
+        if not self.parts:  # an empty window still gets one (empty) part: downstream always has input
+            self._open()
+        self._close()
+        return self.parts
+
+
+def extract_window(
+    *,
+    source_url: str,
+    query: str,
+    window: Window,
+    key: str,
+    features: tuple[FeatureSpec, ...],
+    run_dir: str,
+    part_rows: int,
+    batch_rows: int,
+) -> ExtractResult:
+    """Stream the window's rows into Parquet parts under ``run_dir``/extract.
+
+    Parts are named by index, so a retried extract overwrites them deterministically;
+    stale parts from an earlier attempt are removed first.
+    """
+    started = time.perf_counter()
+    storage.remove_tree(storage.join(run_dir, "extract"))
+    source_schema, batches = source_batches(source_url, query, window, batch_rows)
+    schema = staged_schema(source_schema, key, features)
+    writer = _PartWriter(run_dir, schema, part_rows)
+    rows, last_log = 0, started
+    for batch in batches:
+        writer.write(conform(batch, schema))
+        rows += batch.num_rows
+        if time.perf_counter() - last_log > 10:
+            last_log = time.perf_counter()
+            log.info("extract: %d rows, %.0f rows/s", rows, rows / (last_log - started))
+    parts = writer.finish()
+    seconds = time.perf_counter() - started
+    log.info("extract: %d rows of %s into %d parts in %.1fs", rows, window, len(parts), seconds)
+    return ExtractResult(tuple(parts), rows, seconds)
+
+
+def probe_schema(source_url: str, query: str, window: Window) -> pa.Schema:
+    """The source query's columns and types, read without fetching rows (``LIMIT 0``)."""
+    wrapped = f"SELECT * FROM ({query}) AS batchscore_probe LIMIT 0"
+    schema, batches = source_batches(source_url, wrapped, window, 1)
+    for _ in batches:
+        pass
+    return schema

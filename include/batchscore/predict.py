@@ -1,0 +1,139 @@
+"""Predict: score one staged part with the model, batch by batch, writing scores and rejects.
+
+One call handles one part, so Airflow maps it over the parts and the executor runs them
+in parallel (local processes, Celery workers or Kubernetes pods). The model is loaded
+once per call by the caller and reused for every batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchscore import storage
+from batchscore.features import to_model_frame
+from batchscore.registry import ModelManifest
+from batchscore.validation import REJECT_SCHEMA, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """What scoring one part produced; small enough for XCom."""
+
+    part: str
+    scores: str
+    rejects: str
+    rows_in: int
+    rows_scored: int
+    rows_rejected: int
+    seconds: float
+
+
+def scores_schema(key_type: pa.DataType) -> pa.Schema:
+    return pa.schema([("entity_key", key_type), ("score", pa.float64()), ("label", pa.string())])
+
+
+def score_frame(model: Any, manifest: ModelManifest, frame: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(score, label) arrays for a frame, by model task.
+
+    Classifiers: the positive class's probability (binary) or the top probability
+    (multiclass), and the predicted class. Regressors: the prediction, no label.
+    Clusterers: no score, the cluster id as label.
+    """
+    if manifest.task == "classifier":
+        proba = model.predict_proba(frame)
+        classes = np.asarray([str(c) for c in model.classes_], dtype=object)
+        top = proba.argmax(axis=1)
+        if manifest.positive_class is not None:
+            score = proba[:, list(classes).index(manifest.positive_class)]
+        else:
+            score = proba[np.arange(len(top)), top]
+        return score.astype(np.float64), classes[top]
+    if manifest.task == "regressor":
+        return np.asarray(model.predict(frame), dtype=np.float64), None
+    return None, np.asarray(model.predict(frame)).astype(str).astype(object)
+
+
+def _scores_table(keys: pa.Array, score: np.ndarray | None, label: np.ndarray | None, schema: pa.Schema) -> pa.Table:
+    n = len(keys)
+    return pa.table(
+        {
+            "entity_key": keys,
+            "score": pa.array(score, pa.float64()) if score is not None else pa.nulls(n, pa.float64()),
+            "label": pa.array(label, pa.string()) if label is not None else pa.nulls(n, pa.string()),
+        },
+        schema=schema,
+    )
+
+
+def _writer(url: str, schema: pa.Schema) -> tuple[pq.ParquetWriter, Any]:
+    fs, path = storage.filesystem(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    handle = fs.open(path, "wb")
+    return pq.ParquetWriter(handle, schema, compression="lz4"), handle
+
+
+def predict_part(
+    *,
+    part: str,
+    run_dir: str,
+    model: Any,
+    manifest: ModelManifest,
+    key: str,
+    unseen_categories: Literal["reject", "score"],
+    batch_rows: int,
+    threads: int | None = None,
+) -> PartResult:
+    """Validate and score every row of ``part``; write ``scores/`` and ``rejects/`` parts beside it.
+
+    Output names follow the input part's name, so a retry overwrites its own output.
+    ``threads`` caps the model's OpenMP/BLAS threads (parallel tasks x threads <= cores).
+    """
+    from threadpoolctl import threadpool_limits
+
+    started = time.perf_counter()
+    name = part.rsplit("/", 1)[-1]
+    scores_url = storage.join(run_dir, "scores", name)
+    rejects_url = storage.join(run_dir, "rejects", name)
+    fs, path = storage.filesystem(part)
+    rows_in = rows_scored = rows_rejected = 0
+    with fs.open(path, "rb") as handle:
+        source = pq.ParquetFile(handle)
+        out_schema = scores_schema(source.schema_arrow.field(key).type)
+        scores_writer, scores_handle = _writer(scores_url, out_schema)
+        rejects_writer, rejects_handle = _writer(rejects_url, REJECT_SCHEMA)
+        limits = threadpool_limits(limits=threads) if threads else nullcontext()
+        try:
+            with limits:
+                for batch in source.iter_batches(batch_size=batch_rows):
+                    table = pa.Table.from_batches([batch])
+                    checked = validate(table, key, manifest.features, unseen_categories)
+                    rows_in += table.num_rows
+                    rows_rejected += checked.rejects.num_rows
+                    if checked.rejects.num_rows:
+                        rejects_writer.write_table(checked.rejects)
+                    if checked.clean.num_rows:
+                        frame = to_model_frame(checked.clean, manifest.features)
+                        score, label = score_frame(model, manifest, frame)
+                        keys = checked.clean.column(key).combine_chunks()
+                        scores_writer.write_table(_scores_table(keys, score, label, out_schema))
+                        rows_scored += checked.clean.num_rows
+        finally:
+            for writer, out in ((scores_writer, scores_handle), (rejects_writer, rejects_handle)):
+                writer.close()
+                out.close()
+    seconds = time.perf_counter() - started
+    log.info(
+        "predict %s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s)",
+        name, rows_in, rows_scored, rows_rejected, seconds, rows_in / seconds if seconds else 0.0,
+    )
+    return PartResult(part, scores_url, rejects_url, rows_in, rows_scored, rows_rejected, seconds)

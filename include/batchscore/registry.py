@@ -1,0 +1,214 @@
+"""A versioned model registry on a folder or an object store.
+
+Layout under the registry root::
+
+    <name>/versions/<n>/model.skops      the artifact (skops format: no pickle)
+    <name>/versions/<n>/manifest.json    sha256, feature schema, task, training window, metrics
+    <name>/aliases.json                  {"champion": 3, "challenger": 4}
+
+A pipeline references a model by name plus an alias or a version number. Loading
+verifies the artifact's sha256 against the manifest (and against a pin in the pipeline
+config, when given) before deserialising, and skops only builds types from an
+allowlist, so a tampered or hostile file fails instead of running code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from batchscore import storage
+
+ARTIFACT_NAME = "model.skops"
+Task = Literal["classifier", "regressor", "clusterer"]
+# Types skops does not trust by default but that a scikit-learn model legitimately holds.
+TRUSTED_MODULE_PREFIXES = ("sklearn.",)
+TRUSTED_EXACT_TYPES = frozenset({"numpy.dtype"})
+
+
+class RegistryError(RuntimeError):
+    """A model, version or alias is missing, or an artifact fails its checks."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model input: ``kind`` numeric or categorical; categories seen in training."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    nullable: bool = True
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """Everything known about one registered model version."""
+
+    name: str
+    version: int
+    sha256: str
+    task: Task
+    features: tuple[FeatureSpec, ...]
+    classes: tuple[str, ...] = ()
+    positive_class: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""
+    sklearn_version: str = ""
+    artifact: str = ARTIFACT_NAME
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelManifest:
+        data = json.loads(text)
+        data["features"] = tuple(
+            FeatureSpec(**{**f, "categories": tuple(f.get("categories", ()))}) for f in data["features"]
+        )
+        data["classes"] = tuple(data.get("classes", ()))
+        return cls(**data)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def task_of(estimator: Any) -> Task:
+    """Classify an estimator as classifier, regressor or clusterer (scikit-learn tags)."""
+    from sklearn.base import is_classifier, is_clusterer, is_regressor
+
+    if is_classifier(estimator):
+        return "classifier"
+    if is_regressor(estimator):
+        return "regressor"
+    if is_clusterer(estimator):
+        return "clusterer"
+    raise RegistryError(f"{type(estimator).__name__} is neither a classifier, a regressor nor a clusterer")
+
+
+class ModelRegistry:
+    """Read and write model versions under ``root`` (a path or fsspec URL)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+
+    def _url(self, *parts: str) -> str:
+        return storage.join(self.root, *parts)
+
+    def versions(self, name: str) -> list[int]:
+        fs, path = storage.filesystem(self._url(name, "versions"))
+        if not fs.exists(path):
+            return []
+        return sorted(int(p.rstrip("/").rsplit("/", 1)[-1]) for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].isdigit())
+
+    def aliases(self, name: str) -> dict[str, int]:
+        url = self._url(name, "aliases.json")
+        if not storage.exists(url):
+            return {}
+        return {k: int(v) for k, v in json.loads(storage.read_bytes(url)).items()}
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version`` (e.g. promote a challenger to champion)."""
+        if alias.isdigit() or alias == "latest":
+            raise RegistryError(f"alias {alias!r} is reserved: use a name that is not a number or 'latest'")
+        if version not in self.versions(name):
+            raise RegistryError(f"model {name!r} has no version {version}")
+        aliases = self.aliases(name) | {alias: version}
+        storage.write_bytes(self._url(name, "aliases.json"), json.dumps(aliases, indent=2, sort_keys=True).encode())
+
+    def register(
+        self,
+        name: str,
+        estimator: Any,
+        features: tuple[FeatureSpec, ...],
+        *,
+        training: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        positive_class: str | None = None,
+        aliases: tuple[str, ...] = (),
+    ) -> ModelManifest:
+        """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest."""
+        import sklearn
+        import skops.io as sio
+
+        task = task_of(estimator)
+        classes = tuple(str(c) for c in getattr(estimator, "classes_", ())) if task == "classifier" else ()
+        if task == "classifier":
+            positive_class = positive_class or (classes[-1] if len(classes) == 2 else None)
+            if positive_class is not None and positive_class not in classes:
+                raise RegistryError(f"positive class {positive_class!r} not in the model's classes {classes}")
+        artifact = sio.dumps(estimator)
+        version = max(self.versions(name), default=0) + 1
+        manifest = ModelManifest(
+            name=name,
+            version=version,
+            sha256=sha256_hex(artifact),
+            task=task,
+            features=features,
+            classes=classes,
+            positive_class=positive_class if task == "classifier" else None,
+            training=training or {},
+            metrics=metrics or {},
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            sklearn_version=sklearn.__version__,
+        )
+        storage.write_bytes(self._url(name, "versions", str(version), ARTIFACT_NAME), artifact)
+        storage.write_bytes(self._url(name, "versions", str(version), "manifest.json"), manifest.to_json().encode())
+        for alias in aliases:
+            self.set_alias(name, alias, version)
+        return manifest
+
+    def resolve(self, name: str, ref: str) -> ModelManifest:
+        """The manifest for ``ref``: a version number, an alias, or ``latest``."""
+        versions = self.versions(name)
+        if not versions:
+            raise RegistryError(f"no model named {name!r} in the registry at {self.root}")
+        if ref.isdigit():
+            version = int(ref)
+            if version not in versions:
+                raise RegistryError(f"model {name!r} has no version {version}; known versions: {versions}")
+        elif ref == "latest":
+            version = versions[-1]
+        else:
+            aliases = self.aliases(name)
+            if ref not in aliases:
+                known = ", ".join(sorted(aliases)) or "none"
+                raise RegistryError(f"model {name!r} has no alias {ref!r}; known aliases: {known}")
+            version = aliases[ref]
+        text = storage.read_bytes(self._url(name, "versions", str(version), "manifest.json")).decode()
+        return ModelManifest.from_json(text)
+
+    def load(self, manifest: ModelManifest, pinned_sha256: str | None = None) -> Any:
+        """Deserialise the artifact after checking its sha256; only allowlisted types are built."""
+        import skops.io as sio
+
+        data = storage.read_bytes(self._url(manifest.name, "versions", str(manifest.version), manifest.artifact))
+        actual = sha256_hex(data)
+        if actual != manifest.sha256:
+            raise RegistryError(
+                f"model {manifest.name} v{manifest.version}: artifact sha256 {actual} does not match "
+                f"its manifest ({manifest.sha256}); the file was changed or corrupted"
+            )
+        if pinned_sha256 is not None and actual != pinned_sha256:
+            raise RegistryError(
+                f"model {manifest.name} v{manifest.version}: sha256 {actual} is not the one pinned "
+                f"in the pipeline config ({pinned_sha256})"
+            )
+        try:
+            untrusted = sio.get_untrusted_types(data=data)
+        except Exception as exc:  # skops raises several types for malformed archives
+            raise RegistryError(f"model {manifest.name} v{manifest.version}: not a readable skops file: {exc}") from exc
+        refused = [t for t in untrusted if not (t.startswith(TRUSTED_MODULE_PREFIXES) or t in TRUSTED_EXACT_TYPES)]
+        if refused:
+            raise RegistryError(
+                f"model {manifest.name} v{manifest.version} holds types outside the allowlist: {', '.join(refused)}"
+            )
+        return sio.loads(data, trusted=untrusted)
