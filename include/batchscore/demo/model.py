@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from batchscore import db
-from batchscore.demo.warehouse import CATEGORICAL_FEATURES, NUMERIC_FEATURES, true_churn_logit
+from batchscore.demo.warehouse import CATEGORICAL_FEATURES, NEW_REGION, NUMERIC_FEATURES, true_churn_logit
 from batchscore.features import to_model_frame
 from batchscore.registry import FeatureSpec, ModelManifest, ModelRegistry
 from batchscore.windows import Window
@@ -82,8 +82,12 @@ def train_and_register(
     train_table, test_table = read_window(url, train), read_window(url, holdout)
     if train_table.num_rows == 0:
         raise ValueError(f"no rows in the training window {train}: seed the warehouse first")
-    # Train on rows a production run would accept (known plan and region).
-    clean = pc.and_(pc.is_valid(train_table.column("plan")), pc.is_valid(train_table.column("region")))
+    # Train on rows a production run would accept (known plan and region); the newest region
+    # "launched" after this model was trained, so scoring runs see it as an unseen category.
+    clean = pc.and_(
+        pc.and_(pc.is_valid(train_table.column("plan")), pc.is_valid(train_table.column("region"))),
+        pc.not_equal(train_table.column("region"), NEW_REGION),
+    )
     train_table = train_table.filter(clean)
     specs = feature_specs(train_table)
     estimator = build_estimator(max_iter).fit(

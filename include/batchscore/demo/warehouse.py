@@ -4,7 +4,7 @@ Deterministic from a seed: day ``d`` always gets the same rows whatever the chun
 so tests can regenerate any window independently. The churn outcome follows
 :func:`true_churn_logit` plus noise, so a model's quality can be checked against the
 rule that made the data. A few rows are dirty on purpose (a NULL ``plan``, a region
-never seen in training) so the rejects path is exercised by the demo itself.
+the model was not trained on) so the rejects path is exercised by the demo itself.
 """
 
 from __future__ import annotations
@@ -81,8 +81,7 @@ def generate_day(day: date, rows: int, seed: int = 7, dirty_fraction: float = 0.
     cols["churned"] = rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))
     # Dirty rows on purpose: a NULL where the model allows none, and a brand-new region.
     cols["plan"][rng.random(rows) < dirty_fraction] = None
-    if day.day % 7 == 0:
-        cols["region"][rng.random(rows) < dirty_fraction] = NEW_REGION
+    cols["region"][rng.random(rows) < dirty_fraction] = NEW_REGION
     return cols
 
 

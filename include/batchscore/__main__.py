@@ -1,0 +1,7 @@
+"""``python -m batchscore``."""
+
+import sys
+
+from batchscore.cli import main
+
+sys.exit(main())

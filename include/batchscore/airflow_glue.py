@@ -1,0 +1,114 @@
+"""The only module that knows Airflow: turns a task's context and connections into engine inputs.
+
+Imported inside tasks (never at DAG-parse time beyond the names it defines), so the
+engine stays testable without a scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+from urllib.parse import quote
+
+from batchscore import settings
+from batchscore.config import MODEL_REF, PipelineConfig
+from batchscore.job import Endpoints
+from batchscore.windows import Window, resolve_window
+
+log = logging.getLogger(__name__)
+
+
+class ParamError(ValueError):
+    """A trigger-form parameter is malformed; the run stops before anything is written."""
+
+
+def connection_url(conn_id: str) -> str:
+    """An Airflow connection as a database URL the engine understands.
+
+    PostgreSQL connections become ``postgresql://user:pw@host:port/db``; a connection whose
+    extra holds ``sqlalchemy_url`` (any other warehouse) is used as given.
+    """
+    from airflow.sdk import Connection
+
+    conn = Connection.get(conn_id)
+    extra = conn.extra_dejson or {}
+    if extra.get("sqlalchemy_url"):
+        return str(extra["sqlalchemy_url"])
+    if conn.conn_type in ("postgres", "postgresql"):
+        auth = quote(conn.login or "", safe="")
+        if conn.password:
+            auth += ":" + quote(conn.password, safe="")
+        host = conn.host or "localhost"
+        port = f":{conn.port}" if conn.port else ""
+        query = f"?sslmode={quote(str(extra['sslmode']))}" if extra.get("sslmode") else ""
+        return f"postgresql://{auth}@{host}{port}/{quote(conn.schema or 'postgres', safe='')}{query}"
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    return str(conn.get_uri())
+
+
+def endpoints(config: PipelineConfig) -> Endpoints:
+    return Endpoints(
+        source_url=connection_url(config.source.conn_id),
+        scores_url=connection_url(config.output.conn_id),
+        registry=settings.model_registry_root(),
+        staging=settings.staging_root(),
+    )
+
+
+def run_params(params: dict[str, Any]) -> tuple[str | None, str | None, str | None, bool]:
+    """(window_start, window_end, model_version, dry_run) from the trigger form, checked."""
+
+    def text(name: str) -> str | None:
+        value = params.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise ParamError(f"param {name} must be a string, got {type(value).__name__}")
+        return value.strip()
+
+    model_version = text("model_version")
+    if model_version is not None and not MODEL_REF.match(model_version):
+        raise ParamError(f"param model_version {model_version[:80]!r} must be a version number or an alias name")
+    dry_run = params.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ParamError(f"param dry_run must be true or false, got {dry_run!r}")
+    return text("window_start"), text("window_end"), model_version, dry_run
+
+
+def window_from_context(config: PipelineConfig, context: Any) -> Window:
+    """The run's window: trigger-form params, else the data interval, else the last interval before run_after."""
+    start, end, _, _ = run_params(dict(context["params"]))
+    return resolve_window(
+        schedule=config.schedule,
+        tz=config.timezone,
+        run_after=context["dag_run"].run_after,
+        data_interval_start=context.get("data_interval_start"),
+        data_interval_end=context.get("data_interval_end"),
+        param_start=start,
+        param_end=end,
+        max_days=config.execution.max_window_days,
+    )
+
+
+def predict_threads(config: PipelineConfig, n_parts: int) -> int:
+    """Model threads for one predict task, so that parallel parts x threads <= cores."""
+    cores = os.cpu_count() or 1
+    parallel = min(n_parts, config.execution.parallel_parts or cores)
+    return max(1, cores // max(1, parallel))
+
+
+def mark_failed(config: PipelineConfig, context: Any) -> None:
+    """Task failure callback: record the run as failed with the error (best effort)."""
+    from batchscore import runs
+
+    error = context.get("exception")
+    message = f"{context['ti'].task_id}: {type(error).__name__}: {error}" if error else "task failed"
+    try:
+        if runs.record_failure(
+            connection_url(config.output.conn_id), pipeline=config.name, run_id=context["run_id"], error=message
+        ):
+            log.info("marked run %s of %s as failed", context["run_id"], config.name)
+    except Exception:  # the callback must never hide the task's own error
+        log.exception("could not record the failure of run %s", context["run_id"])

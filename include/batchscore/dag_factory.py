@@ -1,0 +1,130 @@
+"""Build one Airflow DAG per pipeline config: plan -> extract -> predict (mapped over parts) -> load.
+
+Parse-time cost is a YAML read and pydantic validation: pandas, pyarrow and
+scikit-learn are imported only inside the tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from batchscore.config import MODEL_REF, PipelineConfig
+
+
+def scores_asset(config: PipelineConfig) -> Asset:
+    """The Asset a pipeline's load task updates, so downstream DAGs can wait for fresh scores."""
+    return Asset(name=f"scores_{config.name}", uri=f"batchscore://{config.output.conn_id}/{config.output.table}")
+
+
+def trigger_params() -> dict[str, Param]:
+    """The trigger form: all optional; empty fields mean 'the run's own window and the configured model'."""
+    return {
+        "window_start": Param(
+            None, type=["null", "string"], format="date-time", title="Window start (UTC, inclusive)",
+            description="Score this window instead of the run's data interval. Give both ends or neither.",
+        ),
+        "window_end": Param(
+            None, type=["null", "string"], format="date-time", title="Window end (UTC, exclusive)",
+            description="End of the window to score (exclusive).",
+        ),
+        "model_version": Param(
+            None, type=["null", "string"], pattern=MODEL_REF.pattern, maxLength=64, title="Model version or alias",
+            description="A version number (e.g. 3) or an alias (e.g. challenger). Empty: the pipeline's configured model.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Extract, validate and score, record the run, but publish nothing.",
+        ),
+    }
+
+
+def build_dag(config: PipelineConfig) -> DAG:
+    """The scoring DAG ``score_<name>`` for one pipeline config."""
+
+    def on_failure(context: Any) -> None:
+        from batchscore.airflow_glue import mark_failed
+
+        mark_failed(config, context)
+
+    @dag(
+        dag_id=config.dag_id,
+        description=config.description or f"Batch scoring for {config.name}",
+        schedule=CronDataIntervalTimetable(config.schedule, timezone=config.timezone),
+        start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=ZoneInfo(config.timezone)),
+        catchup=config.catchup,
+        max_active_runs=config.execution.max_active_runs,
+        params=trigger_params(),
+        tags=["batch-scoring", *config.tags],
+        default_args={
+            "owner": config.owner,
+            "retries": config.execution.retries,
+            "retry_delay": timedelta(seconds=config.execution.retry_delay_seconds),
+            "on_failure_callback": on_failure,
+        },
+        doc_md=f"Scores `{config.source.conn_id}` rows with model `{config.model.name}:{config.model.version}` "
+        f"into `{config.output.table}` ({config.output.conn_id}). Each run replaces its window's scores.",
+    )
+    def scoring() -> None:
+        @task
+        def plan() -> dict[str, Any]:
+            """Resolve the window, the model and the source schema; record the run. Writes no scores."""
+            from batchscore import airflow_glue
+            from batchscore.job import plan_run
+
+            context = get_current_context()
+            _, _, model_ref, dry_run = airflow_glue.run_params(dict(context["params"]))
+            window = airflow_glue.window_from_context(config, context)
+            return plan_run(
+                config, airflow_glue.endpoints(config), window=window, run_id=context["run_id"],
+                model_ref=model_ref, dry_run=dry_run,
+            ).to_dict()
+
+        @task
+        def extract(run: dict[str, Any]) -> list[dict[str, Any]]:
+            """Stream the window into Parquet parts; return one small descriptor per part, never rows."""
+            from batchscore import airflow_glue
+            from batchscore.job import RunPlan, run_extract
+
+            result = run_extract(config, airflow_glue.endpoints(config), RunPlan.from_dict(run))
+            return [
+                {"url": url, "index": i, "n_parts": len(result.parts), "extract_rows": result.rows,
+                 "extract_seconds": result.seconds}
+                for i, url in enumerate(result.parts)
+            ]
+
+        @task(map_index_template="part {{ task.op_kwargs['part']['index'] }}",
+              max_active_tis_per_dagrun=config.execution.parallel_parts)
+        def predict(part: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+            """Score one part (one mapped task per part, run in parallel by the executor)."""
+            from dataclasses import asdict
+
+            from batchscore import airflow_glue
+            from batchscore.job import RunPlan, run_predict
+
+            threads = airflow_glue.predict_threads(config, part["n_parts"])
+            return asdict(
+                run_predict(config, airflow_glue.endpoints(config), RunPlan.from_dict(run), part["url"], threads)
+            )
+
+        @task(outlets=[scores_asset(config)])
+        def load(run: dict[str, Any], extracted: list[dict[str, Any]], parts: list[dict[str, Any]]) -> dict[str, Any]:
+            """Replace the window's scores in one transaction and finish the run record."""
+            from batchscore import airflow_glue
+            from batchscore.job import RunPlan, run_load
+            from batchscore.predict import PartResult
+
+            result = run_load(config, airflow_glue.endpoints(config), RunPlan.from_dict(run),
+                              [PartResult(**p) for p in parts], extracted[0]["extract_seconds"])
+            return {"rows_written": result.rows_written, "rows_rejected": result.rows_rejected,
+                    "published": result.published, "score_summary": result.score_summary}
+
+        run = plan()
+        extracted = extract(run)
+        scored = predict.partial(run=run).expand(part=extracted)
+        load(run, extracted, scored)
+
+    return scoring()
