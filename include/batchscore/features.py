@@ -96,5 +96,5 @@ def to_model_frame(table: pa.Table, features: tuple[FeatureSpec, ...]) -> pd.Dat
         else:
             values = column.cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)
             values[pd.isna(values)] = np.nan
-            data[spec.name] = values
+            data[spec.name] = pd.Series(values, dtype=object)  # pandas 3 would infer its str dtype
     return pd.DataFrame(data, columns=[f.name for f in features])

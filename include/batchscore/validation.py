@@ -72,10 +72,11 @@ def validate(
                 bad_text = pc.and_(pc.invert(missing), pc.invert(pc.fill_null(is_number, False)))
                 label = pc.binary_join_element_wise(f"{spec.name}: not a number: '", column, "'", "")
                 reasons.append(_when(bad_text, label))
-                column = pc.if_else(pc.fill_null(is_number, False), column, None).cast(pa.float64())
+                trimmed = pc.utf8_trim_whitespace(column)
+                column = pc.if_else(pc.fill_null(is_number, False), trimmed, None).cast(pa.float64())
                 converted[spec.name] = column
-            nan = pc.fill_null(pc.is_nan(column), False)
-            missing = pc.or_(pc.is_null(column), nan)
+            # Missing = NULL as it arrived, or NaN (a text non-number is already rejected above).
+            missing = pc.or_(missing, pc.fill_null(pc.is_nan(column), False))
             if not spec.nullable:
                 reasons.append(_when(missing, f"{spec.name} is NULL"))
             reasons.append(_when(pc.is_inf(column), f"{spec.name} is not finite"))

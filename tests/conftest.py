@@ -1,0 +1,90 @@
+"""Shared test services, started once per session.
+
+The environment for Airflow is set here, at import, because Airflow reads its
+configuration the first time it is imported: every test (and every Airflow process a
+test starts) uses a throw-away AIRFLOW_HOME, model registry and staging folder, and a
+real PostgreSQL server from the pip-installed binaries (fsync off: tests, not data).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from batchscore.embedded_pg import free_port
+from batchscore.local import LocalStack
+
+TEST_ROOT = Path(tempfile.mkdtemp(prefix="bs-test-"))
+STACK = LocalStack(
+    root=TEST_ROOT,
+    pg_port=free_port(),
+    api_port=free_port(),
+    external_url=None,
+    pg_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+)
+os.environ.update(STACK.env())
+os.environ.pop("BATCHSCORE_PG_URL", None)
+
+# The demo warehouse every database test reads: 10 days x 3,000 customers, ending before WAREHOUSE_END.
+WAREHOUSE_END = date(2026, 11, 1)
+WAREHOUSE_DAYS = 10
+ROWS_PER_DAY = 3_000
+TRAIN_WINDOW_DAYS = 2
+
+
+def day_window(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Services:
+    stack: LocalStack
+    warehouse_url: str
+    scores_url: str
+    registry: str
+    staging: str
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[LocalStack]:
+    """The embedded PostgreSQL with the airflow, warehouse and scores databases."""
+    STACK.start_database()
+    yield STACK
+    STACK.stop()
+    shutil.rmtree(TEST_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def services(database: LocalStack) -> Services:
+    """Database plus a seeded warehouse and a registered 'churn' champion model."""
+    from batchscore.demo.model import train_and_register
+    from batchscore.demo.warehouse import seed_warehouse
+    from batchscore.windows import Window
+
+    warehouse = database.database_url("warehouse")
+    seed_warehouse(warehouse, end=WAREHOUSE_END, days=WAREHOUSE_DAYS, rows_per_day=ROWS_PER_DAY)
+    registry = os.environ["BATCHSCORE_MODEL_REGISTRY"]
+    first = datetime.combine(WAREHOUSE_END - timedelta(days=WAREHOUSE_DAYS), datetime.min.time(), tzinfo=UTC)
+    train_and_register(warehouse, registry, train=Window(first, first + timedelta(days=TRAIN_WINDOW_DAYS)), max_iter=30)
+    return Services(
+        stack=database,
+        warehouse_url=warehouse,
+        scores_url=database.database_url("scores"),
+        registry=registry,
+        staging=os.environ["BATCHSCORE_STAGING_URL"],
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_db(services: Services) -> Services:
+    """Airflow's metadata schema migrated on the embedded PostgreSQL."""
+    services.stack.migrate()
+    return services

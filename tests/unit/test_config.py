@@ -1,0 +1,127 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from batchscore.config import ConfigError, load_all, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+CHURN = REPO / "include" / "pipelines" / "churn.yaml"
+
+
+def churn_data() -> dict:
+    return yaml.safe_load(CHURN.read_text())
+
+
+def write(tmp_path: Path, data: object, name: str = "churn") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_config(CHURN)
+    assert config.dag_id == "score_churn"
+    assert config.output.table == "scoring.churn_scores"
+    assert config.model.version == "champion"
+    assert "plan" in config.features
+    assert config.validation.max_reject_fraction == 0.01
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("source", "query"), "SELECT * FROM t WHERE ts >= :window_start", "must use both :window_start and :window_end"),
+        (("output", "table"), "churn_scores", "must be schema.table"),
+        (("output", "table"), "scoring.x; DROP TABLE y", "must be a lower-case SQL identifier"),
+        (("schedule",), "every night", "not a valid cron expression"),
+        (("timezone",), "Mars/Olympus", "unknown time zone"),
+        (("model", "version"), "../../etc/passwd", "String should match pattern"),
+        (("validation", "max_reject_fraction"), 1.5, "less than or equal to 1"),
+        (("execution", "part_rows"), 0, "greater than or equal to 1"),
+        (("entity_key",), "Customer-ID", "must be a lower-case SQL identifier"),
+        (("source", "query"), "SELECT 1 WHERE :window_start < :window_end; DELETE FROM t", "single SELECT"),
+    ],
+)
+def test_invalid_field_is_named_with_the_file(tmp_path: Path, path: tuple[str, ...], value: object, expected: str) -> None:
+    data = churn_data()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    file = write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    message = str(info.value)
+    assert str(file) in message
+    assert ".".join(path) in message
+    assert expected in message
+
+
+def test_unknown_field_is_rejected(tmp_path: Path) -> None:
+    data = churn_data()
+    data["model"]["alias"] = "prod"
+    with pytest.raises(ConfigError, match=r"model\.alias: Extra inputs are not permitted"):
+        load_config(write(tmp_path, data))
+
+
+def test_missing_field_is_named(tmp_path: Path) -> None:
+    data = churn_data()
+    del data["entity_key"]
+    with pytest.raises(ConfigError, match=r"entity_key: Field required"):
+        load_config(write(tmp_path, data))
+
+
+def test_key_cannot_be_a_feature(tmp_path: Path) -> None:
+    data = churn_data()
+    data["features"].append("customer_id")
+    with pytest.raises(ConfigError, match="must not also be a feature"):
+        load_config(write(tmp_path, data))
+
+
+def test_duplicate_features_are_rejected(tmp_path: Path) -> None:
+    data = churn_data()
+    data["features"].append("plan")
+    with pytest.raises(ConfigError, match="listed more than once: plan"):
+        load_config(write(tmp_path, data))
+
+
+def test_name_must_match_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must match the file name 'other'"):
+        load_config(write(tmp_path, churn_data(), name="other"))
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
+    bad = tmp_path / "churn.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_config(["a", "list"], bad)
+
+
+def test_version_number_is_accepted_as_text(tmp_path: Path) -> None:
+    data = churn_data()
+    data["model"]["version"] = 3
+    assert load_config(write(tmp_path, data)).model.version == "3"
+
+
+def test_load_all_reports_every_broken_file_and_shared_tables(tmp_path: Path) -> None:
+    write(tmp_path, churn_data())
+    second = churn_data() | {"name": "churn2"}
+    write(tmp_path, second, name="churn2")
+    broken = churn_data() | {"name": "broken", "schedule": "nope"}
+    write(tmp_path, broken, name="broken")
+    with pytest.raises(ConfigError) as info:
+        load_all(tmp_path)
+    message = str(info.value)
+    assert "broken.yaml: schedule" in message
+    assert "pipelines 'churn' and 'churn2' both write scoring.churn_scores" in message
+
+
+def test_second_pipeline_needs_only_a_file(tmp_path: Path) -> None:
+    write(tmp_path, churn_data())
+    other = churn_data() | {"name": "churn_weekly", "schedule": "0 3 * * 1"}
+    other["output"] = {"conn_id": "scores_db", "table": "scoring.churn_weekly_scores"}
+    write(tmp_path, other, name="churn_weekly")
+    assert [c.dag_id for c in load_all(tmp_path)] == ["score_churn", "score_churn_weekly"]

@@ -1,0 +1,112 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
+
+FEATURES = (FeatureSpec("a", "numeric"), FeatureSpec("b", "numeric"))
+
+
+@pytest.fixture
+def data() -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    return x, (x["a"] + x["b"] > 0).astype(int).to_numpy()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(str(tmp_path / "registry"))
+
+
+def artifact(registry: ModelRegistry, name: str, version: int) -> Path:
+    return Path(registry.root) / name / "versions" / str(version) / "model.skops"
+
+
+def test_register_resolve_and_load_round_trip(registry: ModelRegistry, data: tuple) -> None:
+    x, y = data
+    model = LogisticRegression().fit(x, y)
+    manifest = registry.register("m", model, FEATURES, metrics={"auc": 0.9}, aliases=("champion",))
+    assert (manifest.version, manifest.task, manifest.classes, manifest.positive_class) == (1, "classifier", ("0", "1"), "1")
+    second = registry.register("m", LogisticRegression(C=0.1).fit(x, y), FEATURES, aliases=("challenger",))
+    assert registry.versions("m") == [1, 2]
+    assert registry.resolve("m", "champion").version == 1
+    assert registry.resolve("m", "challenger").sha256 == second.sha256
+    assert registry.resolve("m", "latest").version == 2
+    assert registry.resolve("m", "1").metrics == {"auc": 0.9}
+    loaded = registry.load(registry.resolve("m", "champion"))
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+
+
+def test_manifest_records_checksum_and_schema(registry: ModelRegistry, data: tuple) -> None:
+    x, y = data
+    manifest = registry.register("m", LinearRegression().fit(x, x["a"]), FEATURES, training={"rows": 200})
+    on_disk = json.loads((Path(registry.root) / "m" / "versions" / "1" / "manifest.json").read_text())
+    assert on_disk["sha256"] == manifest.sha256 and len(manifest.sha256) == 64
+    assert on_disk["task"] == "regressor"
+    assert [f["name"] for f in on_disk["features"]] == ["a", "b"]
+    assert on_disk["training"] == {"rows": 200}
+
+
+def test_clusterer_is_recognised(registry: ModelRegistry, data: tuple) -> None:
+    x, _ = data
+    assert registry.register("seg", KMeans(3, n_init=1, random_state=0).fit(x), FEATURES).task == "clusterer"
+
+
+def test_unknown_model_version_and_alias_say_what_exists(registry: ModelRegistry, data: tuple) -> None:
+    x, y = data
+    registry.register("m", LogisticRegression().fit(x, y), FEATURES, aliases=("champion",))
+    with pytest.raises(RegistryError, match="no model named 'nope'"):
+        registry.resolve("nope", "champion")
+    with pytest.raises(RegistryError, match=r"no version 7; known versions: \[1\]"):
+        registry.resolve("m", "7")
+    with pytest.raises(RegistryError, match="no alias 'prod'; known aliases: champion"):
+        registry.resolve("m", "prod")
+    with pytest.raises(RegistryError, match="reserved"):
+        registry.set_alias("m", "2", 1)
+
+
+def test_tampered_artifact_fails_its_checksum(registry: ModelRegistry, data: tuple) -> None:
+    x, y = data
+    manifest = registry.register("m", LogisticRegression().fit(x, y), FEATURES)
+    path = artifact(registry, "m", 1)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(RegistryError, match="does not match its manifest"):
+        registry.load(manifest)
+
+
+def test_truncated_artifact_with_matching_manifest_is_not_loadable(registry: ModelRegistry, data: tuple) -> None:
+    x, y = data
+    manifest = registry.register("m", LogisticRegression().fit(x, y), FEATURES)
+    artifact(registry, "m", 1).write_bytes(b"not a zip file at all")
+    forged = manifest.__class__(**{**manifest.__dict__, "sha256": __import__("hashlib").sha256(b"not a zip file at all").hexdigest()})
+    with pytest.raises(RegistryError, match="not a readable skops file"):
+        registry.load(forged)
+
+
+def test_pinned_checksum_must_match(registry: ModelRegistry, data: tuple) -> None:
+    x, y = data
+    manifest = registry.register("m", LogisticRegression().fit(x, y), FEATURES)
+    with pytest.raises(RegistryError, match="not the one pinned"):
+        registry.load(manifest, pinned_sha256="0" * 64)
+    assert registry.load(manifest, pinned_sha256=manifest.sha256) is not None
+
+
+def test_model_holding_arbitrary_callables_is_refused(registry: ModelRegistry, data: tuple) -> None:
+    x, y = data
+    hostile = make_pipeline(FunctionTransformer(os.getcwd), LogisticRegression())
+    hostile.steps[0] = ("f", FunctionTransformer(func=os.system))
+    hostile.steps[1] = ("m", LogisticRegression().fit(x, y))
+    manifest = registry.register("evil", hostile, FEATURES)
+    with pytest.raises(RegistryError, match="outside the allowlist: .*system"):
+        registry.load(manifest)
