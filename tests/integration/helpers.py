@@ -1,0 +1,69 @@
+"""Independent computations the integration and end-to-end tests compare the pipeline against."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from batchscore.config import PipelineConfig, load_config
+from batchscore.registry import ModelRegistry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def churn_config(**changes: object) -> PipelineConfig:
+    config = load_config(REPO / "include" / "pipelines" / "churn.yaml")
+    return config.model_copy(update=changes) if changes else config
+
+
+def expected_scores(warehouse_url: str, registry: str, start: datetime, end: datetime) -> tuple[pd.DataFrame, set[int]]:
+    """The model's own predict_proba on the window's rows, read here with psycopg and pandas.
+
+    Returns (scores indexed by customer_id, ids that validation must reject). The reject
+    rule is restated from the demo's data contract: plan is NOT NULL, region was seen in training.
+    """
+    manifest = ModelRegistry(registry).resolve("churn", "champion")
+    model = ModelRegistry(registry).load(manifest)
+    regions = next(f.categories for f in manifest.features if f.name == "region")
+    with psycopg.connect(warehouse_url) as conn:
+        cur = conn.execute(
+            "SELECT * FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s", (start, end)
+        )
+        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+    bad = frame["plan"].isna() | ~frame["region"].isin(regions)
+    good = frame[~bad]
+    features = [f.name for f in manifest.features]
+    x = pd.DataFrame(
+        {c: (good[c].astype(object).where(good[c].notna(), np.nan) if good[c].dtype == object or isinstance(
+            good[c].dtype, pd.StringDtype) else good[c].astype(float)) for c in features}
+    )
+    proba = model.predict_proba(x)[:, list(model.classes_).index(1)]
+    expected = pd.DataFrame({"customer_id": good["customer_id"].to_numpy(), "score": proba}).set_index("customer_id")
+    return expected, set(frame.loc[bad, "customer_id"].astype(int))
+
+
+def stored_scores(scores_url: str, table: str, start: datetime, end: datetime) -> pd.DataFrame:
+    with psycopg.connect(scores_url) as conn:
+        cur = conn.execute(
+            f"SELECT customer_id, score, label, model_name, model_version, model_sha256, run_id "  # noqa: S608
+            f"FROM {table} WHERE window_start = %s AND window_end = %s",
+            (start, end),
+        )
+        return pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description]).set_index("customer_id")
+
+
+def run_record(scores_url: str, pipeline: str, run_id: str) -> dict | None:
+    with psycopg.connect(scores_url) as conn:
+        cur = conn.execute("SELECT * FROM scoring.scoring_runs WHERE pipeline = %s AND run_id = %s", (pipeline, run_id))
+        row = cur.fetchone()
+        return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+
+def count(url: str, sql: str, *params: object) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, params).fetchone()  # type: ignore[call-overload]
+        return int(row[0])

@@ -1,0 +1,225 @@
+"""The engine end to end on a real PostgreSQL: exact scores, exact windows, no partial writes."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+
+from batchscore.extract import extract_window
+from batchscore.features import SchemaMismatch
+from batchscore.job import Endpoints, PlanError, plan_run, run_pipeline
+from batchscore.load import RejectThresholdExceeded
+from batchscore.registry import ModelRegistry, RegistryError
+from batchscore.windows import Window
+from tests.conftest import WAREHOUSE_END, Services, day_window
+from tests.integration.helpers import churn_config, count, expected_scores, run_record, stored_scores
+
+pytestmark = pytest.mark.integration
+TABLE = "scoring.churn_scores"
+
+
+def endpoints(services: Services, **changes: str) -> Endpoints:
+    base = Endpoints(services.warehouse_url, services.scores_url, services.registry, services.staging)
+    return Endpoints(**{**base.__dict__, **changes})
+
+
+def day(n: int) -> Window:
+    """The n-th last day of the seeded warehouse (1 = the last)."""
+    return Window(*day_window(WAREHOUSE_END - timedelta(days=n)))
+
+
+def window_count(services: Services, window: Window) -> int:
+    return count(services.scores_url, f"SELECT count(*) FROM {TABLE} WHERE window_start = %s AND window_end = %s",
+                 window.start, window.end)
+
+
+def test_scores_equal_the_models_own_predictions_on_exactly_the_window(services: Services) -> None:
+    window = day(1)
+    result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__exact")
+    expected, rejected_ids = expected_scores(services.warehouse_url, services.registry, window.start, window.end)
+    stored = stored_scores(services.scores_url, TABLE, window.start, window.end)
+    assert result.rows_written == len(expected) == len(stored) > 2_000
+    assert set(stored.index) == set(expected.index)
+    np.testing.assert_allclose(stored.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)
+    assert set(stored["label"]) <= {"0", "1"}
+    manifest = ModelRegistry(services.registry).resolve("churn", "champion")
+    assert set(stored["model_sha256"]) == {manifest.sha256}
+    assert set(stored["model_version"]) == {manifest.version}
+    assert set(stored["run_id"]) == {"it__exact"}
+    with psycopg.connect(services.scores_url) as conn:
+        rejects = conn.execute(
+            "SELECT entity_key, reason FROM scoring.rejects WHERE pipeline = 'churn' AND window_start = %s", (window.start,)
+        ).fetchall()
+    assert {int(k) for k, _ in rejects} == rejected_ids and len(rejected_ids) > 0
+    assert all(r in ("plan is NULL", "region: unseen category 'islands'") for _, r in rejects)
+    record = run_record(services.scores_url, "churn", "it__exact")
+    assert record is not None
+    assert record["status"] == "success"
+    assert record["rows_read"] == len(expected) + len(rejected_ids)
+    assert (record["rows_scored"], record["rows_written"], record["rows_rejected"]) == (
+        len(expected), len(expected), len(rejected_ids))
+    assert record["score_summary"]["count"] == len(expected)
+    assert record["score_summary"]["mean"] == pytest.approx(expected["score"].mean(), rel=1e-9)
+
+
+def test_rerun_replaces_the_window_and_never_duplicates(services: Services) -> None:
+    window = day(2)
+    first = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__rerun1")
+    second = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__rerun2")
+    stored = stored_scores(services.scores_url, TABLE, window.start, window.end)
+    assert first.rows_written == second.rows_written == len(stored)
+    assert stored.index.is_unique
+    assert set(stored["run_id"]) == {"it__rerun2"}
+    assert count(services.scores_url, "SELECT count(*) FROM scoring.rejects WHERE pipeline = 'churn' AND window_start = %s",
+                 window.start) == second.rows_rejected
+
+
+def test_window_is_half_open_on_the_source_event_time(services: Services) -> None:
+    window = day(3)
+    edge_ids = (9_000_001, 9_000_002, 9_000_003)
+    with psycopg.connect(services.warehouse_url, autocommit=True) as conn:
+        for cid, at in zip(edge_ids, (window.start, window.end - timedelta(microseconds=1), window.end), strict=True):
+            conn.execute(
+                "INSERT INTO warehouse.customer_activity SELECT %s, %s, plan, region, channel, tenure_days, monthly_spend, "
+                "txn_count_7d, txn_amount_7d, support_tickets_30d, days_since_last_login, avg_session_minutes, "
+                "discount_rate, late_payments_90d, churned FROM warehouse.customer_activity "
+                "WHERE plan IS NOT NULL AND region <> 'islands' LIMIT 1",
+                (cid, at),
+            )
+    try:
+        run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__edges")
+        stored = stored_scores(services.scores_url, TABLE, window.start, window.end)
+        assert 9_000_001 in stored.index and 9_000_002 in stored.index
+        assert 9_000_003 not in stored.index
+    finally:
+        with psycopg.connect(services.warehouse_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM warehouse.customer_activity WHERE customer_id = ANY(%s)", (list(edge_ids),))
+
+
+@pytest.mark.parametrize("part_rows", [1, 999, 3_000, 3_001])
+def test_parts_cover_the_window_exactly(services: Services, tmp_path: Path, part_rows: int) -> None:
+    window = day(4)
+    manifest = ModelRegistry(services.registry).resolve("churn", "champion")
+    config = churn_config()
+    small = Window(window.start, window.start + timedelta(minutes=1)) if part_rows == 1 else window
+    result = extract_window(
+        source_url=services.warehouse_url, query=config.source.query, window=small, key="customer_id",
+        features=manifest.features, run_dir=str(tmp_path), part_rows=part_rows, batch_rows=1_000,
+    )
+    expected = count(services.warehouse_url, "SELECT count(*) FROM warehouse.customer_activity "
+                     "WHERE event_time >= %s AND event_time < %s", small.start, small.end)
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in result.parts]
+    assert result.rows == sum(sizes) == expected
+    assert len(result.parts) == max(1, -(-expected // part_rows))
+    assert all(s == part_rows for s in sizes[:-1])
+    ids = pd.concat([pq.read_table(p, columns=["customer_id"]).to_pandas() for p in result.parts])["customer_id"]
+    assert ids.is_unique and len(ids) == expected
+
+
+def test_many_parts_score_the_same_as_one(services: Services) -> None:
+    window = day(5)
+    run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__one_part")
+    one = stored_scores(services.scores_url, TABLE, window.start, window.end)["score"].sort_index()
+    config = churn_config(execution=churn_config().execution.model_copy(update={"part_rows": 700, "batch_rows": 250}))
+    run_pipeline(config, endpoints(services), window=window, run_id="it__many_parts")
+    many = stored_scores(services.scores_url, TABLE, window.start, window.end)["score"].sort_index()
+    assert record_parts(services) >= 4
+    pd.testing.assert_series_equal(one, many)
+
+
+def record_parts(services: Services) -> int:
+    rows = run_record(services.scores_url, "churn", "it__many_parts")
+    assert rows is not None
+    return int(rows["rows_read"] // 700)
+
+
+def test_empty_window_succeeds_and_records_zero(services: Services) -> None:
+    window = Window(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
+    result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__empty")
+    record = run_record(services.scores_url, "churn", "it__empty")
+    assert result.rows_written == 0 and window_count(services, window) == 0
+    assert record is not None and (record["status"], record["rows_read"], record["rows_written"]) == ("success", 0, 0)
+
+
+def test_dry_run_publishes_nothing(services: Services) -> None:
+    window = day(6)
+    result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__dry", dry_run=True)
+    record = run_record(services.scores_url, "churn", "it__dry")
+    assert not result.published and window_count(services, window) == 0
+    assert record is not None and record["status"] == "dry_run" and record["rows_scored"] > 2_000
+
+
+def test_too_many_rejects_publish_nothing_and_keep_the_old_scores(services: Services) -> None:
+    window = Window(day(7).start, day(5).end)
+    first = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__before_strict")
+    assert first.rows_rejected > 0
+    before = stored_scores(services.scores_url, TABLE, window.start, window.end)
+    strict = churn_config(validation=churn_config().validation.model_copy(update={"max_reject_fraction": 0.0}))
+    with pytest.raises(RejectThresholdExceeded, match="failed validation, above max_reject_fraction=0.00%"):
+        run_pipeline(strict, endpoints(services), window=window, run_id="it__strict")
+    after = stored_scores(services.scores_url, TABLE, window.start, window.end)
+    pd.testing.assert_frame_equal(before, after)
+    record = run_record(services.scores_url, "churn", "it__strict")
+    assert record is not None and record["status"] == "failed" and "RejectThresholdExceeded" in record["error"]
+
+
+def test_corrupted_model_fails_before_anything_is_written(services: Services, tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    shutil.copytree(services.registry, registry)
+    manifest = ModelRegistry(str(registry)).resolve("churn", "champion")
+    artifact = registry / "churn" / "versions" / str(manifest.version) / "model.skops"
+    artifact.write_bytes(artifact.read_bytes()[:-100])
+    window = day(8)
+    with pytest.raises(RegistryError, match="does not match its manifest"):
+        run_pipeline(churn_config(), endpoints(services, registry=str(registry)), window=window, run_id="it__corrupt")
+    assert window_count(services, window) == 0
+    assert run_record(services.scores_url, "churn", "it__corrupt") is None
+
+
+def test_model_that_does_not_fit_the_pipeline_fails_at_plan(services: Services) -> None:
+    config = churn_config(features=tuple(f for f in churn_config().features if f != "channel"))
+    with pytest.raises(PlanError, match="the model needs channel which the pipeline does not list"):
+        plan_run(config, endpoints(services), window=day(8), run_id="it__misfit")
+    assert run_record(services.scores_url, "churn", "it__misfit") is None
+
+
+def test_source_missing_a_feature_fails_at_plan(services: Services) -> None:
+    config = churn_config()
+    query = config.source.query.replace("region, channel,", "region,")
+    config = config.model_copy(update={"source": config.source.model_copy(update={"query": query})})
+    with pytest.raises(SchemaMismatch, match="does not return channel"):
+        plan_run(config, endpoints(services), window=day(8), run_id="it__nocol")
+    assert run_record(services.scores_url, "churn", "it__nocol") is None
+
+
+def test_unknown_model_version_fails_at_plan(services: Services) -> None:
+    with pytest.raises(RegistryError, match="no version 99"):
+        plan_run(churn_config(), endpoints(services), window=day(8), run_id="it__v99", model_ref="99")
+
+
+def test_generic_sqlalchemy_source_gives_the_same_scores(services: Services, tmp_path: Path) -> None:
+    window = day(9)
+    run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__pg_path")
+    via_pg = stored_scores(services.scores_url, TABLE, window.start, window.end)["score"].sort_index()
+    with psycopg.connect(services.warehouse_url) as conn:
+        cur = conn.execute("SELECT * FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s",
+                           (window.start - timedelta(hours=1), window.end + timedelta(hours=1)))
+        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+    frame["event_time"] = frame["event_time"].map(lambda t: t.astimezone(UTC).isoformat(sep=" "))
+    database = tmp_path / "warehouse.sqlite"
+    with sqlite3.connect(database) as conn:
+        frame.to_sql("customer_activity", conn, index=False)
+    config = churn_config()
+    sqlite_query = config.source.query.replace("warehouse.customer_activity", "customer_activity")
+    config = config.model_copy(update={"source": config.source.model_copy(update={"query": sqlite_query})})
+    run_pipeline(config, endpoints(services, source_url=f"sqlite:///{database}"), window=window, run_id="it__sqlite")
+    via_sqlite = stored_scores(services.scores_url, TABLE, window.start, window.end)["score"].sort_index()
+    pd.testing.assert_series_equal(via_pg, via_sqlite)
