@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ def database() -> Iterator[LocalStack]:
     """The embedded PostgreSQL with the airflow, warehouse and scores databases."""
     STACK.start_database()
     yield STACK
+    if "airflow.settings" in sys.modules:  # close Airflow's pooled connections before the server goes
+        sys.modules["airflow.settings"].dispose_orm()
     STACK.stop()
     shutil.rmtree(TEST_ROOT, ignore_errors=True)
 
