@@ -67,7 +67,9 @@ def cmd_seed(args: argparse.Namespace) -> None:
     stack = LocalStack()
     stack.start_database()
     end = date.fromisoformat(args.end) if args.end else datetime.now(UTC).date()
-    rows = seed_warehouse(args.url or stack.database_url("warehouse"), end=end, days=args.days, rows_per_day=args.rows_per_day)
+    rows = seed_warehouse(
+        args.url or stack.database_url("warehouse"), end=end, days=args.days, rows_per_day=args.rows_per_day
+    )
     print(f"seeded {rows:,} rows")
 
 
@@ -80,7 +82,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     window = _window(args.start, args.end)
     assert isinstance(window, Window)
     manifest = train_and_register(
-        args.url or stack.database_url("warehouse"), settings.model_registry_root(), train=window,
+        args.url or stack.database_url("warehouse"),
+        settings.model_registry_root(),
+        train=window,
         aliases=tuple(args.alias),
     )
     print(f"registered {manifest.name} v{manifest.version} sha256 {manifest.sha256}")
@@ -104,10 +108,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     window = _window(args.start, args.end)
     assert isinstance(window, Window)
     run_id = args.run_id or f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    result = run_pipeline(config, endpoints, window=window, run_id=run_id, model_ref=args.model_version,
-                          dry_run=args.dry_run)
-    print(f"{'dry run: ' if args.dry_run else ''}{result.rows_written:,} scores written, "
-          f"{result.rows_rejected:,} rejected, window {window}, run {run_id}")
+    result = run_pipeline(
+        config, endpoints, window=window, run_id=run_id, model_ref=args.model_version, dry_run=args.dry_run
+    )
+    print(
+        f"{'dry run: ' if args.dry_run else ''}{result.rows_written:,} scores written, "
+        f"{result.rows_rejected:,} rejected, window {window}, run {run_id}"
+    )
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -115,8 +122,10 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
     configs = load_all(settings.pipelines_dir())
     for config in configs:
-        print(f"ok  {config.name}: DAG {config.dag_id}, model {config.model.name}:{config.model.version}, "
-              f"output {config.output.table}")
+        print(
+            f"ok  {config.name}: DAG {config.dag_id}, model {config.model.name}:{config.model.version}, "
+            f"output {config.output.table}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="run the whole demo end to end on the local stack")
-    p.add_argument("--rows-per-day", type=int, default=int(os.environ.get("DEMO_ROWS_PER_DAY", 100_000)))
+    p.add_argument("--rows-per-day", type=int, default=int(os.environ.get("DEMO_ROWS_PER_DAY", "100000")))
     p.add_argument("--days", type=int, default=60)
     p.add_argument("--reseed", action="store_true", help="regenerate the warehouse even if it is current")
     p.set_defaults(func=cmd_demo)

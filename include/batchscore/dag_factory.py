@@ -24,19 +24,31 @@ def trigger_params() -> dict[str, Param]:
     """The trigger form: all optional; empty fields mean 'the run's own window and the configured model'."""
     return {
         "window_start": Param(
-            None, type=["null", "string"], format="date-time", title="Window start (UTC, inclusive)",
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Window start (UTC, inclusive)",
             description="Score this window instead of the run's data interval. Give both ends or neither.",
         ),
         "window_end": Param(
-            None, type=["null", "string"], format="date-time", title="Window end (UTC, exclusive)",
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Window end (UTC, exclusive)",
             description="End of the window to score (exclusive).",
         ),
         "model_version": Param(
-            None, type=["null", "string"], pattern=MODEL_REF.pattern, maxLength=64, title="Model version or alias",
-            description="A version number (e.g. 3) or an alias (e.g. challenger). Empty: the pipeline's configured model.",
+            None,
+            type=["null", "string"],
+            pattern=MODEL_REF.pattern,
+            maxLength=64,
+            title="Model version or alias",
+            description="A version number (e.g. 3) or an alias (e.g. challenger). Empty: the configured model.",
         ),
         "dry_run": Param(
-            False, type="boolean", title="Dry run",
+            False,
+            type="boolean",
+            title="Dry run",
             description="Extract, validate and score, record the run, but publish nothing.",
         ),
     }
@@ -79,8 +91,12 @@ def build_dag(config: PipelineConfig) -> DAG:
             _, _, model_ref, dry_run = airflow_glue.run_params(dict(context["params"]))
             window = airflow_glue.window_from_context(config, context)
             return plan_run(
-                config, airflow_glue.endpoints(config), window=window, run_id=context["run_id"],
-                model_ref=model_ref, dry_run=dry_run,
+                config,
+                airflow_glue.endpoints(config),
+                window=window,
+                run_id=context["run_id"],
+                model_ref=model_ref,
+                dry_run=dry_run,
             ).to_dict()
 
         @task
@@ -91,13 +107,20 @@ def build_dag(config: PipelineConfig) -> DAG:
 
             result = run_extract(config, airflow_glue.endpoints(config), RunPlan.from_dict(run))
             return [
-                {"url": url, "index": i, "n_parts": len(result.parts), "extract_rows": result.rows,
-                 "extract_seconds": result.seconds}
+                {
+                    "url": url,
+                    "index": i,
+                    "n_parts": len(result.parts),
+                    "extract_rows": result.rows,
+                    "extract_seconds": result.seconds,
+                }
                 for i, url in enumerate(result.parts)
             ]
 
-        @task(map_index_template="part {{ task.op_kwargs['part']['index'] }}",
-              max_active_tis_per_dagrun=config.execution.parallel_parts)
+        @task(
+            map_index_template="part {{ task.op_kwargs['part']['index'] }}",
+            max_active_tis_per_dagrun=config.execution.parallel_parts,
+        )
         def predict(part: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
             """Score one part (one mapped task per part, run in parallel by the executor)."""
             from dataclasses import asdict
@@ -117,14 +140,23 @@ def build_dag(config: PipelineConfig) -> DAG:
             from batchscore.job import RunPlan, run_load
             from batchscore.predict import PartResult
 
-            result = run_load(config, airflow_glue.endpoints(config), RunPlan.from_dict(run),
-                              [PartResult(**p) for p in parts], extracted[0]["extract_seconds"])
-            return {"rows_written": result.rows_written, "rows_rejected": result.rows_rejected,
-                    "published": result.published, "score_summary": result.score_summary}
+            result = run_load(
+                config,
+                airflow_glue.endpoints(config),
+                RunPlan.from_dict(run),
+                [PartResult(**p) for p in parts],
+                extracted[0]["extract_seconds"],
+            )
+            return {
+                "rows_written": result.rows_written,
+                "rows_rejected": result.rows_rejected,
+                "published": result.published,
+                "score_summary": result.score_summary,
+            }
 
         run = plan()
-        extracted = extract(run)
+        extracted = extract(run)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
         scored = predict.partial(run=run).expand(part=extracted)
-        load(run, extracted, scored)
+        load(run, extracted, scored)  # type: ignore[arg-type]
 
     return scoring()

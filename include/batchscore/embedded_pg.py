@@ -57,9 +57,7 @@ class EmbeddedPostgres:
 
     def _run_as_server_user(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
         user = SYSTEM_USER_WHEN_ROOT if os.geteuid() == 0 else None
-        return subprocess.run(
-            args, check=True, capture_output=True, text=True, timeout=timeout, user=user, cwd="/"
-        )
+        return subprocess.run(args, check=True, capture_output=True, text=True, timeout=timeout, user=user, cwd="/")
 
     def url(self, database: str = "postgres", driver: str = "") -> str:
         """A SQLAlchemy/libpq URL for ``database`` (``driver`` e.g. ``psycopg2``)."""
@@ -96,7 +94,19 @@ class EmbeddedPostgres:
             options += f" -c {name}={value}"
         log = self.datadir / "server.log"
         self._run_as_server_user(
-            [str(self._bin / "pg_ctl"), "-w", "-t", "60", "-D", str(self.datadir), "-l", str(log), "-o", options, "start"],
+            [
+                str(self._bin / "pg_ctl"),
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(log),
+                "-o",
+                options,
+                "start",
+            ],
             timeout=90,
         )
         deadline = time.monotonic() + 30

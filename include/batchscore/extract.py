@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -81,8 +82,8 @@ def _sqlalchemy_batches(
     names = list(result.keys())
     first = result.fetchmany(batch_rows)
 
-    def to_batch(rows: list[tuple[object, ...]]) -> pa.RecordBatch:
-        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+    def to_batch(rows: Sequence[Any]) -> pa.RecordBatch:
+        columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
         return pa.RecordBatch.from_arrays([pa.array(list(c)) for c in columns], names=names)
 
     schema = to_batch(first).schema

@@ -91,7 +91,9 @@ def check_model_fits(config: PipelineConfig, manifest: ModelManifest, model: Any
             parts.append(f"the model needs {', '.join(sorted(actual - expected))} which the pipeline does not list")
         if expected - actual:
             parts.append(f"the pipeline lists {', '.join(sorted(expected - actual))} which the model does not use")
-        raise PlanError(f"model {manifest.name} v{manifest.version} does not fit pipeline {config.name}: {'; '.join(parts)}")
+        raise PlanError(
+            f"model {manifest.name} v{manifest.version} does not fit pipeline {config.name}: {'; '.join(parts)}"
+        )
     method = "predict_proba" if manifest.task == "classifier" else "predict"
     if not callable(getattr(model, method, None)):
         raise PlanError(f"model {manifest.name} v{manifest.version} is a {manifest.task} without {method}()")
@@ -134,8 +136,14 @@ def plan_run(
         model_sha256=manifest.sha256,
         output_table=config.output.table,
     )
-    log.info("plan: %s window %s model %s v%d%s", config.name, window, manifest.name, manifest.version,
-             " (dry run)" if dry_run else "")
+    log.info(
+        "plan: %s window %s model %s v%d%s",
+        config.name,
+        window,
+        manifest.name,
+        manifest.version,
+        " (dry run)" if dry_run else "",
+    )
     return plan
 
 
@@ -207,5 +215,7 @@ def run_pipeline(
         parts = [run_predict(config, endpoints, plan, part) for part in extracted.parts]
         return run_load(config, endpoints, plan, parts, extracted.seconds)
     except Exception as exc:
-        runs.record_failure(endpoints.scores_url, pipeline=config.name, run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+        runs.record_failure(
+            endpoints.scores_url, pipeline=config.name, run_id=run_id, error=f"{type(exc).__name__}: {exc}"
+        )
         raise

@@ -71,13 +71,13 @@ def ensure_output_table(url: str, qualified: str, key: str, key_type: pa.DataTyp
     pg_type = _PG_KEY_TYPES.get(key_type)
     if pg_type is None:
         raise ValueError(f"entity key type {key_type} is not supported; use an integer or text key")
-    schema = qualified.split(".")[0]
+    schema = qualified.split(".", maxsplit=1)[0]
     table = _table_sql(qualified)
     index = quote_ident(f"{qualified.split('.')[1]}_window_idx"[:63])
     with psycopg.connect(db.libpq_url(url), autocommit=True) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('batchscore:ddl', 0))")
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")  # type: ignore[call-overload]
-        conn.execute(  # type: ignore[call-overload]
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        conn.execute(
             f"""
             CREATE TABLE IF NOT EXISTS {table} (
                 {quote_ident(key)} {pg_type} NOT NULL,
@@ -93,7 +93,7 @@ def ensure_output_table(url: str, qualified: str, key: str, key_type: pa.DataTyp
             )
             """
         )
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} (window_start, window_end)")  # type: ignore[call-overload]
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} (window_start, window_end)")
 
 
 def _parquet_reader(urls: Sequence[str], schema: pa.Schema) -> pa.RecordBatchReader:
@@ -156,8 +156,12 @@ def publish_window(
     predict_seconds = sum(p.seconds for p in parts)
     table = _table_sql(output_table)
     with adbc.connect(db.libpq_url(url)) as conn, conn.cursor() as cur:
-        cur.adbc_ingest("batchscore_stage_scores", _parquet_reader(score_urls, scores_schema), mode="create", temporary=True)
-        cur.adbc_ingest("batchscore_stage_rejects", _parquet_reader(reject_urls, REJECT_SCHEMA), mode="create", temporary=True)
+        cur.adbc_ingest(
+            "batchscore_stage_scores", _parquet_reader(score_urls, scores_schema), mode="create", temporary=True
+        )
+        cur.adbc_ingest(
+            "batchscore_stage_rejects", _parquet_reader(reject_urls, REJECT_SCHEMA), mode="create", temporary=True
+        )
         cur.execute(
             """
             SELECT json_build_object(
@@ -171,7 +175,7 @@ def publish_window(
             )::text FROM batchscore_stage_scores
             """
         )
-        summary: dict[str, object] = json.loads(cur.fetchone()[0])  # type: ignore[index]
+        summary: dict[str, object] = json.loads(cur.fetchone()[0])
         status = "dry_run" if dry_run else "success"
         rows_written = 0 if dry_run else rows_scored
         if not dry_run:
@@ -180,7 +184,10 @@ def publish_window(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                 parameters=(f"batchscore:publish:{output_table}:{window.start.isoformat()}:{window.end.isoformat()}",),
             )
-            cur.execute(f"DELETE FROM {table} WHERE window_start = $1 AND window_end = $2", parameters=(window.start, window.end))
+            cur.execute(
+                f"DELETE FROM {table} WHERE window_start = $1 AND window_end = $2",
+                parameters=(window.start, window.end),
+            )
             cur.execute(
                 f"""
                 INSERT INTO {table} ({quote_ident(key)}, score, label, window_start, window_end, model_name,
@@ -210,8 +217,17 @@ def publish_window(
             WHERE pipeline = $10 AND run_id = $11
             """,
             parameters=(
-                status, rows_in, rows_scored, rows_rejected, rows_written, extract_seconds, predict_seconds,
-                seconds, json.dumps(summary), pipeline, run_id,
+                status,
+                rows_in,
+                rows_scored,
+                rows_rejected,
+                rows_written,
+                extract_seconds,
+                predict_seconds,
+                seconds,
+                json.dumps(summary),
+                pipeline,
+                run_id,
             ),
         )
         conn.commit()

@@ -49,8 +49,8 @@ class LocalStack:
     """Paths, ports and the database of one local Airflow installation."""
 
     root: Path = field(default_factory=lambda: settings.LOCAL_DIR)
-    pg_port: int = int(os.environ.get("BATCHSCORE_PG_PORT", DEFAULT_PORT))
-    api_port: int = int(os.environ.get("BATCHSCORE_API_PORT", 8080))
+    pg_port: int = int(os.environ.get("BATCHSCORE_PG_PORT", str(DEFAULT_PORT)))
+    api_port: int = int(os.environ.get("BATCHSCORE_API_PORT", "8080"))
     external_url: str | None = field(default_factory=lambda: os.environ.get("BATCHSCORE_PG_URL") or None)
     pg_settings: dict[str, str] = field(default_factory=dict)
     parallelism: int = 4
@@ -128,7 +128,10 @@ class LocalStack:
         """Run an ``airflow`` CLI command against this stack."""
         airflow_bin = str(Path(sys.executable).with_name("airflow"))
         return subprocess.run(
-            [airflow_bin, *args], env={**os.environ, **self.env()}, check=check, text=True,
+            [airflow_bin, *args],
+            env={**os.environ, **self.env()},
+            check=check,
+            text=True,
             capture_output=capture,
         )
 
@@ -156,7 +159,9 @@ class LocalStack:
         for service in SERVICES:
             if self.running(service):
                 continue
-            args = [airflow_bin, service] + (["--port", str(self.api_port), "--workers", "1"] if service == "api-server" else [])
+            args = [airflow_bin, service] + (
+                ["--port", str(self.api_port), "--workers", "1"] if service == "api-server" else []
+            )
             log = (self.home / "logs" / f"{service}.log").open("ab")
             proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             self._pidfile(service).write_text(str(proc.pid))
@@ -173,7 +178,10 @@ class LocalStack:
                     raise RuntimeError(f"airflow {service} exited; see {self.home / 'logs' / (service + '.log')}")
             try:
                 last = requests.get(f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health", timeout=5).json()
-                if all(last.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "dag_processor")):
+                if all(
+                    last.get(part, {}).get("status") == "healthy"
+                    for part in ("metadatabase", "scheduler", "dag_processor")
+                ):
                     return
             except (requests.RequestException, ValueError):
                 pass
@@ -213,7 +221,9 @@ class AirflowClient:
         self.base = base.rstrip("/")
         self.session = requests.Session()
         self.session.trust_env = False
-        reply = self.session.post(f"{self.base}/auth/token", json={"username": username, "password": password}, timeout=30)
+        reply = self.session.post(
+            f"{self.base}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
         reply.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
 

@@ -134,6 +134,11 @@ def predict_part(
     seconds = time.perf_counter() - started
     log.info(
         "predict %s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s)",
-        name, rows_in, rows_scored, rows_rejected, seconds, rows_in / seconds if seconds else 0.0,
+        name,
+        rows_in,
+        rows_scored,
+        rows_rejected,
+        seconds,
+        rows_in / seconds if seconds else 0.0,
     )
     return PartResult(part, scores_url, rejects_url, rows_in, rows_scored, rows_rejected, seconds)

@@ -107,7 +107,9 @@ class ModelRegistry:
         fs, path = storage.filesystem(self._url(name, "versions"))
         if not fs.exists(path):
             return []
-        return sorted(int(p.rstrip("/").rsplit("/", 1)[-1]) for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].isdigit())
+        return sorted(
+            int(p.rstrip("/").rsplit("/", 1)[-1]) for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].isdigit()
+        )
 
     def aliases(self, name: str) -> dict[str, int]:
         url = self._url(name, "aliases.json")

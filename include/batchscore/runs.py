@@ -16,11 +16,10 @@ from batchscore.windows import Window
 def apply_schema(url: str) -> None:
     """Create the shared audit and rejects tables if they are missing (idempotent)."""
     ddl = (settings.sql_dir() / "scoring.sql").read_text()
-    with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
-        # Concurrent first runs race on CREATE ... IF NOT EXISTS; serialise them.
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('batchscore:ddl', 0))")
-            conn.execute(ddl)  # type: ignore[call-overload]
+    # Concurrent first runs race on CREATE ... IF NOT EXISTS; serialise them.
+    with psycopg.connect(db.libpq_url(url), autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('batchscore:ddl', 0))")
+        conn.execute(ddl)
 
 
 def record_start(

@@ -28,29 +28,45 @@ def test_dag_test_scores_the_window_from_the_trigger_form(churn_dag, airflow_db:
     assert run.state == "success"
     expected, rejected = expected_scores(airflow_db.warehouse_url, airflow_db.registry, start, end)
     stored = stored_scores(airflow_db.scores_url, "scoring.churn_scores", start, end)
-    assert len(stored) == len(expected) and stored.index.is_unique
+    assert len(stored) == len(expected)
+    assert stored.index.is_unique
     np.testing.assert_allclose(stored.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)
     assert set(stored["run_id"]) == {run.run_id}
     record = run_record(airflow_db.scores_url, "churn", run.run_id)
     assert record is not None
-    assert (record["status"], record["rows_written"], record["rows_rejected"]) == ("success", len(expected), len(rejected))
-    assert record["extract_seconds"] > 0 and record["predict_seconds"] > 0 and record["load_seconds"] > 0
+    assert (record["status"], record["rows_written"], record["rows_rejected"]) == (
+        "success",
+        len(expected),
+        len(rejected),
+    )
+    assert record["extract_seconds"] > 0
+    assert record["predict_seconds"] > 0
+    assert record["load_seconds"] > 0
 
 
 def test_dag_test_dry_run_with_an_explicit_model_version(churn_dag, airflow_db: Services) -> None:
     start, end = day_window(WAREHOUSE_END - timedelta(days=8))
     run = churn_dag.test(
-        run_conf={"window_start": start.isoformat(), "window_end": end.isoformat(), "model_version": "1", "dry_run": True}
+        run_conf={
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "model_version": "1",
+            "dry_run": True,
+        }
     )
     assert run.state == "success"
     record = run_record(airflow_db.scores_url, "churn", run.run_id)
-    assert record is not None and record["status"] == "dry_run" and record["model_version"] == 1
+    assert record is not None
+    assert record["status"] == "dry_run"
+    assert record["model_version"] == 1
     assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.churn_scores WHERE window_start = %s", start) == 0
 
 
 def test_bad_trigger_param_fails_the_run_before_anything_is_written(churn_dag, airflow_db: Services) -> None:
     start, _ = day_window(WAREHOUSE_END - timedelta(days=9))
-    run = churn_dag.test(run_conf={"window_start": start.isoformat(), "window_end": (start - timedelta(days=1)).isoformat()})
+    run = churn_dag.test(
+        run_conf={"window_start": start.isoformat(), "window_end": (start - timedelta(days=1)).isoformat()}
+    )
     assert run.state == "failed"
     assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.churn_scores WHERE window_start = %s", start) == 0
     assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.scoring_runs WHERE run_id = %s", run.run_id) == 0

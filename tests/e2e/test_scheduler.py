@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
-
 from batchscore.local import AirflowClient
+
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import expected_scores, run_record, stored_scores
 
@@ -37,18 +37,24 @@ def client(airflow_db: Services) -> Iterator[AirflowClient]:
 def assert_exact(services: Services, start: datetime, end: datetime, run_id: str) -> None:
     expected, rejected = expected_scores(services.warehouse_url, services.registry, start, end)
     stored = stored_scores(services.scores_url, TABLE, start, end)
-    assert len(stored) == len(expected) > 2_000 and stored.index.is_unique
+    assert len(stored) == len(expected) > 2_000
+    assert stored.index.is_unique
     np.testing.assert_allclose(stored.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)
     assert set(stored["run_id"]) == {run_id}
     record = run_record(services.scores_url, "churn", run_id)
     assert record is not None
-    assert (record["status"], record["rows_written"], record["rows_rejected"]) == ("success", len(expected), len(rejected))
+    assert (record["status"], record["rows_written"], record["rows_rejected"]) == (
+        "success",
+        len(expected),
+        len(rejected),
+    )
 
 
 def test_rest_triggered_run_without_logical_date(client: AirflowClient, airflow_db: Services) -> None:
     start, end = day_window(WAREHOUSE_END - timedelta(days=3))
     run = client.send(
-        "POST", f"/dags/{DAG_ID}/dagRuns",
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
         {"logical_date": None, "conf": {"window_start": start.isoformat(), "window_end": end.isoformat()}},
     )
     assert run["logical_date"] is None
@@ -59,8 +65,19 @@ def test_rest_triggered_run_without_logical_date(client: AirflowClient, airflow_
 def test_backfill_two_days_through_the_cli(client: AirflowClient, airflow_db: Services) -> None:
     first: date = WAREHOUSE_END - timedelta(days=5)
     last: date = first + timedelta(days=1)
-    airflow_db.stack.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", first.isoformat(),
-                             "--to-date", last.isoformat(), "--max-active-runs", "2", capture=True)
+    airflow_db.stack.airflow(
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        first.isoformat(),
+        "--to-date",
+        last.isoformat(),
+        "--max-active-runs",
+        "2",
+        capture=True,
+    )
     runs: list[dict] = []
     for _ in range(60):
         runs = [r for r in client.dag_runs(DAG_ID) if r["run_type"] == "backfill"]
@@ -88,4 +105,5 @@ def test_scheduler_runs_the_latest_nightly_window_on_unpause(client: AirflowClie
     start = datetime.fromisoformat(run["data_interval_start"])
     assert datetime.fromisoformat(run["data_interval_end"]) - start == timedelta(days=1)
     record = run_record(airflow_db.scores_url, "churn", run["dag_run_id"])
-    assert record is not None and (record["status"], record["rows_read"], record["rows_written"]) == ("success", 0, 0)
+    assert record is not None
+    assert (record["status"], record["rows_read"], record["rows_written"]) == ("success", 0, 0)

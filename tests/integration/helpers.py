@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
-
 from batchscore.config import PipelineConfig, load_config
 from batchscore.registry import ModelRegistry
 
@@ -38,8 +37,14 @@ def expected_scores(warehouse_url: str, registry: str, start: datetime, end: dat
     good = frame[~bad]
     features = [f.name for f in manifest.features]
     x = pd.DataFrame(
-        {c: (good[c].astype(object).where(good[c].notna(), np.nan) if good[c].dtype == object or isinstance(
-            good[c].dtype, pd.StringDtype) else good[c].astype(float)) for c in features}
+        {
+            c: (
+                good[c].astype(object).where(good[c].notna(), np.nan)
+                if good[c].dtype == object or isinstance(good[c].dtype, pd.StringDtype)
+                else good[c].astype(float)
+            )
+            for c in features
+        }
     )
     proba = model.predict_proba(x)[:, list(model.classes_).index(1)]
     expected = pd.DataFrame({"customer_id": good["customer_id"].to_numpy(), "score": proba}).set_index("customer_id")
@@ -49,7 +54,7 @@ def expected_scores(warehouse_url: str, registry: str, start: datetime, end: dat
 def stored_scores(scores_url: str, table: str, start: datetime, end: datetime) -> pd.DataFrame:
     with psycopg.connect(scores_url) as conn:
         cur = conn.execute(
-            f"SELECT customer_id, score, label, model_name, model_version, model_sha256, run_id "  # noqa: S608
+            f"SELECT customer_id, score, label, model_name, model_version, model_sha256, run_id "
             f"FROM {table} WHERE window_start = %s AND window_end = %s",
             (start, end),
         )

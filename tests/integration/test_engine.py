@@ -12,13 +12,13 @@ import pandas as pd
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-
 from batchscore.extract import extract_window
 from batchscore.features import SchemaMismatch
 from batchscore.job import Endpoints, PlanError, plan_run, run_pipeline
 from batchscore.load import RejectThresholdExceeded
 from batchscore.registry import ModelRegistry, RegistryError
 from batchscore.windows import Window
+
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, count, expected_scores, run_record, stored_scores
 
@@ -37,8 +37,12 @@ def day(n: int) -> Window:
 
 
 def window_count(services: Services, window: Window) -> int:
-    return count(services.scores_url, f"SELECT count(*) FROM {TABLE} WHERE window_start = %s AND window_end = %s",
-                 window.start, window.end)
+    return count(
+        services.scores_url,
+        f"SELECT count(*) FROM {TABLE} WHERE window_start = %s AND window_end = %s",
+        window.start,
+        window.end,
+    )
 
 
 def test_scores_equal_the_models_own_predictions_on_exactly_the_window(services: Services) -> None:
@@ -56,16 +60,21 @@ def test_scores_equal_the_models_own_predictions_on_exactly_the_window(services:
     assert set(stored["run_id"]) == {"it__exact"}
     with psycopg.connect(services.scores_url) as conn:
         rejects = conn.execute(
-            "SELECT entity_key, reason FROM scoring.rejects WHERE pipeline = 'churn' AND window_start = %s", (window.start,)
+            "SELECT entity_key, reason FROM scoring.rejects WHERE pipeline = 'churn' AND window_start = %s",
+            (window.start,),
         ).fetchall()
-    assert {int(k) for k, _ in rejects} == rejected_ids and len(rejected_ids) > 0
+    assert {int(k) for k, _ in rejects} == rejected_ids
+    assert len(rejected_ids) > 0
     assert all(r in ("plan is NULL", "region: unseen category 'islands'") for _, r in rejects)
     record = run_record(services.scores_url, "churn", "it__exact")
     assert record is not None
     assert record["status"] == "success"
     assert record["rows_read"] == len(expected) + len(rejected_ids)
     assert (record["rows_scored"], record["rows_written"], record["rows_rejected"]) == (
-        len(expected), len(expected), len(rejected_ids))
+        len(expected),
+        len(expected),
+        len(rejected_ids),
+    )
     assert record["score_summary"]["count"] == len(expected)
     assert record["score_summary"]["mean"] == pytest.approx(expected["score"].mean(), rel=1e-9)
 
@@ -78,8 +87,14 @@ def test_rerun_replaces_the_window_and_never_duplicates(services: Services) -> N
     assert first.rows_written == second.rows_written == len(stored)
     assert stored.index.is_unique
     assert set(stored["run_id"]) == {"it__rerun2"}
-    assert count(services.scores_url, "SELECT count(*) FROM scoring.rejects WHERE pipeline = 'churn' AND window_start = %s",
-                 window.start) == second.rows_rejected
+    assert (
+        count(
+            services.scores_url,
+            "SELECT count(*) FROM scoring.rejects WHERE pipeline = 'churn' AND window_start = %s",
+            window.start,
+        )
+        == second.rows_rejected
+    )
 
 
 def test_window_is_half_open_on_the_source_event_time(services: Services) -> None:
@@ -88,16 +103,17 @@ def test_window_is_half_open_on_the_source_event_time(services: Services) -> Non
     with psycopg.connect(services.warehouse_url, autocommit=True) as conn:
         for cid, at in zip(edge_ids, (window.start, window.end - timedelta(microseconds=1), window.end), strict=True):
             conn.execute(
-                "INSERT INTO warehouse.customer_activity SELECT %s, %s, plan, region, channel, tenure_days, monthly_spend, "
-                "txn_count_7d, txn_amount_7d, support_tickets_30d, days_since_last_login, avg_session_minutes, "
-                "discount_rate, late_payments_90d, churned FROM warehouse.customer_activity "
+                "INSERT INTO warehouse.customer_activity SELECT %s, %s, plan, region, channel, tenure_days, "
+                "monthly_spend, txn_count_7d, txn_amount_7d, support_tickets_30d, days_since_last_login, "
+                "avg_session_minutes, discount_rate, late_payments_90d, churned FROM warehouse.customer_activity "
                 "WHERE plan IS NOT NULL AND region <> 'islands' LIMIT 1",
                 (cid, at),
             )
     try:
         run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__edges")
         stored = stored_scores(services.scores_url, TABLE, window.start, window.end)
-        assert 9_000_001 in stored.index and 9_000_002 in stored.index
+        assert 9_000_001 in stored.index
+        assert 9_000_002 in stored.index
         assert 9_000_003 not in stored.index
     finally:
         with psycopg.connect(services.warehouse_url, autocommit=True) as conn:
@@ -111,17 +127,28 @@ def test_parts_cover_the_window_exactly(services: Services, tmp_path: Path, part
     config = churn_config()
     small = Window(window.start, window.start + timedelta(minutes=1)) if part_rows == 1 else window
     result = extract_window(
-        source_url=services.warehouse_url, query=config.source.query, window=small, key="customer_id",
-        features=manifest.features, run_dir=str(tmp_path), part_rows=part_rows, batch_rows=1_000,
+        source_url=services.warehouse_url,
+        query=config.source.query,
+        window=small,
+        key="customer_id",
+        features=manifest.features,
+        run_dir=str(tmp_path),
+        part_rows=part_rows,
+        batch_rows=1_000,
     )
-    expected = count(services.warehouse_url, "SELECT count(*) FROM warehouse.customer_activity "
-                     "WHERE event_time >= %s AND event_time < %s", small.start, small.end)
+    expected = count(
+        services.warehouse_url,
+        "SELECT count(*) FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s",
+        small.start,
+        small.end,
+    )
     sizes = [pq.ParquetFile(p).metadata.num_rows for p in result.parts]
     assert result.rows == sum(sizes) == expected
     assert len(result.parts) == max(1, -(-expected // part_rows))
     assert all(s == part_rows for s in sizes[:-1])
     ids = pd.concat([pq.read_table(p, columns=["customer_id"]).to_pandas() for p in result.parts])["customer_id"]
-    assert ids.is_unique and len(ids) == expected
+    assert ids.is_unique
+    assert len(ids) == expected
 
 
 def test_many_parts_score_the_same_as_one(services: Services) -> None:
@@ -145,16 +172,21 @@ def test_empty_window_succeeds_and_records_zero(services: Services) -> None:
     window = Window(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
     result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__empty")
     record = run_record(services.scores_url, "churn", "it__empty")
-    assert result.rows_written == 0 and window_count(services, window) == 0
-    assert record is not None and (record["status"], record["rows_read"], record["rows_written"]) == ("success", 0, 0)
+    assert result.rows_written == 0
+    assert window_count(services, window) == 0
+    assert record is not None
+    assert (record["status"], record["rows_read"], record["rows_written"]) == ("success", 0, 0)
 
 
 def test_dry_run_publishes_nothing(services: Services) -> None:
     window = day(6)
     result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__dry", dry_run=True)
     record = run_record(services.scores_url, "churn", "it__dry")
-    assert not result.published and window_count(services, window) == 0
-    assert record is not None and record["status"] == "dry_run" and record["rows_scored"] > 2_000
+    assert not result.published
+    assert window_count(services, window) == 0
+    assert record is not None
+    assert record["status"] == "dry_run"
+    assert record["rows_scored"] > 2_000
 
 
 def test_too_many_rejects_publish_nothing_and_keep_the_old_scores(services: Services) -> None:
@@ -163,12 +195,14 @@ def test_too_many_rejects_publish_nothing_and_keep_the_old_scores(services: Serv
     assert first.rows_rejected > 0
     before = stored_scores(services.scores_url, TABLE, window.start, window.end)
     strict = churn_config(validation=churn_config().validation.model_copy(update={"max_reject_fraction": 0.0}))
-    with pytest.raises(RejectThresholdExceeded, match="failed validation, above max_reject_fraction=0.00%"):
+    with pytest.raises(RejectThresholdExceeded, match=r"failed validation, above max_reject_fraction=0\.00%"):
         run_pipeline(strict, endpoints(services), window=window, run_id="it__strict")
     after = stored_scores(services.scores_url, TABLE, window.start, window.end)
     pd.testing.assert_frame_equal(before, after)
     record = run_record(services.scores_url, "churn", "it__strict")
-    assert record is not None and record["status"] == "failed" and "RejectThresholdExceeded" in record["error"]
+    assert record is not None
+    assert record["status"] == "failed"
+    assert "RejectThresholdExceeded" in record["error"]
 
 
 def test_corrupted_model_fails_before_anything_is_written(services: Services, tmp_path: Path) -> None:
@@ -210,8 +244,10 @@ def test_generic_sqlalchemy_source_gives_the_same_scores(services: Services, tmp
     run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__pg_path")
     via_pg = stored_scores(services.scores_url, TABLE, window.start, window.end)["score"].sort_index()
     with psycopg.connect(services.warehouse_url) as conn:
-        cur = conn.execute("SELECT * FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s",
-                           (window.start - timedelta(hours=1), window.end + timedelta(hours=1)))
+        cur = conn.execute(
+            "SELECT * FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s",
+            (window.start - timedelta(hours=1), window.end + timedelta(hours=1)),
+        )
         frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
     frame["event_time"] = frame["event_time"].map(lambda t: t.astimezone(UTC).isoformat(sep=" "))
     database = tmp_path / "warehouse.sqlite"

@@ -1,18 +1,25 @@
 import pytest
-
 from batchscore.airflow_glue import ParamError, run_params
 
 
 def test_empty_form_means_defaults() -> None:
     assert run_params({}) == (None, None, None, False)
     assert run_params({"window_start": "", "window_end": "  ", "model_version": None, "dry_run": False}) == (
-        None, None, None, False,
+        None,
+        None,
+        None,
+        False,
     )
 
 
 def test_values_are_passed_through_trimmed() -> None:
-    assert run_params({"window_start": " 2026-11-01 ", "window_end": "2026-11-02", "model_version": "3", "dry_run": True}) == (
-        "2026-11-01", "2026-11-02", "3", True,
+    assert run_params(
+        {"window_start": " 2026-11-01 ", "window_end": "2026-11-02", "model_version": "3", "dry_run": True}
+    ) == (
+        "2026-11-01",
+        "2026-11-02",
+        "3",
+        True,
     )
 
 

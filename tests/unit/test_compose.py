@@ -242,10 +242,7 @@ def test_project_databases(services, name, database):
 
 def test_depends_on_names_only_existing_services(services):
     dangling = {
-        (name, dep)
-        for name, service in services.items()
-        for dep in depends_on_names(service)
-        if dep not in services
+        (name, dep) for name, service in services.items() for dep in depends_on_names(service) if dep not in services
     }
     assert dangling == set()
 

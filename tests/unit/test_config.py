@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from batchscore.config import ConfigError, load_all, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +30,11 @@ def test_shipped_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        (("source", "query"), "SELECT * FROM t WHERE ts >= :window_start", "must use both :window_start and :window_end"),
+        (
+            ("source", "query"),
+            "SELECT * FROM t WHERE ts >= :window_start",
+            "must use both :window_start and :window_end",
+        ),
         (("output", "table"), "churn_scores", "must be schema.table"),
         (("output", "table"), "scoring.x; DROP TABLE y", "must be a lower-case SQL identifier"),
         (("schedule",), "every night", "not a valid cron expression"),
@@ -43,7 +46,9 @@ def test_shipped_config_is_valid() -> None:
         (("source", "query"), "SELECT 1 WHERE :window_start < :window_end; DELETE FROM t", "single SELECT"),
     ],
 )
-def test_invalid_field_is_named_with_the_file(tmp_path: Path, path: tuple[str, ...], value: object, expected: str) -> None:
+def test_invalid_field_is_named_with_the_file(
+    tmp_path: Path, path: tuple[str, ...], value: object, expected: str
+) -> None:
     data = churn_data()
     target = data
     for key in path[:-1]:

@@ -3,7 +3,6 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from batchscore.features import SchemaMismatch, conform, staged_schema, to_model_frame
 from batchscore.registry import FeatureSpec
 
@@ -36,7 +35,9 @@ def test_unusable_type_fails_before_any_row() -> None:
 
 def test_conform_casts_and_drops_extra_columns() -> None:
     schema = pa.schema([("id", pa.int64()), ("x", pa.float64()), ("c", pa.string())])
-    batch = pa.table({"id": [1, 2], "x": [1, None], "c": pa.array(["a", "b"]).dictionary_encode(), "t": [datetime(2026, 1, 1)] * 2})
+    batch = pa.table(
+        {"id": [1, 2], "x": [1, None], "c": pa.array(["a", "b"]).dictionary_encode(), "t": [datetime(2026, 1, 1)] * 2}
+    )
     out = conform(batch, schema)
     assert out.schema == schema
     assert out.to_pydict() == {"id": [1, 2], "x": [1.0, None], "c": ["a", "b"]}
@@ -44,5 +45,8 @@ def test_conform_casts_and_drops_extra_columns() -> None:
 
 def test_model_frame_uses_nan_for_missing_in_both_kinds() -> None:
     frame = to_model_frame(pa.table({"x": [1.0, None], "c": ["a", None]}), FEATURES)
-    assert frame["x"].dtype == np.float64 and np.isnan(frame["x"][1])
-    assert frame["c"].dtype == object and frame["c"][0] == "a" and frame["c"][1] is np.nan
+    assert frame["x"].dtype == np.float64
+    assert np.isnan(frame["x"][1])
+    assert frame["c"].dtype == object
+    assert frame["c"][0] == "a"
+    assert frame["c"][1] is np.nan  # noqa: PLW0177 (identity with the sentinel is the point)

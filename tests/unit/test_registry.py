@@ -5,12 +5,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-
-from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
 
 FEATURES = (FeatureSpec("a", "numeric"), FeatureSpec("b", "numeric"))
 
@@ -35,7 +34,12 @@ def test_register_resolve_and_load_round_trip(registry: ModelRegistry, data: tup
     x, y = data
     model = LogisticRegression().fit(x, y)
     manifest = registry.register("m", model, FEATURES, metrics={"auc": 0.9}, aliases=("champion",))
-    assert (manifest.version, manifest.task, manifest.classes, manifest.positive_class) == (1, "classifier", ("0", "1"), "1")
+    assert (manifest.version, manifest.task, manifest.classes, manifest.positive_class) == (
+        1,
+        "classifier",
+        ("0", "1"),
+        "1",
+    )
     second = registry.register("m", LogisticRegression(C=0.1).fit(x, y), FEATURES, aliases=("challenger",))
     assert registry.versions("m") == [1, 2]
     assert registry.resolve("m", "champion").version == 1
@@ -47,10 +51,11 @@ def test_register_resolve_and_load_round_trip(registry: ModelRegistry, data: tup
 
 
 def test_manifest_records_checksum_and_schema(registry: ModelRegistry, data: tuple) -> None:
-    x, y = data
+    x, _y = data
     manifest = registry.register("m", LinearRegression().fit(x, x["a"]), FEATURES, training={"rows": 200})
     on_disk = json.loads((Path(registry.root) / "m" / "versions" / "1" / "manifest.json").read_text())
-    assert on_disk["sha256"] == manifest.sha256 and len(manifest.sha256) == 64
+    assert on_disk["sha256"] == manifest.sha256
+    assert len(manifest.sha256) == 64
     assert on_disk["task"] == "regressor"
     assert [f["name"] for f in on_disk["features"]] == ["a", "b"]
     assert on_disk["training"] == {"rows": 200}
@@ -89,7 +94,9 @@ def test_truncated_artifact_with_matching_manifest_is_not_loadable(registry: Mod
     x, y = data
     manifest = registry.register("m", LogisticRegression().fit(x, y), FEATURES)
     artifact(registry, "m", 1).write_bytes(b"not a zip file at all")
-    forged = manifest.__class__(**{**manifest.__dict__, "sha256": __import__("hashlib").sha256(b"not a zip file at all").hexdigest()})
+    forged = manifest.__class__(
+        **{**manifest.__dict__, "sha256": __import__("hashlib").sha256(b"not a zip file at all").hexdigest()}
+    )
     with pytest.raises(RegistryError, match="not a readable skops file"):
         registry.load(forged)
 
@@ -108,5 +115,5 @@ def test_model_holding_arbitrary_callables_is_refused(registry: ModelRegistry, d
     hostile.steps[0] = ("f", FunctionTransformer(func=os.system))
     hostile.steps[1] = ("m", LogisticRegression().fit(x, y))
     manifest = registry.register("evil", hostile, FEATURES)
-    with pytest.raises(RegistryError, match="outside the allowlist: .*system"):
+    with pytest.raises(RegistryError, match=r"outside the allowlist: .*system"):
         registry.load(manifest)

@@ -1,7 +1,6 @@
 import json
 
 import pyarrow as pa
-
 from batchscore.registry import FeatureSpec
 from batchscore.validation import validate
 
@@ -42,13 +41,17 @@ def test_null_in_non_nullable_features_is_rejected_with_reason() -> None:
 
 
 def test_nan_counts_as_missing_and_infinity_is_rejected() -> None:
-    result = validate(table(amount=[float("nan"), float("inf"), 1.0], age=[float("nan"), 1.0, float("-inf")]), "id", FEATURES)
+    result = validate(
+        table(amount=[float("nan"), float("inf"), 1.0], age=[float("nan"), 1.0, float("-inf")]), "id", FEATURES
+    )
     assert reasons(result) == {"1": "amount is NULL", "2": "amount is not finite", "3": "age is not finite"}
 
 
 def test_unseen_category_rejected_or_scored_by_policy() -> None:
     data = table(plan=["basic", "enterprise", "basic"], channel=["web", "fax", None])
-    assert reasons(validate(data, "id", FEATURES)) == {"2": "plan: unseen category 'enterprise'; channel: unseen category 'fax'"}
+    assert reasons(validate(data, "id", FEATURES)) == {
+        "2": "plan: unseen category 'enterprise'; channel: unseen category 'fax'"
+    }
     assert validate(data, "id", FEATURES, unseen_categories="score").rejects.num_rows == 0
 
 

@@ -1,7 +1,6 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-
 from batchscore.windows import Window, WindowError, last_complete_interval, parse_instant, resolve_window
 
 DAILY = "0 0 * * *"
@@ -13,14 +12,20 @@ def utc(*args: int) -> datetime:
 
 def test_scheduled_and_backfill_runs_use_the_data_interval() -> None:
     window = resolve_window(
-        schedule=DAILY, run_after=utc(2026, 11, 2), data_interval_start=utc(2026, 11, 1), data_interval_end=utc(2026, 11, 2)
+        schedule=DAILY,
+        run_after=utc(2026, 11, 2),
+        data_interval_start=utc(2026, 11, 1),
+        data_interval_end=utc(2026, 11, 2),
     )
     assert window == Window(utc(2026, 11, 1), utc(2026, 11, 2))
 
 
 def test_backfill_of_an_old_date_uses_its_own_interval_not_now() -> None:
     window = resolve_window(
-        schedule=DAILY, run_after=utc(2026, 11, 23, 9), data_interval_start=utc(2026, 3, 4), data_interval_end=utc(2026, 3, 5)
+        schedule=DAILY,
+        run_after=utc(2026, 11, 23, 9),
+        data_interval_start=utc(2026, 3, 4),
+        data_interval_end=utc(2026, 3, 5),
     )
     assert (window.start, window.end) == (utc(2026, 3, 4), utc(2026, 3, 5))
 
@@ -54,9 +59,13 @@ def test_manual_params_override_everything() -> None:
 
 def test_params_with_offsets_are_normalised_to_utc() -> None:
     window = resolve_window(
-        schedule=DAILY, run_after=utc(2026, 11, 23), param_start="2026-10-05T02:00:00+02:00", param_end="2026-10-06T00:00:00+00:00"
+        schedule=DAILY,
+        run_after=utc(2026, 11, 23),
+        param_start="2026-10-05T02:00:00+02:00",
+        param_end="2026-10-06T00:00:00+00:00",
     )
-    assert window.start == utc(2026, 10, 5) and window.start.tzinfo is UTC
+    assert window.start == utc(2026, 10, 5)
+    assert window.start.tzinfo is UTC
 
 
 def test_pipeline_timezone_reads_naive_params_and_cron() -> None:
@@ -86,7 +95,7 @@ def test_bad_params_fail_with_a_reason(start: str | None, end: str | None, messa
 
 def test_window_rejects_naive_datetimes() -> None:
     with pytest.raises(WindowError, match="timezone-aware"):
-        Window(datetime(2026, 1, 1), datetime(2026, 1, 2))  # noqa: DTZ001
+        Window(datetime(2026, 1, 1), datetime(2026, 1, 2))
 
 
 def test_window_slug_and_duration() -> None:

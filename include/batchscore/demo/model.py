@@ -71,7 +71,12 @@ def feature_specs(train: pa.Table) -> tuple[FeatureSpec, ...]:
 
 
 def train_and_register(
-    url: str, registry_root: str, *, train: Window, name: str = "churn", max_iter: int = 100,
+    url: str,
+    registry_root: str,
+    *,
+    train: Window,
+    name: str = "churn",
+    max_iter: int = 100,
     aliases: tuple[str, ...] = ("champion",),
 ) -> ModelManifest:
     """Fit on ``train``, evaluate on the following window of the same length, register."""
@@ -93,7 +98,9 @@ def train_and_register(
     estimator = build_estimator(max_iter).fit(
         to_model_frame(train_table, specs), train_table.column("churned").to_numpy().astype(int)
     )
-    test_table = test_table.filter(pc.and_(pc.is_valid(test_table.column("plan")), pc.is_valid(test_table.column("region"))))
+    test_table = test_table.filter(
+        pc.and_(pc.is_valid(test_table.column("plan")), pc.is_valid(test_table.column("region")))
+    )
     frame = to_model_frame(test_table, specs)
     y = test_table.column("churned").to_numpy().astype(int)
     proba = estimator.predict_proba(frame)[:, 1]

@@ -79,8 +79,11 @@ def run_through_airflow(stack: LocalStack, today: date) -> None:
     nightly: dict[str, object] | None = None
     while nightly is None and time.monotonic() < deadline:
         nightly = next(
-            (r for r in client.dag_runs(DAG_ID) if r["run_type"] == "scheduled"
-             and datetime.fromisoformat(r["data_interval_start"]) == nightly_start),
+            (
+                r
+                for r in client.dag_runs(DAG_ID)
+                if r["run_type"] == "scheduled" and datetime.fromisoformat(r["data_interval_start"]) == nightly_start
+            ),
             None,
         )
         time.sleep(2)
@@ -91,13 +94,29 @@ def run_through_airflow(stack: LocalStack, today: date) -> None:
     first = today - timedelta(days=4)
     last = today - timedelta(days=2)
     _say(f"backfilling {first} .. {last} with `airflow backfill create`")
-    stack.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", first.isoformat(), "--to-date",
-                  last.isoformat(), "--max-active-runs", "3", "--reprocess-behavior", "completed", capture=True)
+    stack.airflow(
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        first.isoformat(),
+        "--to-date",
+        last.isoformat(),
+        "--max-active-runs",
+        "3",
+        "--reprocess-behavior",
+        "completed",
+        capture=True,
+    )
     deadline = time.monotonic() + 60
     backfill: set[str] = set()
     while len(backfill) < 3 and time.monotonic() < deadline:
-        backfill = {str(r["dag_run_id"]) for r in client.dag_runs(DAG_ID) if r["run_type"] == "backfill"
-                    and first <= datetime.fromisoformat(r["data_interval_start"]).date() <= last}
+        backfill = {
+            str(r["dag_run_id"])
+            for r in client.dag_runs(DAG_ID)
+            if r["run_type"] == "backfill" and first <= datetime.fromisoformat(r["data_interval_start"]).date() <= last
+        }
         time.sleep(2)
     client.wait_for_runs(DAG_ID, backfill)
     _say(f"backfill of {len(backfill)} windows succeeded")
@@ -129,7 +148,8 @@ def summary(stack: LocalStack) -> str:
     lines += [
         "",
         "Next:",
-        f"  make airflow   # Airflow UI at http://127.0.0.1:{stack.api_port} (user {ADMIN_USER}, password {ADMIN_PASSWORD})",
+        f"  make airflow   # Airflow UI at http://127.0.0.1:{stack.api_port} "
+        f"(user {ADMIN_USER}, password {ADMIN_PASSWORD})",
         "  make psql      # SQL shell on the scores database",
         "  make stop      # stop the local PostgreSQL and Airflow",
     ]

@@ -131,9 +131,7 @@ def seed_warehouse(url: str, *, end: date, days: int, rows_per_day: int, seed: i
                 table = day_table(end - timedelta(days=offset), rows_per_day, seed)
                 cur.adbc_ingest("customer_activity", table, mode="append", db_schema_name="warehouse")
                 total += table.num_rows
-            cur.execute(
-                "CREATE INDEX customer_activity_event_time_idx ON warehouse.customer_activity (event_time)"
-            )
+            cur.execute("CREATE INDEX customer_activity_event_time_idx ON warehouse.customer_activity (event_time)")
             cur.execute("ANALYZE warehouse.customer_activity")
         conn.commit()
     return total
