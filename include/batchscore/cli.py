@@ -41,6 +41,11 @@ def cmd_db(args: argparse.Namespace) -> None:
         stack.pg.destroy()
     elif args.action == "url":
         print(stack.database_url(args.role))
+    elif args.action == "psql":
+        stack.start_database()
+        bundled = stack.pg._bin / "psql"
+        psql = str(bundled) if bundled.exists() else "psql"
+        os.execvp(psql, [psql, stack.database_url(args.role)])
 
 
 def cmd_airflow(args: argparse.Namespace) -> None:
@@ -139,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL server")
-    p.add_argument("action", choices=["start", "stop", "destroy", "url"])
+    p.add_argument("action", choices=["start", "stop", "destroy", "url", "psql"])
     p.add_argument("--role", choices=["airflow", "warehouse", "scores"], default="scores")
     p.set_defaults(func=cmd_db)
 
