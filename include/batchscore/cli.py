@@ -45,7 +45,7 @@ def cmd_db(args: argparse.Namespace) -> None:
         stack.start_database()
         bundled = stack.pg._bin / "psql"
         psql = str(bundled) if bundled.exists() else "psql"
-        os.execvp(psql, [psql, stack.database_url(args.role)])
+        os.execvp(psql, [psql, stack.database_url(args.role)])  # noqa: S606 (replace this process by psql)
 
 
 def cmd_airflow(args: argparse.Namespace) -> None:
