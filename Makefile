@@ -43,6 +43,9 @@ stop:                             ## stop the local Airflow services and Postgre
 clean: stop                       ## stop everything and delete .local (database, models, staging)
 	rm -rf .local
 
+bench: $(STAMP)                   ## benchmark the engine against hand-written paths (BENCH_ARGS="--rows 2000000 --skip-naive")
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
 lock:                             ## re-pin requirements*.lock after editing requirements*.txt
 	$(BIN)/uv pip compile requirements.txt -o requirements.lock --python-version 3.11 -q
 	$(BIN)/uv pip compile requirements.txt requirements-dev.txt -c requirements.lock -o requirements-dev.lock --python-version 3.11 -q

@@ -1,20 +1,24 @@
 """Load: publish a window's scores atomically, replacing whatever that window had before.
 
-The scores are bulk-loaded (ADBC ingest, i.e. binary COPY) into a temporary staging
-table; then ONE transaction takes the window's advisory lock, deletes the window's old
-scores and rejects, inserts the new ones with their lineage, and marks the run
-``success``. Readers see the old window or the new one, never a mix; two runs on the
-same window queue on the lock; runs on other windows do not wait.
+The scores table is partitioned by window. The scores are bulk-loaded (ADBC ingest,
+i.e. binary COPY) into a new table outside any lock; then ONE short transaction takes
+the window's advisory lock, swaps that table in as the window's partition (dropping the
+old one), replaces the window's rejects and marks the run ``success``. Readers see the
+old window or the new one, never a mix; two runs on the same window queue on the lock;
+runs on other windows do not wait.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,7 +69,11 @@ def _table_sql(qualified: str) -> str:
 
 
 def ensure_output_table(url: str, qualified: str, key: str, key_type: pa.DataType) -> None:
-    """Create the scores table for a pipeline if it does not exist (idempotent)."""
+    """Create the pipeline's scores table, partitioned by window, if it does not exist (idempotent).
+
+    Each window is one partition, so publishing a window is a partition swap and dropping
+    old windows (retention) is a ``DROP TABLE`` of their partitions.
+    """
     import psycopg
 
     pg_type = _PG_KEY_TYPES.get(key_type)
@@ -73,7 +81,6 @@ def ensure_output_table(url: str, qualified: str, key: str, key_type: pa.DataTyp
         raise ValueError(f"entity key type {key_type} is not supported; use an integer or text key")
     schema = qualified.split(".", maxsplit=1)[0]
     table = _table_sql(qualified)
-    index = quote_ident(f"{qualified.split('.')[1]}_window_idx"[:63])
     with psycopg.connect(db.libpq_url(url), autocommit=True) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('batchscore:ddl', 0))")
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
@@ -89,11 +96,22 @@ def ensure_output_table(url: str, qualified: str, key: str, key_type: pa.DataTyp
                 model_version  integer     NOT NULL,
                 model_sha256   text        NOT NULL,
                 run_id         text        NOT NULL,
-                scored_at      timestamptz NOT NULL
-            )
+                scored_at      timestamptz NOT NULL DEFAULT now()
+            ) PARTITION BY RANGE (window_start, window_end)
             """
         )
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} (window_start, window_end)")
+        row = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()
+        if row is None or row[0] != "p":
+            raise RuntimeError(
+                f"{qualified} exists but is not partitioned by window (made by an older version?); "
+                "rename or drop it and re-run"
+            )
+
+
+def partition_name(table: str, window: Window) -> str:
+    """The partition holding one window's scores: readable, unique per window, <= 63 characters."""
+    digest = hashlib.sha256(f"{window.start.isoformat()}|{window.end.isoformat()}".encode()).hexdigest()[:8]
+    return f"{table[:36]}_w{window.start:%Y%m%d%H%M}_{digest}"
 
 
 def _parquet_reader(urls: Sequence[str], schema: pa.Schema) -> pa.RecordBatchReader:
@@ -124,6 +142,18 @@ def check_reject_threshold(parts: Sequence[PartResult], max_fraction: float) -> 
         )
 
 
+def _literal(value: object) -> str:
+    """A SQL literal for DDL defaults (DDL takes no bind parameters); only our own values pass here."""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _renamed(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
+    return pa.RecordBatchReader.from_batches(
+        schema, (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader)
+    )
+
+
 def publish_window(
     *,
     url: str,
@@ -139,97 +169,141 @@ def publish_window(
     dry_run: bool = False,
     lock_timeout_seconds: int = 600,
 ) -> PublishResult:
-    """Replace the window's scores and rejects in one transaction and finish the run record."""
+    """Swap in the window's new scores partition and rejects in one transaction; finish the run record.
+
+    The scores are first bulk-loaded (binary COPY) into a stand-alone table that already
+    carries the run's lineage as column defaults and a CHECK constraint on the window,
+    outside any lock. The short publish transaction then detaches and drops the window's
+    old partition, attaches the new one (no scan: the CHECK proves the bound), replaces the
+    window's rejects and marks the run ``success``.
+    """
     import adbc_driver_postgresql.dbapi as adbc
+    import psycopg
 
     started = time.perf_counter()
     check_reject_threshold(parts, max_reject_fraction)
     score_urls = [p.scores for p in parts]
-    reject_urls = [p.rejects for p in parts]
     key_type = _key_type(score_urls)
     runs.apply_schema(url)
     ensure_output_table(url, output_table, key, key_type)
+    schema_name, table_name = output_table.split(".")
+    parent = _table_sql(output_table)
+    final = partition_name(table_name, window)
+    stage = f"{table_name[:30]}_stage_{hashlib.sha256(run_id.encode()).hexdigest()[:12]}"
+    stage_sql, final_sql = f"{quote_ident(schema_name)}.{quote_ident(stage)}", quote_ident(final)
+    rejects_stage = f"{quote_ident(schema_name)}.{quote_ident(stage + '_rej')}"
+    defaults = {
+        "window_start": window.start,
+        "window_end": window.end,
+        "model_name": manifest.name,
+        "model_version": manifest.version,
+        "model_sha256": manifest.sha256,
+        "run_id": run_id,
+    }
+    with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {stage_sql}, {rejects_stage}")  # a crashed attempt's leftovers
+        conn.execute(f"CREATE TABLE {stage_sql} (LIKE {parent} INCLUDING DEFAULTS)")
+        conn.execute(
+            f"ALTER TABLE {stage_sql} "
+            + ", ".join(f"ALTER COLUMN {c} SET DEFAULT {_literal(v)}" for c, v in defaults.items())
+            + f", ADD CONSTRAINT {quote_ident(stage + '_window')} CHECK (window_start = {_literal(window.start)} "
+            f"AND window_end = {_literal(window.end)})"
+        )
+        conn.execute(f"CREATE UNLOGGED TABLE {rejects_stage} (entity_key text, reason text, row_data text)")
+    ingest_schema = pa.schema([(key, key_type), ("score", pa.float64()), ("label", pa.string())])
     scores_schema = pa.schema([("entity_key", key_type), ("score", pa.float64()), ("label", pa.string())])
+    with adbc.connect(db.libpq_url(url)) as conn, conn.cursor() as cur:
+        cur.adbc_ingest(
+            stage,
+            _renamed(_parquet_reader(score_urls, scores_schema), ingest_schema),
+            mode="append",
+            db_schema_name=schema_name,
+        )
+        cur.adbc_ingest(
+            stage + "_rej",
+            _parquet_reader([p.rejects for p in parts], REJECT_SCHEMA),
+            mode="append",
+            db_schema_name=schema_name,
+        )
+        conn.commit()
     rows_in = sum(p.rows_in for p in parts)
     rows_scored = sum(p.rows_scored for p in parts)
     rows_rejected = sum(p.rows_rejected for p in parts)
-    predict_seconds = sum(p.seconds for p in parts)
-    table = _table_sql(output_table)
-    with adbc.connect(db.libpq_url(url)) as conn, conn.cursor() as cur:
-        cur.adbc_ingest(
-            "batchscore_stage_scores", _parquet_reader(score_urls, scores_schema), mode="create", temporary=True
-        )
-        cur.adbc_ingest(
-            "batchscore_stage_rejects", _parquet_reader(reject_urls, REJECT_SCHEMA), mode="create", temporary=True
-        )
-        cur.execute(
-            """
-            SELECT json_build_object(
-                'count', count(score), 'mean', avg(score), 'min', min(score), 'max', max(score),
-                'p10', percentile_cont(0.1) WITHIN GROUP (ORDER BY score),
-                'p50', percentile_cont(0.5) WITHIN GROUP (ORDER BY score),
-                'p90', percentile_cont(0.9) WITHIN GROUP (ORDER BY score),
-                'labels', (SELECT json_object_agg(coalesce(label, 'null'), n) FROM (
-                    SELECT label, count(*) AS n FROM batchscore_stage_scores
-                    GROUP BY label ORDER BY n DESC LIMIT 50) AS top_labels)
-            )::text FROM batchscore_stage_scores
-            """
-        )
-        summary: dict[str, object] = json.loads(cur.fetchone()[0])
+    with psycopg.connect(db.libpq_url(url)) as conn:
+        summary = _score_summary(conn, stage_sql)
         status = "dry_run" if dry_run else "success"
-        rows_written = 0 if dry_run else rows_scored
-        if not dry_run:
-            cur.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_seconds)}s'")
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                parameters=(f"batchscore:publish:{output_table}:{window.start.isoformat()}:{window.end.isoformat()}",),
+        if dry_run:
+            conn.execute(f"DROP TABLE {stage_sql}")
+        else:
+            conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_seconds)}s'")
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"batchscore:publish:{output_table}:{window.start.isoformat()}:{window.end.isoformat()}",),
             )
-            cur.execute(
-                f"DELETE FROM {table} WHERE window_start = $1 AND window_end = $2",
-                parameters=(window.start, window.end),
+            old = conn.execute("SELECT to_regclass(%s)", (f"{quote_ident(schema_name)}.{final_sql}",)).fetchone()
+            if old and old[0] is not None:
+                conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {quote_ident(schema_name)}.{final_sql}")
+                conn.execute(f"DROP TABLE {quote_ident(schema_name)}.{final_sql}")
+            conn.execute(f"ALTER TABLE {stage_sql} RENAME TO {final_sql}")
+            conn.execute(
+                f"ALTER TABLE {parent} ATTACH PARTITION {quote_ident(schema_name)}.{final_sql} FOR VALUES "
+                f"FROM ({_literal(window.start)}, {_literal(window.end)}) "
+                f"TO ({_literal(window.start)}, {_literal(window.end + timedelta(microseconds=1))})"
             )
-            cur.execute(
+            conn.execute(
+                f"ALTER TABLE {quote_ident(schema_name)}.{final_sql} "
+                + ", ".join(f"ALTER COLUMN {c} DROP DEFAULT" for c in defaults)
+            )
+            conn.execute(
+                "DELETE FROM scoring.rejects WHERE pipeline = %s AND window_start = %s AND window_end = %s",
+                (pipeline, window.start, window.end),
+            )
+            conn.execute(
                 f"""
-                INSERT INTO {table} ({quote_ident(key)}, score, label, window_start, window_end, model_name,
-                                     model_version, model_sha256, run_id, scored_at)
-                SELECT entity_key, score, label, $1, $2, $3, $4::integer, $5, $6, now()
-                FROM batchscore_stage_scores
-                """,
-                parameters=(window.start, window.end, manifest.name, manifest.version, manifest.sha256, run_id),
-            )
-            cur.execute(
-                "DELETE FROM scoring.rejects WHERE pipeline = $1 AND window_start = $2 AND window_end = $3",
-                parameters=(pipeline, window.start, window.end),
-            )
-            cur.execute(
-                """
                 INSERT INTO scoring.rejects (pipeline, window_start, window_end, run_id, entity_key, reason, row_data)
-                SELECT $1, $2, $3, $4, entity_key, reason, row_data::jsonb FROM batchscore_stage_rejects
+                SELECT %s, %s, %s, %s, entity_key, reason, row_data::jsonb FROM {rejects_stage}
                 """,
-                parameters=(pipeline, window.start, window.end, run_id),
+                (pipeline, window.start, window.end, run_id),
             )
+        conn.execute(f"DROP TABLE {rejects_stage}")
         seconds = time.perf_counter() - started
-        cur.execute(
+        conn.execute(
             """
-            UPDATE scoring.scoring_runs SET status = $1, rows_read = $2, rows_scored = $3, rows_rejected = $4,
-                rows_written = $5, extract_seconds = $6, predict_seconds = $7, load_seconds = $8,
-                score_summary = $9::jsonb, error = NULL, finished_at = now()
-            WHERE pipeline = $10 AND run_id = $11
+            UPDATE scoring.scoring_runs SET status = %s, rows_read = %s, rows_scored = %s, rows_rejected = %s,
+                rows_written = %s, extract_seconds = %s, predict_seconds = %s, load_seconds = %s,
+                score_summary = %s::jsonb, error = NULL, finished_at = now()
+            WHERE pipeline = %s AND run_id = %s
             """,
-            parameters=(
+            (
                 status,
                 rows_in,
                 rows_scored,
                 rows_rejected,
-                rows_written,
+                0 if dry_run else rows_scored,
                 extract_seconds,
-                predict_seconds,
+                sum(p.seconds for p in parts),
                 seconds,
                 json.dumps(summary),
                 pipeline,
                 run_id,
             ),
         )
-        conn.commit()
-    log.info("load: %s %d scores and %d rejects for %s in %.1fs", status, rows_written, rows_rejected, window, seconds)
-    return PublishResult(rows_written, rows_rejected, seconds, summary, not dry_run)
+    log.info("load: %s %d scores and %d rejects for %s in %.1fs", status, rows_scored, rows_rejected, window, seconds)
+    return PublishResult(0 if dry_run else rows_scored, rows_rejected, seconds, summary, not dry_run)
+
+
+def _score_summary(conn: Any, table_sql: str) -> dict[str, object]:
+    """Count, mean, quantiles and label counts of the staged scores (recorded with the run)."""
+    row = conn.execute(
+        f"""
+        SELECT json_build_object(
+            'count', count(score), 'mean', avg(score), 'min', min(score), 'max', max(score),
+            'p10', percentile_cont(0.1) WITHIN GROUP (ORDER BY score),
+            'p50', percentile_cont(0.5) WITHIN GROUP (ORDER BY score),
+            'p90', percentile_cont(0.9) WITHIN GROUP (ORDER BY score),
+            'labels', (SELECT json_object_agg(coalesce(label, 'null'), n) FROM (
+                SELECT label, count(*) AS n FROM {table_sql} GROUP BY label ORDER BY n DESC LIMIT 50) AS top_labels)
+        )::text FROM {table_sql}
+        """
+    ).fetchone()
+    return dict(json.loads(row[0]))
