@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -115,8 +115,10 @@ def part_url(run_dir: str, index: int) -> str:
 class _PartWriter:
     """Writes successive Parquet parts of at most ``part_rows`` rows each."""
 
-    def __init__(self, run_dir: str, schema: pa.Schema, part_rows: int) -> None:
-        self.run_dir, self.schema, self.part_rows = run_dir, schema, part_rows
+    def __init__(
+        self, run_dir: str, schema: pa.Schema, part_rows: int, on_part: Callable[[str], None] | None = None
+    ) -> None:
+        self.run_dir, self.schema, self.part_rows, self.on_part = run_dir, schema, part_rows, on_part
         self.parts: list[str] = []
         self._writer: pq.ParquetWriter | None = None
         self._handle: object = None
@@ -136,6 +138,8 @@ class _PartWriter:
             self._writer.close()
             self._handle.close()  # type: ignore[attr-defined]
             self._writer = None
+            if self.on_part is not None:
+                self.on_part(self.parts[-1])
 
     def write(self, table: pa.Table) -> None:
         offset = 0
@@ -166,17 +170,19 @@ def extract_window(
     run_dir: str,
     part_rows: int,
     batch_rows: int,
+    on_part: Callable[[str], None] | None = None,
 ) -> ExtractResult:
     """Stream the window's rows into Parquet parts under ``run_dir``/extract.
 
     Parts are named by index, so a retried extract overwrites them deterministically;
-    stale parts from an earlier attempt are removed first.
+    stale parts from an earlier attempt are removed first. ``on_part`` is called with each
+    part's URL as soon as it is complete, so scoring can start before the extract ends.
     """
     started = time.perf_counter()
     storage.remove_tree(storage.join(run_dir, "extract"))
     source_schema, batches = source_batches(source_url, query, window, batch_rows)
     schema = staged_schema(source_schema, key, features)
-    writer = _PartWriter(run_dir, schema, part_rows)
+    writer = _PartWriter(run_dir, schema, part_rows, on_part)
     rows, last_log = 0, started
     for batch in batches:
         writer.write(conform(batch, schema))

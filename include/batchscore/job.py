@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
+
+from threadpoolctl import threadpool_limits
 
 from batchscore import runs, storage
 from batchscore.config import PipelineConfig
@@ -207,12 +211,49 @@ def run_pipeline(
     run_id: str,
     model_ref: str | None = None,
     dry_run: bool = False,
+    parallel: int | None = None,
 ) -> PublishResult:
-    """All stages in this process, parts one after another (the command line's path)."""
+    """All stages in this process (the command line's and the benchmark's path), overlapped.
+
+    The same stage functions as the DAG's tasks, but scoring starts on each part as soon
+    as the extract closes it, on ``parallel`` worker threads (default: one per core) that
+    share one loaded model; model threads per worker = cores // workers.
+    """
     plan = plan_run(config, endpoints, window=window, run_id=run_id, model_ref=model_ref, dry_run=dry_run)
     try:
-        extracted = run_extract(config, endpoints, plan)
-        parts = [run_predict(config, endpoints, plan, part) for part in extracted.parts]
+        manifest = _manifest(config, endpoints, plan)
+        model = ModelRegistry(endpoints.registry).load(manifest, pinned_sha256=plan.model_sha256)
+        workers = max(1, parallel or os.cpu_count() or 1)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with threadpool_limits(limits=threads), ThreadPoolExecutor(workers, thread_name_prefix="predict") as pool:
+            futures: list[Future[PartResult]] = []
+
+            def score(part: str) -> None:
+                futures.append(
+                    pool.submit(
+                        predict_part,
+                        part=part,
+                        run_dir=plan.run_dir,
+                        model=model,
+                        manifest=manifest,
+                        key=config.entity_key,
+                        unseen_categories=config.validation.unseen_categories,
+                        batch_rows=config.execution.batch_rows,
+                    )
+                )
+
+            extracted = extract_window(
+                source_url=endpoints.source_url,
+                query=config.source.query,
+                window=plan.window,
+                key=config.entity_key,
+                features=manifest.features,
+                run_dir=plan.run_dir,
+                part_rows=config.execution.part_rows,
+                batch_rows=config.execution.batch_rows,
+                on_part=score,
+            )
+            parts = [f.result() for f in futures]
         return run_load(config, endpoints, plan, parts, extracted.seconds)
     except Exception as exc:
         runs.record_failure(
