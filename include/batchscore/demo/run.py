@@ -140,11 +140,10 @@ def summary(stack: LocalStack) -> str:
         for day, written, rejected, mean, model, run_id in rows:
             lines.append(f"{day!s:<12} {written:>9,} {rejected:>9,} {mean:>14.4f}  {model:<8} {run_id}")
         reasons = conn.execute(
-            "SELECT split_part(reason, '''', 1) AS r, count(*) FROM scoring.rejects WHERE pipeline = %s "
-            "GROUP BY 1 ORDER BY 2 DESC",
+            "SELECT reason, count(*) FROM scoring.rejects WHERE pipeline = %s GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
             (config.name,),
         ).fetchall()
-    lines += ["", "Rejected rows by reason: " + ", ".join(f"{r} {n}" for r, n in reasons)]
+    lines += ["", "Rejected rows (scoring.rejects) by reason:"] + [f"  {n:>6,}  {r}" for r, n in reasons]
     lines += [
         "",
         "Next:",
