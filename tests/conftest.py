@@ -32,9 +32,11 @@ STACK = LocalStack(
 os.environ.update(STACK.env())
 os.environ.pop("BATCHSCORE_PG_URL", None)
 
-# The demo warehouse every database test reads: 10 days x 3,000 customers, ending before WAREHOUSE_END.
+# The demo warehouse every database test reads: 18 days x 3,000 customers, ending before WAREHOUSE_END.
+# Days by use: the first 2 train the model; integration tests rescore the last 9; the e2e tests
+# backfill 7 days from the 3rd and 2 days at WAREHOUSE_END - 5.
 WAREHOUSE_END = date(2026, 11, 1)
-WAREHOUSE_DAYS = 10
+WAREHOUSE_DAYS = 18
 ROWS_PER_DAY = 3_000
 TRAIN_WINDOW_DAYS = 2
 

@@ -101,7 +101,7 @@ def build_dag(config: PipelineConfig) -> DAG:
 
         @task
         def extract(run: dict[str, Any]) -> list[dict[str, Any]]:
-            """Stream the window into Parquet parts; return one small descriptor per part, never rows."""
+            """Stream the window into staged parts; return one small descriptor per part, never rows."""
             from batchscore import airflow_glue
             from batchscore.job import RunPlan, run_extract
 

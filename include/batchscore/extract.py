@@ -1,4 +1,4 @@
-"""Extract: stream one window of the source query into Parquet parts on the staging area.
+"""Extract: stream one window of the source query into parts on the staging area.
 
 PostgreSQL sources take the fast path: ADBC runs the query through binary COPY and
 hands back Arrow record batches as they arrive. Any other SQLAlchemy source streams
@@ -17,9 +17,8 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from batchscore import db, storage
+from batchscore import db, staging, storage
 from batchscore.features import conform, staged_schema
 from batchscore.registry import FeatureSpec
 from batchscore.windows import Window
@@ -109,55 +108,7 @@ def source_batches(url: str, query: str, window: Window, batch_rows: int) -> tup
 
 
 def part_url(run_dir: str, index: int) -> str:
-    return storage.join(run_dir, "extract", f"part-{index:05d}.parquet")
-
-
-class _PartWriter:
-    """Writes successive Parquet parts of at most ``part_rows`` rows each."""
-
-    def __init__(
-        self, run_dir: str, schema: pa.Schema, part_rows: int, on_part: Callable[[str], None] | None = None
-    ) -> None:
-        self.run_dir, self.schema, self.part_rows, self.on_part = run_dir, schema, part_rows, on_part
-        self.parts: list[str] = []
-        self._writer: pq.ParquetWriter | None = None
-        self._handle: object = None
-        self._rows_in_part = 0
-
-    def _open(self) -> None:
-        url = part_url(self.run_dir, len(self.parts))
-        fs, path = storage.filesystem(url)
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self._handle = fs.open(path, "wb")
-        self._writer = pq.ParquetWriter(self._handle, self.schema, compression="lz4")
-        self.parts.append(url)
-        self._rows_in_part = 0
-
-    def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._handle.close()  # type: ignore[attr-defined]
-            self._writer = None
-            if self.on_part is not None:
-                self.on_part(self.parts[-1])
-
-    def write(self, table: pa.Table) -> None:
-        offset = 0
-        while offset < table.num_rows:
-            if self._writer is None or self._rows_in_part >= self.part_rows:
-                self._close()
-                self._open()
-            take = min(self.part_rows - self._rows_in_part, table.num_rows - offset)
-            assert self._writer is not None
-            self._writer.write_table(table.slice(offset, take))
-            self._rows_in_part += take
-            offset += take
-
-    def finish(self) -> list[str]:
-        if not self.parts:  # an empty window still gets one (empty) part: downstream always has input
-            self._open()
-        self._close()
-        return self.parts
+    return storage.join(run_dir, "extract", f"part-{index:05d}{staging.SUFFIX}")
 
 
 def extract_window(
@@ -172,7 +123,7 @@ def extract_window(
     batch_rows: int,
     on_part: Callable[[str], None] | None = None,
 ) -> ExtractResult:
-    """Stream the window's rows into Parquet parts under ``run_dir``/extract.
+    """Stream the window's rows into staged parts under ``run_dir``/extract.
 
     Parts are named by index, so a retried extract overwrites them deterministically;
     stale parts from an earlier attempt are removed first. ``on_part`` is called with each
@@ -182,7 +133,7 @@ def extract_window(
     storage.remove_tree(storage.join(run_dir, "extract"))
     source_schema, batches = source_batches(source_url, query, window, batch_rows)
     schema = staged_schema(source_schema, key, features)
-    writer = _PartWriter(run_dir, schema, part_rows, on_part)
+    writer = staging.RollingPartWriter(lambda i: part_url(run_dir, i), schema, part_rows, on_part)
     rows, last_log = 0, started
     for batch in batches:
         writer.write(conform(batch, schema))

@@ -48,7 +48,7 @@ def canonical_type(spec: FeatureSpec, source: pa.DataType) -> pa.DataType:
 
 
 def staged_schema(source: pa.Schema, key: str, features: tuple[FeatureSpec, ...]) -> pa.Schema:
-    """The Parquet schema of extracted parts: the key as the source has it, then the features."""
+    """The schema of staged parts: the key as the source has it, then the features."""
     names = set(source.names)
     missing = [c for c in (key, *(f.name for f in features)) if c not in names]
     if missing:

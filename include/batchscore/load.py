@@ -15,15 +15,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from batchscore import db, runs, storage
+from batchscore import db, runs, staging
 from batchscore.predict import PartResult
 from batchscore.registry import ModelManifest
 from batchscore.validation import REJECT_SCHEMA
@@ -114,20 +113,8 @@ def partition_name(table: str, window: Window) -> str:
     return f"{table[:36]}_w{window.start:%Y%m%d%H%M}_{digest}"
 
 
-def _parquet_reader(urls: Sequence[str], schema: pa.Schema) -> pa.RecordBatchReader:
-    def batches() -> Iterator[pa.RecordBatch]:
-        for url in urls:
-            fs, path = storage.filesystem(url)
-            with fs.open(path, "rb") as handle:
-                yield from pq.ParquetFile(handle).iter_batches(batch_size=262_144)
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
 def _key_type(score_parts: Sequence[str]) -> pa.DataType:
-    fs, path = storage.filesystem(score_parts[0])
-    with fs.open(path, "rb") as handle:
-        return pq.ParquetFile(handle).schema_arrow.field("entity_key").type
+    return staging.read_schema(score_parts[0]).field("entity_key").type
 
 
 def check_reject_threshold(parts: Sequence[PartResult], max_fraction: float) -> None:
@@ -215,13 +202,13 @@ def publish_window(
     with adbc.connect(db.libpq_url(url)) as conn, conn.cursor() as cur:
         cur.adbc_ingest(
             stage,
-            _renamed(_parquet_reader(score_urls, scores_schema), ingest_schema),
+            _renamed(staging.reader(score_urls, scores_schema), ingest_schema),
             mode="append",
             db_schema_name=schema_name,
         )
         cur.adbc_ingest(
             stage + "_rej",
-            _parquet_reader([p.rejects for p in parts], REJECT_SCHEMA),
+            staging.reader([p.rejects for p in parts], REJECT_SCHEMA),
             mode="append",
             db_schema_name=schema_name,
         )

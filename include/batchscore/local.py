@@ -127,13 +127,13 @@ class LocalStack:
     def airflow(self, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command against this stack."""
         airflow_bin = str(Path(sys.executable).with_name("airflow"))
-        return subprocess.run(
-            [airflow_bin, *args],
-            env={**os.environ, **self.env()},
-            check=check,
-            text=True,
-            capture_output=capture,
+        done = subprocess.run(
+            [airflow_bin, *args], env={**os.environ, **self.env()}, check=False, text=True, capture_output=capture
         )
+        if check and done.returncode != 0:
+            detail = (done.stderr or done.stdout or "")[-2000:] if capture else ""
+            raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}\n{detail}")
+        return done
 
     def migrate(self) -> None:
         self.start_database()

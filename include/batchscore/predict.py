@@ -15,9 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from batchscore import storage
+from batchscore import staging, storage
 from batchscore.features import to_model_frame
 from batchscore.registry import ModelManifest
 from batchscore.validation import REJECT_SCHEMA, validate
@@ -75,13 +74,6 @@ def _scores_table(keys: pa.Array, score: np.ndarray | None, label: np.ndarray | 
     )
 
 
-def _writer(url: str, schema: pa.Schema) -> tuple[pq.ParquetWriter, Any]:
-    fs, path = storage.filesystem(url)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    handle = fs.open(path, "wb")
-    return pq.ParquetWriter(handle, schema, compression="lz4"), handle
-
-
 def predict_part(
     *,
     part: str,
@@ -104,33 +96,28 @@ def predict_part(
     name = part.rsplit("/", 1)[-1]
     scores_url = storage.join(run_dir, "scores", name)
     rejects_url = storage.join(run_dir, "rejects", name)
-    fs, path = storage.filesystem(part)
     rows_in = rows_scored = rows_rejected = 0
-    with fs.open(path, "rb") as handle:
-        source = pq.ParquetFile(handle)
-        out_schema = scores_schema(source.schema_arrow.field(key).type)
-        scores_writer, scores_handle = _writer(scores_url, out_schema)
-        rejects_writer, rejects_handle = _writer(rejects_url, REJECT_SCHEMA)
-        limits = threadpool_limits(limits=threads) if threads else nullcontext()
-        try:
-            with limits:
-                for batch in source.iter_batches(batch_size=batch_rows):
-                    table = pa.Table.from_batches([batch])
-                    checked = validate(table, key, manifest.features, unseen_categories)
-                    rows_in += table.num_rows
-                    rows_rejected += checked.rejects.num_rows
-                    if checked.rejects.num_rows:
-                        rejects_writer.write_table(checked.rejects)
-                    if checked.clean.num_rows:
-                        frame = to_model_frame(checked.clean, manifest.features)
-                        score, label = score_frame(model, manifest, frame)
-                        keys = checked.clean.column(key).combine_chunks()
-                        scores_writer.write_table(_scores_table(keys, score, label, out_schema))
-                        rows_scored += checked.clean.num_rows
-        finally:
-            for writer, out in ((scores_writer, scores_handle), (rejects_writer, rejects_handle)):
-                writer.close()
-                out.close()
+    out_schema = scores_schema(staging.read_schema(part).field(key).type)
+    scores_out = staging.PartWriter(scores_url, out_schema)
+    rejects_out = staging.PartWriter(rejects_url, REJECT_SCHEMA)
+    limits = threadpool_limits(limits=threads) if threads else nullcontext()
+    try:
+        with limits:
+            for batch in staging.iter_batches(part, batch_rows):
+                table = pa.Table.from_batches([batch])
+                checked = validate(table, key, manifest.features, unseen_categories)
+                rows_in += table.num_rows
+                rows_rejected += checked.rejects.num_rows
+                rejects_out.write(checked.rejects)
+                if checked.clean.num_rows:
+                    frame = to_model_frame(checked.clean, manifest.features)
+                    score, label = score_frame(model, manifest, frame)
+                    keys = checked.clean.column(key).combine_chunks()
+                    scores_out.write(_scores_table(keys, score, label, out_schema))
+                    rows_scored += checked.clean.num_rows
+    finally:
+        scores_out.close()
+        rejects_out.close()
     seconds = time.perf_counter() - started
     log.info(
         "predict %s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s)",

@@ -29,6 +29,9 @@ TRUSTED_MODULE_PREFIXES = ("sklearn.",)
 TRUSTED_EXACT_TYPES = frozenset({"numpy.dtype"})
 
 
+_LOADED: dict[tuple[str, str, int, str], Any] = {}
+
+
 class RegistryError(RuntimeError):
     """A model, version or alias is missing, or an artifact fails its checks."""
 
@@ -189,7 +192,22 @@ class ModelRegistry:
         return ModelManifest.from_json(text)
 
     def load(self, manifest: ModelManifest, pinned_sha256: str | None = None) -> Any:
-        """Deserialise the artifact after checking its sha256; only allowlisted types are built."""
+        """Deserialise the artifact after checking its sha256; only allowlisted types are built.
+
+        A verified model is kept for the life of the process (keyed by its sha256), so the
+        stages of one run, and the parts one worker scores, load and check it once.
+        """
+        if pinned_sha256 is not None and manifest.sha256 != pinned_sha256:
+            raise RegistryError(
+                f"model {manifest.name} v{manifest.version}: sha256 {manifest.sha256} is not the one pinned "
+                f"in the pipeline config ({pinned_sha256})"
+            )
+        key = (self.root, manifest.name, manifest.version, manifest.sha256)
+        if key not in _LOADED:
+            _LOADED[key] = self._load_verified(manifest)
+        return _LOADED[key]
+
+    def _load_verified(self, manifest: ModelManifest) -> Any:
         import skops.io as sio
 
         data = storage.read_bytes(self._url(manifest.name, "versions", str(manifest.version), manifest.artifact))
@@ -198,11 +216,6 @@ class ModelRegistry:
             raise RegistryError(
                 f"model {manifest.name} v{manifest.version}: artifact sha256 {actual} does not match "
                 f"its manifest ({manifest.sha256}); the file was changed or corrupted"
-            )
-        if pinned_sha256 is not None and actual != pinned_sha256:
-            raise RegistryError(
-                f"model {manifest.name} v{manifest.version}: sha256 {actual} is not the one pinned "
-                f"in the pipeline config ({pinned_sha256})"
             )
         try:
             untrusted = sio.get_untrusted_types(data=data)

@@ -25,7 +25,7 @@ def model_registry_root() -> str:
 
 
 def staging_root() -> str:
-    """Staging location for Parquet parts between tasks: a local path or an fsspec URL."""
+    """Staging location for the parts passed between tasks: a local path or an fsspec URL."""
     return os.environ.get("BATCHSCORE_STAGING_URL", str(LOCAL_DIR / "staging"))
 
 

@@ -28,8 +28,13 @@ class ValidatedBatch:
     rejects: pa.Table
 
 
-def _when(mask: pa.Array, reason: str | pa.Array) -> pa.Array:
-    return pc.if_else(pc.fill_null(mask, False), reason, pa.scalar(None, pa.string()))
+@dataclass(frozen=True)
+class _Check:
+    """A per-row failure mask and its reason; ``column`` appends the offending value to the reason."""
+
+    mask: pa.ChunkedArray
+    reason: str
+    column: str | None = None
 
 
 def _join_reasons(pieces: list[pa.Array]) -> pa.Array:
@@ -60,47 +65,53 @@ def validate(
 
     Rejects keep the row as it arrived (before any conversion), as JSON, beside the reason.
     """
-    original = table
-    reasons: list[pa.Array] = [_when(pc.is_null(table.column(key)), f"{key} (entity key) is NULL")]
-    converted: dict[str, pa.ChunkedArray] = {}
+    checks: list[_Check] = [_Check(pc.is_null(table.column(key)), f"{key} (entity key) is NULL")]
+    converted = table
     for spec in features:
         column = table.column(spec.name)
         missing = pc.is_null(column)
         if spec.kind == "numeric":
             if pa.types.is_string(column.type):
-                is_number = pc.match_substring_regex(column, _NUMBER)
-                bad_text = pc.and_(pc.invert(missing), pc.invert(pc.fill_null(is_number, False)))
-                label = pc.binary_join_element_wise(f"{spec.name}: not a number: '", column, "'", "")
-                reasons.append(_when(bad_text, label))
-                trimmed = pc.utf8_trim_whitespace(column)
-                column = pc.if_else(pc.fill_null(is_number, False), trimmed, None).cast(pa.float64())
-                converted[spec.name] = column
-            # Missing = NULL as it arrived, or NaN (a text non-number is already rejected above).
-            missing = pc.or_(missing, pc.fill_null(pc.is_nan(column), False))
+                is_number = pc.fill_null(pc.match_substring_regex(column, _NUMBER), False)
+                checks.append(
+                    _Check(
+                        pc.and_(pc.invert(missing), pc.invert(is_number)), f"{spec.name}: not a number: '", spec.name
+                    )
+                )
+                column = pc.if_else(is_number, pc.utf8_trim_whitespace(column), None).cast(pa.float64())
+                converted = converted.set_column(converted.schema.get_field_index(spec.name), spec.name, column)
             if not spec.nullable:
-                reasons.append(_when(missing, f"{spec.name} is NULL"))
-            reasons.append(_when(pc.is_inf(column), f"{spec.name} is not finite"))
+                # Missing = NULL as it arrived, or NaN (a text non-number is already rejected above).
+                checks.append(_Check(pc.or_(missing, pc.fill_null(pc.is_nan(column), False)), f"{spec.name} is NULL"))
+            checks.append(_Check(pc.is_inf(column), f"{spec.name} is not finite"))
         else:
             if not spec.nullable:
-                reasons.append(_when(missing, f"{spec.name} is NULL"))
+                checks.append(_Check(missing, f"{spec.name} is NULL"))
             if unseen_categories == "reject" and spec.categories:
                 unseen = pc.and_(pc.invert(missing), pc.invert(pc.is_in(column, pa.array(spec.categories))))
-                label = pc.binary_join_element_wise(f"{spec.name}: unseen category '", column, "'", "")
-                reasons.append(_when(unseen, label))
-    reason = _join_reasons(reasons)
-    bad = pc.is_valid(reason)
-    for name, column in converted.items():
-        table = table.set_column(table.schema.get_field_index(name), name, column)
-    clean = table.filter(pc.invert(bad))
-    if not pc.any(bad).as_py():
-        return ValidatedBatch(clean, REJECT_SCHEMA.empty_table())
-    rejected = original.filter(bad)
+                checks.append(_Check(unseen, f"{spec.name}: unseen category '", spec.name))
+    bad = checks[0].mask
+    for check in checks[1:]:
+        bad = pc.or_kleene(bad, check.mask)
+    bad = pc.fill_null(bad, False)
+    if not pc.any(bad).as_py():  # the common case: no copy, no strings
+        return ValidatedBatch(converted, REJECT_SCHEMA.empty_table())
+    rejected = table.filter(bad)
+    pieces = []
+    for check in checks:
+        mask = pc.fill_null(check.mask.filter(bad), False)
+        text = (
+            pc.binary_join_element_wise(check.reason, rejected.column(check.column), "'", "")
+            if check.column
+            else check.reason
+        )
+        pieces.append(pc.if_else(mask, text, pa.scalar(None, pa.string())))
     rejects = pa.table(
         {
             "entity_key": rejected.column(key).cast(pa.string()),
-            "reason": reason.filter(bad),
+            "reason": _join_reasons(pieces),
             "row_data": pa.array(_json_rows(rejected), pa.string()),
         },
         schema=REJECT_SCHEMA,
     )
-    return ValidatedBatch(clean, rejects)
+    return ValidatedBatch(converted.filter(pc.invert(bad)), rejects)

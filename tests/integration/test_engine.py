@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
-import pyarrow.parquet as pq
 import pytest
+from batchscore import staging
 from batchscore.extract import extract_window
 from batchscore.features import SchemaMismatch
 from batchscore.job import Endpoints, PlanError, plan_run, run_pipeline
@@ -142,11 +142,11 @@ def test_parts_cover_the_window_exactly(services: Services, tmp_path: Path, part
         small.start,
         small.end,
     )
-    sizes = [pq.ParquetFile(p).metadata.num_rows for p in result.parts]
+    sizes = [staging.num_rows(p) for p in result.parts]
     assert result.rows == sum(sizes) == expected
     assert len(result.parts) == max(1, -(-expected // part_rows))
     assert all(s == part_rows for s in sizes[:-1])
-    ids = pd.concat([pq.read_table(p, columns=["customer_id"]).to_pandas() for p in result.parts])["customer_id"]
+    ids = pd.concat([staging.read_table(p).select(["customer_id"]).to_pandas() for p in result.parts])["customer_id"]
     assert ids.is_unique
     assert len(ids) == expected
 

@@ -1,0 +1,104 @@
+"""One running Airflow (api-server, scheduler, dag-processor; LocalExecutor) for all end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pytest
+from batchscore.local import AirflowClient
+
+from tests.conftest import Services
+from tests.integration.helpers import expected_scores, run_record, stored_scores
+
+DAG_ID = "score_churn"
+TABLE = "scoring.churn_scores"
+
+
+@pytest.fixture(scope="session")
+def client(airflow_db: Services) -> Iterator[AirflowClient]:
+    airflow_db.stack.start_services(timeout=240)
+    try:
+        api = AirflowClient(f"http://127.0.0.1:{airflow_db.stack.api_port}")
+        api.wait_for_dag(DAG_ID, timeout=240)
+        api.send("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+        yield api
+    finally:
+        airflow_db.stack.stop_services()
+
+
+def assert_exact(services: Services, start: datetime, end: datetime, run_id: str | None) -> int:
+    """The window holds exactly the model's scores for its rows, from ``run_id``; returns the row count."""
+    expected, rejected = expected_scores(services.warehouse_url, services.registry, start, end)
+    stored = stored_scores(services.scores_url, TABLE, start, end)
+    assert len(stored) == len(expected) > 2_000
+    assert stored.index.is_unique
+    np.testing.assert_allclose(stored.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)
+    if run_id is not None:
+        assert set(stored["run_id"]) == {run_id}
+        record = run_record(services.scores_url, "churn", run_id)
+        assert record is not None
+        assert (record["status"], record["rows_written"], record["rows_rejected"]) == (
+            "success",
+            len(expected),
+            len(rejected),
+        )
+    return len(stored)
+
+
+def trigger(client: AirflowClient, start: datetime, end: datetime) -> str:
+    """A manual run through the REST API v2 with no logical date; the window comes from the form."""
+    run = client.send(
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
+        {"logical_date": None, "conf": {"window_start": start.isoformat(), "window_end": end.isoformat()}},
+    )
+    return str(run["dag_run_id"])
+
+
+def backfill(services: Services, client: AirflowClient, first: date, last: date, *extra: str) -> list[dict]:
+    """``airflow backfill create`` over [first, last]; wait until each day's run finished after the call
+    and the backfill is complete (Airflow allows one active backfill per DAG).
+
+    Returns one run per day, by date. A reprocessed day may reuse its run id (Airflow clears
+    and re-runs it), so runs are matched by date and by finishing after the backfill began.
+    """
+    began = datetime.now(UTC)
+    services.stack.airflow(
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        first.isoformat(),
+        "--to-date",
+        last.isoformat(),
+        *extra,
+        capture=True,
+    )
+    days = (last - first).days + 1
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        runs = {
+            datetime.fromisoformat(r["data_interval_start"]).date(): r
+            for r in client.dag_runs(DAG_ID)
+            if r["run_type"] == "backfill" and first <= datetime.fromisoformat(r["data_interval_start"]).date() <= last
+        }
+        done = [
+            r
+            for r in runs.values()
+            if r["end_date"] and datetime.fromisoformat(r["end_date"]) > began and r["state"] in ("success", "failed")
+        ]
+        backfills = client.get("/backfills", dag_id=DAG_ID)["backfills"]
+        if len(done) == days and all(b["completed_at"] for b in backfills):
+            assert all(r["state"] == "success" for r in done), [(r["dag_run_id"], r["state"]) for r in done]
+            return sorted(done, key=lambda r: r["data_interval_start"])
+        time.sleep(3)
+    raise TimeoutError(f"backfill {first}..{last} did not finish")
+
+
+def utc_day(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
