@@ -64,3 +64,41 @@ def record_failure(url: str, *, pipeline: str, run_id: str, error: str) -> bool:
             (error[:4000], pipeline, run_id),
         )
         return cur.rowcount > 0
+
+
+RUN_COLUMNS = (
+    "pipeline",
+    "run_id",
+    "window_start",
+    "window_end",
+    "status",
+    "model_name",
+    "model_version",
+    "rows_read",
+    "rows_scored",
+    "rows_rejected",
+    "rows_written",
+    "extract_seconds",
+    "predict_seconds",
+    "load_seconds",
+    "score_summary",
+    "error",
+    "started_at",
+    "finished_at",
+)
+
+
+def recent_runs(url: str, *, pipeline: str | None = None, limit: int = 50) -> list[dict[str, object]]:
+    """The latest run records, newest first (what the UI's scoring-runs view shows)."""
+    limit = max(1, min(int(limit), 500))
+    with psycopg.connect(db.libpq_url(url)) as conn:
+        exists = conn.execute("SELECT to_regclass('scoring.scoring_runs')").fetchone()
+        if not exists or exists[0] is None:
+            return []
+        cur = conn.execute(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM scoring.scoring_runs "
+            "WHERE %(pipeline)s::text IS NULL OR pipeline = %(pipeline)s "
+            "ORDER BY started_at DESC LIMIT %(limit)s",
+            {"pipeline": pipeline, "limit": limit},
+        )
+        return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in cur.fetchall()]

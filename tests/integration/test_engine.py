@@ -259,3 +259,14 @@ def test_generic_sqlalchemy_source_gives_the_same_scores(services: Services, tmp
     run_pipeline(config, endpoints(services, source_url=f"sqlite:///{database}"), window=window, run_id="it__sqlite")
     via_sqlite = stored_scores(services.scores_url, TABLE, window.start, window.end)["score"].sort_index()
     pd.testing.assert_series_equal(via_pg, via_sqlite)
+
+
+def test_recent_runs_lists_newest_first_and_filters(services: Services) -> None:
+    from batchscore.runs import recent_runs
+
+    run_pipeline(churn_config(), endpoints(services), window=day(1), run_id="it__older")
+    run_pipeline(churn_config(), endpoints(services), window=day(1), run_id="it__latest")
+    runs = recent_runs(services.scores_url, pipeline="churn", limit=2)
+    assert [r["run_id"] for r in runs] == ["it__latest", "it__older"]
+    assert [r["started_at"] for r in runs] == sorted((r["started_at"] for r in runs), reverse=True)
+    assert recent_runs(services.scores_url, pipeline="nope") == []
