@@ -5,6 +5,7 @@ pandas, pyarrow and scikit-learn are only imported inside the running tasks.
 """
 
 from airflow.sdk import DAG
+
 from batchscore import settings
 from batchscore.config import load_all
 from batchscore.dag_factory import build_dag

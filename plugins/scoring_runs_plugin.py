@@ -21,15 +21,9 @@ from fastapi.responses import HTMLResponse
 def _scores_url() -> str:
     from airflow.models.connection import Connection
 
-    conn = Connection.get_connection_from_secrets(os.environ.get("BATCHSCORE_SCORES_CONN_ID", "scores_db"))
-    extra = conn.extra_dejson or {}
-    if extra.get("sqlalchemy_url"):
-        return str(extra["sqlalchemy_url"])
-    auth = conn.login or ""
-    if conn.password:
-        auth += f":{conn.password}"
-    port = f":{conn.port}" if conn.port else ""
-    return f"postgresql://{auth}@{conn.host or 'localhost'}{port}/{conn.schema or 'postgres'}"
+    from batchscore.airflow_glue import url_of
+
+    return url_of(Connection.get_connection_from_secrets(os.environ.get("BATCHSCORE_SCORES_CONN_ID", "scores_db")))
 
 
 def _runs(pipeline: str | None, limit: int) -> list[dict[str, Any]]:

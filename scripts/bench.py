@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import psutil
     import psycopg
     import pyarrow as pa
+
     from batchscore.embedded_pg import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from batchscore.embedded_pg import free_port
 from batchscore.local import LocalStack
 

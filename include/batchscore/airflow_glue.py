@@ -24,14 +24,18 @@ class ParamError(ValueError):
 
 
 def connection_url(conn_id: str) -> str:
-    """An Airflow connection as a database URL the engine understands.
+    """An Airflow connection, read through the Task SDK, as a database URL the engine understands."""
+    from airflow.sdk import Connection
+
+    return url_of(Connection.get(conn_id))
+
+
+def url_of(conn: Any) -> str:
+    """A connection object (Task SDK or core model) as a URL.
 
     PostgreSQL connections become ``postgresql://user:pw@host:port/db``; a connection whose
     extra holds ``sqlalchemy_url`` (any other warehouse) is used as given.
     """
-    from airflow.sdk import Connection
-
-    conn = Connection.get(conn_id)
     extra = conn.extra_dejson or {}
     if extra.get("sqlalchemy_url"):
         return str(extra["sqlalchemy_url"])

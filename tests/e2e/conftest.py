@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
-from batchscore.local import AirflowClient
 
+from batchscore.local import AirflowClient
 from tests.conftest import Services
 from tests.integration.helpers import expected_scores, run_record, stored_scores
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
+
 from batchscore.config import PipelineConfig, load_config
 from batchscore.registry import ModelRegistry
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+
 from batchscore import staging
 from batchscore.extract import extract_window
 from batchscore.features import SchemaMismatch
@@ -18,7 +19,6 @@ from batchscore.job import Endpoints, PlanError, plan_run, run_pipeline
 from batchscore.load import RejectThresholdExceeded
 from batchscore.registry import ModelRegistry, RegistryError
 from batchscore.windows import Window
-
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, count, expected_scores, run_record, stored_scores
 

@@ -1,4 +1,5 @@
 import pytest
+
 from batchscore.airflow_glue import ParamError, run_params
 
 
@@ -36,3 +37,15 @@ def test_values_are_passed_through_trimmed() -> None:
 def test_hostile_params_are_refused(params: dict, message: str) -> None:
     with pytest.raises(ParamError, match=message):
         run_params(params)
+
+
+def test_connection_urls_quote_credentials_and_keep_other_warehouses() -> None:
+    from airflow.models.connection import Connection
+
+    from batchscore.airflow_glue import url_of
+
+    pg = Connection(conn_id="x", conn_type="postgres", host="db", port=5432, login="u@x", password="p:/@ss", schema="w")
+    assert url_of(pg) == "postgresql://u%40x:p%3A%2F%40ss@db:5432/w"
+    other = Connection(conn_id="y", conn_type="generic", extra='{"sqlalchemy_url": "snowflake://acct/db"}')
+    assert url_of(other) == "snowflake://acct/db"
+    assert url_of(Connection(conn_id="z", conn_type="sqlite", host="/data/w.db")) == "sqlite:////data/w.db"

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from batchscore.config import ConfigError, load_all, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]

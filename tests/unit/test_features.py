@@ -3,6 +3,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from batchscore.features import SchemaMismatch, conform, staged_schema, to_model_frame
 from batchscore.registry import FeatureSpec
 

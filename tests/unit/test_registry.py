@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+
+from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
 
 FEATURES = (FeatureSpec("a", "numeric"), FeatureSpec("b", "numeric"))
 

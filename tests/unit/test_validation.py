@@ -1,6 +1,7 @@
 import json
 
 import pyarrow as pa
+
 from batchscore.registry import FeatureSpec
 from batchscore.validation import validate
 
