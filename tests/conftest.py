@@ -93,3 +93,9 @@ def airflow_db(services: Services) -> Services:
     """Airflow's metadata schema migrated on the embedded PostgreSQL."""
     services.stack.migrate()
     return services
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's scratch folder (the database fixture has stopped its server by now)."""
+    if not STACK.pg.is_running():
+        shutil.rmtree(TEST_ROOT, ignore_errors=True)

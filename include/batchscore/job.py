@@ -249,7 +249,9 @@ def run_pipeline(
                 key=config.entity_key,
                 features=manifest.features,
                 run_dir=plan.run_dir,
-                part_rows=config.execution.part_rows,
+                # Small parts so scoring starts early and the workers stay balanced; in one process
+                # a part costs nothing to start (unlike a mapped task).
+                part_rows=min(config.execution.part_rows, 2 * config.execution.batch_rows),
                 batch_rows=config.execution.batch_rows,
                 on_part=score,
             )
