@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -151,7 +152,14 @@ def plan_run(
     return plan
 
 
-def run_extract(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> ExtractResult:
+def run_extract(
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    plan: RunPlan,
+    *,
+    part_rows: int | None = None,
+    on_part: Callable[[str], None] | None = None,
+) -> ExtractResult:
     manifest = _manifest(config, endpoints, plan)
     return extract_window(
         source_url=endpoints.source_url,
@@ -160,14 +168,16 @@ def run_extract(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> 
         key=config.entity_key,
         features=manifest.features,
         run_dir=plan.run_dir,
-        part_rows=config.execution.part_rows,
+        part_rows=part_rows or config.execution.part_rows,
         batch_rows=config.execution.batch_rows,
+        on_part=on_part,
     )
 
 
 def run_predict(
     config: PipelineConfig, endpoints: Endpoints, plan: RunPlan, part: str, threads: int | None = None
 ) -> PartResult:
+    """Score one part; the model is loaded (and verified) once per process, then reused."""
     manifest = _manifest(config, endpoints, plan)
     model = ModelRegistry(endpoints.registry).load(manifest, pinned_sha256=plan.model_sha256)
     return predict_part(
@@ -221,39 +231,18 @@ def run_pipeline(
     """
     plan = plan_run(config, endpoints, window=window, run_id=run_id, model_ref=model_ref, dry_run=dry_run)
     try:
-        manifest = _manifest(config, endpoints, plan)
-        model = ModelRegistry(endpoints.registry).load(manifest, pinned_sha256=plan.model_sha256)
         workers = max(1, parallel or os.cpu_count() or 1)
         threads = max(1, (os.cpu_count() or 1) // workers)
         with threadpool_limits(limits=threads), ThreadPoolExecutor(workers, thread_name_prefix="predict") as pool:
             futures: list[Future[PartResult]] = []
-
-            def score(part: str) -> None:
-                futures.append(
-                    pool.submit(
-                        predict_part,
-                        part=part,
-                        run_dir=plan.run_dir,
-                        model=model,
-                        manifest=manifest,
-                        key=config.entity_key,
-                        unseen_categories=config.validation.unseen_categories,
-                        batch_rows=config.execution.batch_rows,
-                    )
-                )
-
-            extracted = extract_window(
-                source_url=endpoints.source_url,
-                query=config.source.query,
-                window=plan.window,
-                key=config.entity_key,
-                features=manifest.features,
-                run_dir=plan.run_dir,
+            extracted = run_extract(
+                config,
+                endpoints,
+                plan,
                 # Small parts so scoring starts early and the workers stay balanced; in one process
                 # a part costs nothing to start (unlike a mapped task).
                 part_rows=min(config.execution.part_rows, 2 * config.execution.batch_rows),
-                batch_rows=config.execution.batch_rows,
-                on_part=score,
+                on_part=lambda part: futures.append(pool.submit(run_predict, config, endpoints, plan, part)),
             )
             parts = [f.result() for f in futures]
         return run_load(config, endpoints, plan, parts, extracted.seconds)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,21 @@ class LocalStack:
             detail = (done.stderr or done.stdout or "")[-2000:] if capture else ""
             raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}\n{detail}")
         return done
+
+    def backfill(self, dag_id: str, first: date, last: date, *options: str) -> None:
+        """``airflow backfill create`` for the windows whose logical dates fall in [first, last]."""
+        self.airflow(
+            "backfill",
+            "create",
+            "--dag-id",
+            dag_id,
+            "--from-date",
+            first.isoformat(),
+            "--to-date",
+            last.isoformat(),
+            *options,
+            capture=True,
+        )
 
     def migrate(self) -> None:
         self.start_database()

@@ -66,18 +66,7 @@ def backfill(services: Services, client: AirflowClient, first: date, last: date,
     and re-runs it), so runs are matched by date and by finishing after the backfill began.
     """
     began = datetime.now(UTC)
-    services.stack.airflow(
-        "backfill",
-        "create",
-        "--dag-id",
-        DAG_ID,
-        "--from-date",
-        first.isoformat(),
-        "--to-date",
-        last.isoformat(),
-        *extra,
-        capture=True,
-    )
+    services.stack.backfill(DAG_ID, first, last, *extra)
     days = (last - first).days + 1
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:

@@ -94,21 +94,7 @@ def run_through_airflow(stack: LocalStack, today: date) -> None:
     first = today - timedelta(days=4)
     last = today - timedelta(days=2)
     _say(f"backfilling {first} .. {last} with `airflow backfill create`")
-    stack.airflow(
-        "backfill",
-        "create",
-        "--dag-id",
-        DAG_ID,
-        "--from-date",
-        first.isoformat(),
-        "--to-date",
-        last.isoformat(),
-        "--max-active-runs",
-        "3",
-        "--reprocess-behavior",
-        "completed",
-        capture=True,
-    )
+    stack.backfill(DAG_ID, first, last, "--max-active-runs", "3", "--reprocess-behavior", "completed")
     deadline = time.monotonic() + 60
     backfill: set[str] = set()
     while len(backfill) < 3 and time.monotonic() < deadline:
