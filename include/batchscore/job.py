@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
-
-from threadpoolctl import threadpool_limits
 
 from batchscore import runs, storage
 from batchscore.config import PipelineConfig
@@ -193,7 +193,11 @@ def run_predict(
 
 
 def run_load(
-    config: PipelineConfig, endpoints: Endpoints, plan: RunPlan, parts: list[PartResult], extract_seconds: float
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    plan: RunPlan,
+    parts: Iterable[PartResult],
+    extract_seconds: float | Callable[[], float],
 ) -> PublishResult:
     """Publish the window, then remove the run's staging folder (kept on failure for the retry)."""
     result = publish_window(
@@ -225,27 +229,52 @@ def run_pipeline(
 ) -> PublishResult:
     """All stages in this process (the command line's and the benchmark's path), overlapped.
 
-    The same stage functions as the DAG's tasks, but scoring starts on each part as soon
-    as the extract closes it, on ``parallel`` worker threads (default: one per core) that
-    share one loaded model; model threads per worker = cores // workers.
+    The same stage functions as the DAG's tasks, but pipelined: the extract runs on its own
+    thread, each part is scored as soon as the extract closes it, on ``parallel`` worker
+    threads (default: one per core) sharing one loaded model (model threads per worker =
+    cores // workers), and the bulk load streams each part's scores as it is ready.
     """
     plan = plan_run(config, endpoints, window=window, run_id=run_id, model_ref=model_ref, dry_run=dry_run)
     try:
         workers = max(1, parallel or os.cpu_count() or 1)
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with threadpool_limits(limits=threads), ThreadPoolExecutor(workers, thread_name_prefix="predict") as pool:
-            futures: list[Future[PartResult]] = []
-            extracted = run_extract(
-                config,
-                endpoints,
-                plan,
-                # Small parts so scoring starts early and the workers stay balanced; in one process
-                # a part costs nothing to start (unlike a mapped task).
-                part_rows=min(config.execution.part_rows, 2 * config.execution.batch_rows),
-                on_part=lambda part: futures.append(pool.submit(run_predict, config, endpoints, plan, part)),
-            )
-            parts = [f.result() for f in futures]
-        return run_load(config, endpoints, plan, parts, extracted.seconds)
+        # OpenMP's thread count is per calling thread: each worker sets its own (in predict_part).
+        with ThreadPoolExecutor(workers, thread_name_prefix="predict") as pool:
+            scored: queue.Queue[Future[PartResult] | None] = queue.Queue()
+            extracted: list[ExtractResult] = []
+            failed: list[BaseException] = []
+
+            def extract() -> None:
+                try:
+                    extracted.append(
+                        run_extract(
+                            config,
+                            endpoints,
+                            plan,
+                            # Small parts so scoring starts early and the workers stay balanced; in one
+                            # process a part costs nothing to start (unlike a mapped task).
+                            part_rows=min(config.execution.part_rows, 2 * config.execution.batch_rows),
+                            on_part=lambda part: scored.put(
+                                pool.submit(run_predict, config, endpoints, plan, part, threads)
+                            ),
+                        )
+                    )
+                except BaseException as exc:
+                    failed.append(exc)
+                finally:
+                    scored.put(None)
+
+            def parts_in_order() -> Iterator[PartResult]:
+                while (future := scored.get()) is not None:
+                    yield future.result()
+                extractor.join()
+                if failed:
+                    raise failed[0]
+
+            extractor = threading.Thread(target=extract, name="extract", daemon=True)
+            extractor.start()
+            # The bulk load consumes parts as they are scored, so it overlaps extract and predict.
+            return run_load(config, endpoints, plan, parts_in_order(), lambda: extracted[0].seconds)
     except Exception as exc:
         runs.record_failure(
             endpoints.scores_url, pipeline=config.name, run_id=run_id, error=f"{type(exc).__name__}: {exc}"

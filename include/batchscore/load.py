@@ -11,20 +11,21 @@ runs on other windows do not wait.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import pyarrow as pa
 
 from batchscore import db, runs, staging
 from batchscore.predict import PartResult
 from batchscore.registry import ModelManifest
+from batchscore.summary import ScoreSummary
 from batchscore.validation import REJECT_SCHEMA
 from batchscore.windows import Window
 
@@ -150,8 +151,8 @@ def publish_window(
     window: Window,
     run_id: str,
     manifest: ModelManifest,
-    parts: Sequence[PartResult],
-    extract_seconds: float,
+    parts: Iterable[PartResult],
+    extract_seconds: float | Callable[[], float],
     max_reject_fraction: float,
     dry_run: bool = False,
     lock_timeout_seconds: int = 600,
@@ -163,14 +164,20 @@ def publish_window(
     outside any lock. The short publish transaction then detaches and drops the window's
     old partition, attaches the new one (no scan: the CHECK proves the bound), replaces the
     window's rejects and marks the run ``success``.
+
+    ``parts`` may be a lazy iterable that yields parts as they are scored (the in-process
+    runner): the bulk load then overlaps the scoring, and the reject threshold is checked
+    once the last part is in, still before anything is published.
     """
     import adbc_driver_postgresql.dbapi as adbc
     import psycopg
 
     started = time.perf_counter()
-    check_reject_threshold(parts, max_reject_fraction)
-    score_urls = [p.scores for p in parts]
-    key_type = _key_type(score_urls)
+    if isinstance(parts, Sequence):
+        check_reject_threshold(parts, max_reject_fraction)  # fail before any write when all parts are known
+    pending = iter(parts)
+    seen = [next(pending)]  # extract always stages at least one (possibly empty) part
+    key_type = _key_type([seen[0].scores])
     runs.apply_schema(url)
     ensure_output_table(url, output_table, key, key_type)
     schema_name, table_name = output_table.split(".")
@@ -198,26 +205,36 @@ def publish_window(
         )
         conn.execute(f"CREATE UNLOGGED TABLE {rejects_stage} (entity_key text, reason text, row_data text)")
     ingest_schema = pa.schema([(key, key_type), ("score", pa.float64()), ("label", pa.string())])
-    scores_schema = pa.schema([("entity_key", key_type), ("score", pa.float64()), ("label", pa.string())])
-    with adbc.connect(db.libpq_url(url)) as conn, conn.cursor() as cur:
-        cur.adbc_ingest(
-            stage,
-            _renamed(staging.reader(score_urls, scores_schema), ingest_schema),
-            mode="append",
-            db_schema_name=schema_name,
-        )
-        cur.adbc_ingest(
-            stage + "_rej",
-            staging.reader([p.rejects for p in parts], REJECT_SCHEMA),
-            mode="append",
-            db_schema_name=schema_name,
-        )
-        conn.commit()
-    rows_in = sum(p.rows_in for p in parts)
-    rows_scored = sum(p.rows_scored for p in parts)
-    rows_rejected = sum(p.rows_rejected for p in parts)
+    summary = ScoreSummary()
+
+    def score_batches() -> Iterator[pa.RecordBatch]:
+        for part in itertools.chain(seen[:1], pending):
+            if part is not seen[0]:
+                seen.append(part)
+            for batch in staging.iter_batches(part.scores, 262_144):
+                summary.add(batch)
+                yield pa.RecordBatch.from_arrays(batch.columns, schema=ingest_schema)
+
+    try:
+        with adbc.connect(db.libpq_url(url)) as conn, conn.cursor() as cur:
+            reader = pa.RecordBatchReader.from_batches(ingest_schema, score_batches())
+            cur.adbc_ingest(stage, reader, mode="append", db_schema_name=schema_name)
+            check_reject_threshold(seen, max_reject_fraction)
+            cur.adbc_ingest(
+                stage + "_rej",
+                staging.reader([p.rejects for p in seen], REJECT_SCHEMA),
+                mode="append",
+                db_schema_name=schema_name,
+            )
+            conn.commit()
+    except BaseException:
+        with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {stage_sql}, {rejects_stage}")
+        raise
+    rows_in = sum(p.rows_in for p in seen)
+    rows_scored = sum(p.rows_scored for p in seen)
+    rows_rejected = sum(p.rows_rejected for p in seen)
     with psycopg.connect(db.libpq_url(url)) as conn:
-        summary = _score_summary(conn, stage_sql)
         status = "dry_run" if dry_run else "success"
         if dry_run:
             conn.execute(f"DROP TABLE {stage_sql}")
@@ -267,30 +284,13 @@ def publish_window(
                 rows_scored,
                 rows_rejected,
                 0 if dry_run else rows_scored,
-                extract_seconds,
-                sum(p.seconds for p in parts),
+                extract_seconds() if callable(extract_seconds) else extract_seconds,
+                sum(p.seconds for p in seen),
                 seconds,
-                json.dumps(summary),
+                json.dumps(summary.as_dict()),
                 pipeline,
                 run_id,
             ),
         )
     log.info("load: %s %d scores and %d rejects for %s in %.1fs", status, rows_scored, rows_rejected, window, seconds)
-    return PublishResult(0 if dry_run else rows_scored, rows_rejected, seconds, summary, not dry_run)
-
-
-def _score_summary(conn: Any, table_sql: str) -> dict[str, object]:
-    """Count, mean, quantiles and label counts of the staged scores (recorded with the run)."""
-    row = conn.execute(
-        f"""
-        SELECT json_build_object(
-            'count', count(score), 'mean', avg(score), 'min', min(score), 'max', max(score),
-            'p10', percentile_cont(0.1) WITHIN GROUP (ORDER BY score),
-            'p50', percentile_cont(0.5) WITHIN GROUP (ORDER BY score),
-            'p90', percentile_cont(0.9) WITHIN GROUP (ORDER BY score),
-            'labels', (SELECT json_object_agg(coalesce(label, 'null'), n) FROM (
-                SELECT label, count(*) AS n FROM {table_sql} GROUP BY label ORDER BY n DESC LIMIT 50) AS top_labels)
-        )::text FROM {table_sql}
-        """
-    ).fetchone()
-    return dict(json.loads(row[0]))
+    return PublishResult(0 if dry_run else rows_scored, rows_rejected, seconds, summary.as_dict(), not dry_run)

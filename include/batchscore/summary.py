@@ -1,0 +1,63 @@
+"""A streaming summary of a run's scores, recorded with the run (and shown in the UI).
+
+Exact count, mean, min, max and label counts; the 10th/50th/90th percentiles come from a
+fixed-size uniform sample, so memory stays constant whatever the window's size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class ScoreSummary:
+    """Fed batch by batch with ``score`` and ``label`` columns; ``as_dict`` gives the JSON record."""
+
+    def __init__(self, sample_size: int = 100_000, seed: int = 0) -> None:
+        self._sample = np.empty(sample_size, dtype=np.float64)
+        self._rng = np.random.default_rng(seed)
+        self.count = 0
+        self._sum = 0.0
+        self._min = np.inf
+        self._max = -np.inf
+        self.labels: Counter[str] = Counter()
+
+    def add(self, batch: pa.RecordBatch | pa.Table) -> None:
+        labels = pc.value_counts(batch.column("label"))
+        for item in labels.to_pylist():
+            self.labels["null" if item["values"] is None else item["values"]] += item["counts"]
+        scores = pc.drop_null(batch.column("score")).to_numpy(zero_copy_only=False)
+        if not len(scores):
+            return
+        self._sum += float(scores.sum())
+        self._min = min(self._min, float(scores.min()))
+        self._max = max(self._max, float(scores.max()))
+        size = len(self._sample)
+        filled = min(self.count, size)
+        take = min(size - filled, len(scores))
+        self._sample[filled : filled + take] = scores[:take]
+        rest = scores[take:]
+        if len(rest):  # reservoir sampling: the i-th value overall replaces a slot with probability size / i
+            seen = self.count + take + np.arange(1, len(rest) + 1)
+            slots = (self._rng.random(len(rest)) * seen).astype(np.int64)
+            keep = slots < size
+            self._sample[slots[keep]] = rest[keep]
+        self.count += len(scores)
+
+    def as_dict(self) -> dict[str, object]:
+        sample = self._sample[: min(self.count, len(self._sample))]
+        quantiles = np.quantile(sample, [0.1, 0.5, 0.9]).tolist() if len(sample) else [None, None, None]
+        return {
+            "count": self.count,
+            "mean": self._sum / self.count if self.count else None,
+            "min": self._min if self.count else None,
+            "max": self._max if self.count else None,
+            "p10": quantiles[0],
+            "p50": quantiles[1],
+            "p90": quantiles[2],
+            "quantiles_from": len(sample),
+            "labels": dict(self.labels.most_common(50)),
+        }
