@@ -28,8 +28,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test-unit: $(STAMP)
+test-unit: $(STAMP)                ## no services: unit tests and the DAG integrity tests
 	$(BIN)/python -m pytest tests/unit tests/dags
+
+test-integration: $(STAMP)         ## the engine and dag.test() on the embedded PostgreSQL
+	$(BIN)/python -m pytest tests/integration tests/airflow
+
+test-e2e: $(STAMP)                 ## a real scheduler, dag-processor and API server
+	$(BIN)/python -m pytest tests/e2e
 
 airflow: $(STAMP)                 ## start the Airflow UI + scheduler on the local stack (background)
 	$(BIN)/python -m batchscore airflow up

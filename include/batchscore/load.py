@@ -43,6 +43,10 @@ _PG_KEY_TYPES = {
 }
 
 
+class PublishLockTimeout(RuntimeError):
+    """Another run held the window's publish lock past the timeout; nothing was published."""
+
+
 class RejectThresholdExceeded(RuntimeError):
     """Too many rows failed validation: nothing is published for the window."""
 
@@ -240,10 +244,16 @@ def publish_window(
             conn.execute(f"DROP TABLE {stage_sql}")
         else:
             conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_seconds)}s'")
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                (f"batchscore:publish:{output_table}:{window.start.isoformat()}:{window.end.isoformat()}",),
-            )
+            try:
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (f"batchscore:publish:{output_table}:{window.start.isoformat()}:{window.end.isoformat()}",),
+                )
+            except psycopg.errors.LockNotAvailable:
+                raise PublishLockTimeout(
+                    f"another run kept publishing window {window} of {output_table} for more than "
+                    f"{lock_timeout_seconds}s; nothing was changed, the task can be retried"
+                ) from None
             old = conn.execute("SELECT to_regclass(%s)", (f"{quote_ident(schema_name)}.{final_sql}",)).fetchone()
             if old and old[0] is not None:
                 conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {quote_ident(schema_name)}.{final_sql}")

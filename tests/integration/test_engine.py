@@ -270,3 +270,34 @@ def test_recent_runs_lists_newest_first_and_filters(services: Services) -> None:
     assert [r["run_id"] for r in runs] == ["it__latest", "it__older"]
     assert [r["started_at"] for r in runs] == sorted((r["started_at"] for r in runs), reverse=True)
     assert recent_runs(services.scores_url, pipeline="nope") == []
+
+
+def test_publish_waits_for_the_windows_lock_then_fails_clearly(services: Services) -> None:
+    from batchscore.job import run_extract, run_predict
+    from batchscore.load import PublishLockTimeout, publish_window
+    from batchscore.registry import ModelRegistry
+
+    config, window = churn_config(), day(2)
+    run_pipeline(config, endpoints(services), window=window, run_id="it__lock_before")
+    before = stored_scores(services.scores_url, TABLE, window.start, window.end)
+    plan = plan_run(config, endpoints(services), window=window, run_id="it__lock_blocked")
+    extracted = run_extract(config, endpoints(services), plan)
+    parts = [run_predict(config, endpoints(services), plan, part) for part in extracted.parts]
+    key = f"batchscore:publish:{TABLE}:{window.start.isoformat()}:{window.end.isoformat()}"
+    with psycopg.connect(services.scores_url) as holder:  # another run is publishing this window
+        holder.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+        with pytest.raises(PublishLockTimeout, match="another run kept publishing window"):
+            publish_window(
+                url=services.scores_url,
+                pipeline="churn",
+                output_table=TABLE,
+                key="customer_id",
+                window=window,
+                run_id=plan.run_id,
+                manifest=ModelRegistry(services.registry).resolve("churn", "champion"),
+                parts=parts,
+                extract_seconds=extracted.seconds,
+                max_reject_fraction=0.01,
+                lock_timeout_seconds=1,
+            )
+    pd.testing.assert_frame_equal(before, stored_scores(services.scores_url, TABLE, window.start, window.end))
