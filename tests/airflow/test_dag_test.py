@@ -46,6 +46,7 @@ def test_dag_test_scores_the_window_from_the_trigger_form(churn_dag, airflow_db:
 
 def test_dag_test_dry_run_with_an_explicit_model_version(churn_dag, airflow_db: Services) -> None:
     start, end = day_window(WAREHOUSE_END - timedelta(days=8))
+    before = stored_scores(airflow_db.scores_url, "scoring.churn_scores", start, end)
     run = churn_dag.test(
         run_conf={
             "window_start": start.isoformat(),
@@ -59,14 +60,15 @@ def test_dag_test_dry_run_with_an_explicit_model_version(churn_dag, airflow_db: 
     assert record is not None
     assert record["status"] == "dry_run"
     assert record["model_version"] == 1
-    assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.churn_scores WHERE window_start = %s", start) == 0
+    assert stored_scores(airflow_db.scores_url, "scoring.churn_scores", start, end).equals(before)
 
 
 def test_bad_trigger_param_fails_the_run_before_anything_is_written(churn_dag, airflow_db: Services) -> None:
-    start, _ = day_window(WAREHOUSE_END - timedelta(days=9))
+    start, end = day_window(WAREHOUSE_END - timedelta(days=9))
+    before = stored_scores(airflow_db.scores_url, "scoring.churn_scores", start, end)
     run = churn_dag.test(
         run_conf={"window_start": start.isoformat(), "window_end": (start - timedelta(days=1)).isoformat()}
     )
     assert run.state == "failed"
-    assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.churn_scores WHERE window_start = %s", start) == 0
+    assert stored_scores(airflow_db.scores_url, "scoring.churn_scores", start, end).equals(before)
     assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.scoring_runs WHERE run_id = %s", run.run_id) == 0

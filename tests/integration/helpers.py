@@ -53,7 +53,11 @@ def expected_scores(warehouse_url: str, registry: str, start: datetime, end: dat
 
 
 def stored_scores(scores_url: str, table: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """The window's stored scores by customer_id (empty before the table exists)."""
     with psycopg.connect(scores_url) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:  # type: ignore[index]
+            columns = ["customer_id", "score", "label", "model_name", "model_version", "model_sha256", "run_id"]
+            return pd.DataFrame(columns=columns).set_index("customer_id")
         cur = conn.execute(
             f"SELECT customer_id, score, label, model_name, model_version, model_sha256, run_id "
             f"FROM {table} WHERE window_start = %s AND window_end = %s",
