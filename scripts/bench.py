@@ -255,7 +255,7 @@ def warm_cache(url: str) -> None:
 
 def drop_table(url: str, table: str) -> None:
     with connect(url) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{table}")
+        conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{table} CASCADE")  # with its lineage view
 
 
 def settle(url: str) -> None:

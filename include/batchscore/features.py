@@ -83,11 +83,18 @@ def to_model_frame(table: pa.Table, features: tuple[FeatureSpec, ...]) -> pd.Dat
     """The pandas frame a model sees: float64 numbers (NaN for missing), object categories (NaN for missing).
 
     Training uses this too, so the representation of a missing category is the same at
-    fit and at predict time.
+    fit and at predict time. An all-numeric frame is one row-major float64 block, so the
+    model's ``np.asarray(frame)`` is a view in the layout tree ensembles walk row by row.
     """
     import numpy as np
     import pandas as pd
 
+    names = [f.name for f in features]
+    if all(spec.kind == "numeric" for spec in features):
+        matrix = np.empty((table.num_rows, len(features)), dtype=np.float64)
+        for j, spec in enumerate(features):
+            matrix[:, j] = table.column(spec.name).cast(pa.float64()).to_numpy()
+        return pd.DataFrame(matrix, columns=names, copy=False)
     data: dict[str, Any] = {}
     for spec in features:
         column = table.column(spec.name)
@@ -97,4 +104,4 @@ def to_model_frame(table: pa.Table, features: tuple[FeatureSpec, ...]) -> pd.Dat
             values = column.cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)
             values[pd.isna(values)] = np.nan
             data[spec.name] = pd.Series(values, dtype=object)  # pandas 3 would infer its str dtype
-    return pd.DataFrame(data, columns=[f.name for f in features])
+    return pd.DataFrame(data, columns=names)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -28,6 +29,9 @@ from batchscore.registry import ModelManifest
 from batchscore.summary import ScoreSummary
 from batchscore.validation import REJECT_SCHEMA
 from batchscore.windows import Window
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -76,7 +80,8 @@ def ensure_output_table(url: str, qualified: str, key: str, key_type: pa.DataTyp
     """Create the pipeline's scores table, partitioned by window, if it does not exist (idempotent).
 
     Each window is one partition, so publishing a window is a partition swap and dropping
-    old windows (retention) is a ``DROP TABLE`` of their partitions.
+    old windows (retention) is a ``DROP TABLE`` of their partitions. Rows carry only a
+    ``lineage_id`` (see ``scoring.lineage``); the ``<table>_lineage`` view spells it out.
     """
     import psycopg
 
@@ -96,20 +101,30 @@ def ensure_output_table(url: str, qualified: str, key: str, key_type: pa.DataTyp
                 label          text,
                 window_start   timestamptz NOT NULL,
                 window_end     timestamptz NOT NULL,
-                model_name     text        NOT NULL,
-                model_version  integer     NOT NULL,
-                model_sha256   text        NOT NULL,
-                run_id         text        NOT NULL,
-                scored_at      timestamptz NOT NULL DEFAULT now()
+                lineage_id     bigint      NOT NULL
             ) PARTITION BY RANGE (window_start, window_end)
             """
         )
-        row = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()
-        if row is None or row[0] != "p":
+        row = conn.execute(
+            "SELECT c.relkind, a.attname IS NOT NULL FROM pg_class c LEFT JOIN pg_attribute a "
+            "ON a.attrelid = c.oid AND a.attname = 'lineage_id' AND NOT a.attisdropped WHERE c.oid = %s::regclass",
+            (table,),
+        ).fetchone()
+        if row is None or row[0] != "p" or not row[1]:
             raise RuntimeError(
-                f"{qualified} exists but is not partitioned by window (made by an older version?); "
-                "rename or drop it and re-run"
+                f"{qualified} exists but is not partitioned by window with a lineage_id column (made by an "
+                "older version?); rename or drop it and re-run"
             )
+        conn.execute(
+            f"CREATE OR REPLACE VIEW {quote_ident(schema)}.{quote_ident(lineage_view(qualified))} AS "
+            f"SELECT s.*, l.run_id, l.model_name, l.model_version, l.model_sha256, l.published_at "
+            f"FROM {table} AS s JOIN scoring.lineage AS l USING (lineage_id)"
+        )
+
+
+def lineage_view(qualified: str) -> str:
+    """The view beside a scores table that joins each score to its run and model artifact."""
+    return f"{qualified.split('.')[1][:55]}_lineage"
 
 
 def partition_name(table: str, window: Window) -> str:
@@ -140,10 +155,20 @@ def _literal(value: object) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _renamed(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
-    return pa.RecordBatchReader.from_batches(
-        schema, (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader)
-    )
+def _new_lineage(
+    conn: psycopg.Connection[Any], *, pipeline: str, table: str, window: Window, run_id: str, manifest: ModelManifest
+) -> int:
+    """Record which run, window and model artifact the rows about to be loaded come from."""
+    row = conn.execute(
+        """
+        INSERT INTO scoring.lineage
+            (pipeline, output_table, window_start, window_end, run_id, model_name, model_version, model_sha256)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING lineage_id
+        """,
+        (pipeline, table, window.start, window.end, run_id, manifest.name, manifest.version, manifest.sha256),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def publish_window(
@@ -190,16 +215,12 @@ def publish_window(
     stage = f"{table_name[:30]}_stage_{hashlib.sha256(run_id.encode()).hexdigest()[:12]}"
     stage_sql, final_sql = f"{quote_ident(schema_name)}.{quote_ident(stage)}", quote_ident(final)
     rejects_stage = f"{quote_ident(schema_name)}.{quote_ident(stage + '_rej')}"
-    defaults = {
-        "window_start": window.start,
-        "window_end": window.end,
-        "model_name": manifest.name,
-        "model_version": manifest.version,
-        "model_sha256": manifest.sha256,
-        "run_id": run_id,
-    }
     with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {stage_sql}, {rejects_stage}")  # a crashed attempt's leftovers
+        lineage_id = _new_lineage(
+            conn, pipeline=pipeline, table=output_table, window=window, run_id=run_id, manifest=manifest
+        )
+        defaults = {"window_start": window.start, "window_end": window.end, "lineage_id": lineage_id}
         conn.execute(f"CREATE TABLE {stage_sql} (LIKE {parent} INCLUDING DEFAULTS)")
         conn.execute(
             f"ALTER TABLE {stage_sql} "
@@ -234,7 +255,9 @@ def publish_window(
     except BaseException:
         with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {stage_sql}, {rejects_stage}")
+            conn.execute("DELETE FROM scoring.lineage WHERE lineage_id = %s", (lineage_id,))
         raise
+    score_summary = summary.as_dict()
     rows_in = sum(p.rows_in for p in seen)
     rows_scored = sum(p.rows_scored for p in seen)
     rows_rejected = sum(p.rows_rejected for p in seen)
@@ -242,6 +265,7 @@ def publish_window(
         status = "dry_run" if dry_run else "success"
         if dry_run:
             conn.execute(f"DROP TABLE {stage_sql}")
+            conn.execute("DELETE FROM scoring.lineage WHERE lineage_id = %s", (lineage_id,))
         else:
             conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_seconds)}s'")
             try:
@@ -269,6 +293,10 @@ def publish_window(
                 + ", ".join(f"ALTER COLUMN {c} DROP DEFAULT" for c in defaults)
             )
             conn.execute(
+                "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
+                (sum(p.rows_scored for p in seen), lineage_id),
+            )
+            conn.execute(
                 "DELETE FROM scoring.rejects WHERE pipeline = %s AND window_start = %s AND window_end = %s",
                 (pipeline, window.start, window.end),
             )
@@ -285,7 +313,7 @@ def publish_window(
             """
             UPDATE scoring.scoring_runs SET status = %s, rows_read = %s, rows_scored = %s, rows_rejected = %s,
                 rows_written = %s, extract_seconds = %s, predict_seconds = %s, load_seconds = %s,
-                score_summary = %s::jsonb, error = NULL, finished_at = now()
+                score_summary = %s::jsonb, lineage_id = %s, error = NULL, finished_at = now()
             WHERE pipeline = %s AND run_id = %s
             """,
             (
@@ -297,10 +325,11 @@ def publish_window(
                 extract_seconds() if callable(extract_seconds) else extract_seconds,
                 sum(p.seconds for p in seen),
                 seconds,
-                json.dumps(summary.as_dict()),
+                json.dumps(score_summary),
+                None if dry_run else lineage_id,
                 pipeline,
                 run_id,
             ),
         )
     log.info("load: %s %d scores and %d rejects for %s in %.1fs", status, rows_scored, rows_rejected, window, seconds)
-    return PublishResult(0 if dry_run else rows_scored, rows_rejected, seconds, summary.as_dict(), not dry_run)
+    return PublishResult(0 if dry_run else rows_scored, rows_rejected, seconds, score_summary, not dry_run)

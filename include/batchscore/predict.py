@@ -41,34 +41,38 @@ def scores_schema(key_type: pa.DataType) -> pa.Schema:
     return pa.schema([("entity_key", key_type), ("score", pa.float64()), ("label", pa.string())])
 
 
-def score_frame(model: Any, manifest: ModelManifest, frame: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(score, label) arrays for a frame, by model task.
+def score_frame(model: Any, manifest: ModelManifest, frame: Any) -> tuple[np.ndarray | None, pa.Array | None]:
+    """(score, label) for a frame, by model task.
 
     Classifiers: the positive class's probability (binary) or the top probability
     (multiclass), and the predicted class. Regressors: the prediction, no label.
-    Clusterers: no score, the cluster id as label.
+    Clusterers: no score, the cluster id as label. Labels are built in Arrow (a take from
+    the class names), never as one Python string per row.
     """
     if manifest.task == "classifier":
         proba = model.predict_proba(frame)
-        classes = np.asarray([str(c) for c in model.classes_], dtype=object)
+        classes = [str(c) for c in model.classes_]
         top = proba.argmax(axis=1)
         if manifest.positive_class is not None:
-            score = proba[:, list(classes).index(manifest.positive_class)]
+            score = proba[:, classes.index(manifest.positive_class)]
         else:
             score = proba[np.arange(len(top)), top]
-        return score.astype(np.float64), classes[top]
+        return np.ascontiguousarray(score, dtype=np.float64), pa.array(classes, pa.string()).take(top)
     if manifest.task == "regressor":
         return np.asarray(model.predict(frame), dtype=np.float64), None
-    return None, np.asarray(model.predict(frame)).astype(str).astype(object)
+    clusters = np.asarray(model.predict(frame))
+    if clusters.dtype.kind in "iu":
+        return None, pa.array(clusters).cast(pa.string())
+    return None, pa.array(clusters.astype(str), pa.string())
 
 
-def _scores_table(keys: pa.Array, score: np.ndarray | None, label: np.ndarray | None, schema: pa.Schema) -> pa.Table:
+def _scores_table(keys: pa.Array, score: np.ndarray | None, label: pa.Array | None, schema: pa.Schema) -> pa.Table:
     n = len(keys)
     return pa.table(
         {
             "entity_key": keys,
             "score": pa.array(score, pa.float64()) if score is not None else pa.nulls(n, pa.float64()),
-            "label": pa.array(label, pa.string()) if label is not None else pa.nulls(n, pa.string()),
+            "label": label if label is not None else pa.nulls(n, pa.string()),
         },
         schema=schema,
     )

@@ -10,6 +10,7 @@ import pandas as pd
 import psycopg
 
 from batchscore.config import PipelineConfig, load_config
+from batchscore.load import lineage_view
 from batchscore.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,9 +59,10 @@ def stored_scores(scores_url: str, table: str, start: datetime, end: datetime) -
         if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:  # type: ignore[index]
             columns = ["customer_id", "score", "label", "model_name", "model_version", "model_sha256", "run_id"]
             return pd.DataFrame(columns=columns).set_index("customer_id")
+        view = f"{table.split('.', maxsplit=1)[0]}.{lineage_view(table)}"  # each score joined to its run and model
         cur = conn.execute(
             f"SELECT customer_id, score, label, model_name, model_version, model_sha256, run_id "
-            f"FROM {table} WHERE window_start = %s AND window_end = %s",
+            f"FROM {view} WHERE window_start = %s AND window_end = %s",
             (start, end),
         )
         return pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description]).set_index("customer_id")

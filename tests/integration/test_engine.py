@@ -97,6 +97,36 @@ def test_rerun_replaces_the_window_and_never_duplicates(services: Services) -> N
     )
 
 
+def test_lineage_names_the_model_that_made_the_rows_even_after_a_failed_reattempt(
+    services: Services, tmp_path: Path
+) -> None:
+    """A retry of the same run with another model that fails leaves the old rows traced to the old model."""
+    from batchscore.demo.model import train_and_register
+
+    registry = tmp_path / "registry"
+    shutil.copytree(services.registry, registry)
+    v1 = ModelRegistry(str(registry)).resolve("churn", "champion")
+    window = day(3)
+    run_pipeline(churn_config(), endpoints(services, registry=str(registry)), window=window, run_id="it__lineage")
+    v2 = train_and_register(services.warehouse_url, str(registry), train=Window(day(12).start, day(9).end), max_iter=5)
+    assert v2.sha256 != v1.sha256
+    strict = churn_config(validation=churn_config().validation.model_copy(update={"max_reject_fraction": 0.0}))
+    with pytest.raises(RejectThresholdExceeded):
+        run_pipeline(strict, endpoints(services, registry=str(registry)), window=window, run_id="it__lineage")
+    stored = stored_scores(services.scores_url, TABLE, window.start, window.end)
+    assert set(stored["model_sha256"]) == {v1.sha256}
+    assert set(stored["run_id"]) == {"it__lineage"}
+    record = run_record(services.scores_url, "churn", "it__lineage")
+    assert record is not None
+    assert (record["status"], record["model_sha256"]) == ("failed", v2.sha256)  # the attempt, not the rows
+    with psycopg.connect(services.scores_url) as conn:
+        lineage = conn.execute(
+            "SELECT model_sha256, published_at IS NOT NULL, rows_written FROM scoring.lineage "
+            "WHERE pipeline = 'churn' AND run_id = 'it__lineage'"
+        ).fetchall()
+    assert lineage == [(v1.sha256, True, len(stored))]  # the failed attempt left no lineage row
+
+
 def test_window_is_half_open_on_the_source_event_time(services: Services) -> None:
     window = day(3)
     edge_ids = (9_000_001, 9_000_002, 9_000_003)
