@@ -110,11 +110,12 @@ def build_dag(config: PipelineConfig) -> DAG:
                 {
                     "url": url,
                     "index": i,
+                    "rows": rows,
                     "n_parts": len(result.parts),
                     "extract_rows": result.rows,
                     "extract_seconds": result.seconds,
                 }
-                for i, url in enumerate(result.parts)
+                for i, (url, rows) in enumerate(zip(result.parts, result.rows_per_part, strict=True))
             ]
 
         @task(
@@ -130,7 +131,14 @@ def build_dag(config: PipelineConfig) -> DAG:
 
             threads = airflow_glue.predict_threads(config, part["n_parts"])
             return asdict(
-                run_predict(config, airflow_glue.endpoints(config), RunPlan.from_dict(run), part["url"], threads)
+                run_predict(
+                    config,
+                    airflow_glue.endpoints(config),
+                    RunPlan.from_dict(run),
+                    part["url"],
+                    threads=threads,
+                    rows=part.get("rows"),
+                )
             )
 
         @task(outlets=[scores_asset(config)])

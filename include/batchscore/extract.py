@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from batchscore import db, staging, storage
 from batchscore.features import conform, staged_schema
+from batchscore.progress import Progress
 from batchscore.registry import FeatureSpec
 from batchscore.windows import Window
 
@@ -29,11 +30,12 @@ _PLACEHOLDER = re.compile(r"(?<!:):(window_start|window_end)\b")
 
 @dataclass(frozen=True)
 class ExtractResult:
-    """The parts written for a window, in order, and how many rows they hold."""
+    """The parts written for a window, in order, and how many rows they hold (in all and each)."""
 
     parts: tuple[str, ...]
     rows: int
     seconds: float
+    rows_per_part: tuple[int, ...] = ()
 
 
 def render_query(query: str, window: Window) -> str:
@@ -122,29 +124,43 @@ def extract_window(
     part_rows: int,
     batch_rows: int,
     on_part: Callable[[str], None] | None = None,
+    expected_rows: int | None = None,
 ) -> ExtractResult:
     """Stream the window's rows into staged parts under ``run_dir``/extract.
 
     Parts are named by index, so a retried extract overwrites them deterministically;
     stale parts from an earlier attempt are removed first. ``on_part`` is called with each
     part's URL as soon as it is complete, so scoring can start before the extract ends.
+    ``expected_rows`` (the planner's estimate) only feeds the progress lines' ETA.
     """
     started = time.perf_counter()
     storage.remove_tree(storage.join(run_dir, "extract"))
     source_schema, batches = source_batches(source_url, query, window, batch_rows)
     schema = staged_schema(source_schema, key, features)
     writer = staging.RollingPartWriter(lambda i: part_url(run_dir, i), schema, part_rows, on_part)
-    rows, last_log = 0, started
+    progress = Progress(log, "extract", expected_rows, estimated=True)
     for batch in batches:
         writer.write(conform(batch, schema))
-        rows += batch.num_rows
-        if time.perf_counter() - last_log > 10:
-            last_log = time.perf_counter()
-            log.info("extract: %d rows, %.0f rows/s", rows, rows / (last_log - started))
+        progress.add(batch.num_rows)
     parts = writer.finish()
     seconds = time.perf_counter() - started
-    log.info("extract: %d rows of %s into %d parts in %.1fs", rows, window, len(parts), seconds)
-    return ExtractResult(tuple(parts), rows, seconds)
+    log.info("extract: %d rows of %s into %d parts in %.1fs", progress.rows, window, len(parts), seconds)
+    return ExtractResult(tuple(parts), progress.rows, seconds, tuple(writer.rows_per_part))
+
+
+def estimate_rows(source_url: str, query: str, window: Window) -> int | None:
+    """PostgreSQL's planner estimate of the window's rows (for progress ETAs only; None elsewhere or on error)."""
+    if not db.is_postgres(source_url):
+        return None
+    import psycopg
+
+    try:
+        with psycopg.connect(db.libpq_url(source_url)) as conn:
+            row = conn.execute(f"EXPLAIN (FORMAT JSON) {render_query(query, window)}").fetchone()
+    except psycopg.Error as exc:
+        log.warning("could not estimate the window's rows (%s); progress lines will have no ETA", exc)
+        return None
+    return int(row[0][0]["Plan"]["Plan Rows"]) if row else None
 
 
 def probe_schema(source_url: str, query: str, window: Window) -> pa.Schema:

@@ -21,7 +21,7 @@ from typing import Any
 
 from batchscore import runs, storage
 from batchscore.config import PipelineConfig
-from batchscore.extract import ExtractResult, extract_window, probe_schema
+from batchscore.extract import ExtractResult, estimate_rows, extract_window, probe_schema
 from batchscore.features import staged_schema
 from batchscore.load import PublishResult, publish_window
 from batchscore.predict import PartResult, predict_part
@@ -58,6 +58,7 @@ class RunPlan:
     model_sha256: str
     dry_run: bool
     run_dir: str
+    estimated_rows: int | None = None  # the planner's estimate, for progress ETAs only
 
     @property
     def window(self) -> Window:
@@ -129,6 +130,7 @@ def plan_run(
         model_sha256=manifest.sha256,
         dry_run=dry_run,
         run_dir=storage.join(endpoints.staging, config.name, window.slug, run_slug(run_id)),
+        estimated_rows=estimate_rows(endpoints.source_url, config.source.query, window),
     )
     runs.apply_schema(endpoints.scores_url)
     runs.record_start(
@@ -171,11 +173,18 @@ def run_extract(
         part_rows=part_rows or config.execution.part_rows,
         batch_rows=config.execution.batch_rows,
         on_part=on_part,
+        expected_rows=plan.estimated_rows,
     )
 
 
 def run_predict(
-    config: PipelineConfig, endpoints: Endpoints, plan: RunPlan, part: str, threads: int | None = None
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    plan: RunPlan,
+    part: str,
+    *,
+    threads: int | None = None,
+    rows: int | None = None,
 ) -> PartResult:
     """Score one part; the model is loaded (and verified) once per process, then reused."""
     manifest = _manifest(config, endpoints, plan)
@@ -189,6 +198,7 @@ def run_predict(
         unseen_categories=config.validation.unseen_categories,
         batch_rows=config.execution.batch_rows,
         threads=threads,
+        rows=rows,
     )
 
 
@@ -212,6 +222,7 @@ def run_load(
         extract_seconds=extract_seconds,
         max_reject_fraction=config.validation.max_reject_fraction,
         dry_run=plan.dry_run,
+        expected_rows=plan.estimated_rows,
     )
     storage.remove_tree(plan.run_dir)
     return result
@@ -255,7 +266,7 @@ def run_pipeline(
                             # process a part costs nothing to start (unlike a mapped task).
                             part_rows=min(config.execution.part_rows, 2 * config.execution.batch_rows),
                             on_part=lambda part: scored.put(
-                                pool.submit(run_predict, config, endpoints, plan, part, threads)
+                                pool.submit(run_predict, config, endpoints, plan, part, threads=threads)
                             ),
                         )
                     )

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from batchscore import db, runs, staging
 from batchscore.predict import PartResult
+from batchscore.progress import Progress
 from batchscore.registry import ModelManifest
 from batchscore.summary import ScoreSummary
 from batchscore.validation import REJECT_SCHEMA
@@ -185,6 +186,7 @@ def publish_window(
     max_reject_fraction: float,
     dry_run: bool = False,
     lock_timeout_seconds: int = 600,
+    expected_rows: int | None = None,
 ) -> PublishResult:
     """Swap in the window's new scores partition and rejects in one transaction; finish the run record.
 
@@ -196,7 +198,8 @@ def publish_window(
 
     ``parts`` may be a lazy iterable that yields parts as they are scored (the in-process
     runner): the bulk load then overlaps the scoring, and the reject threshold is checked
-    once the last part is in, still before anything is published.
+    once the last part is in, still before anything is published. ``expected_rows`` is the
+    total to show progress against when ``parts`` is lazy.
     """
     import adbc_driver_postgresql.dbapi as adbc
     import psycopg
@@ -231,6 +234,10 @@ def publish_window(
         conn.execute(f"CREATE UNLOGGED TABLE {rejects_stage} (entity_key text, reason text, row_data text)")
     ingest_schema = pa.schema([(key, key_type), ("score", pa.float64()), ("label", pa.string())])
     summary = ScoreSummary()
+    if isinstance(parts, Sequence):
+        progress = Progress(log, "load", sum(p.rows_scored for p in parts))
+    else:
+        progress = Progress(log, "load", expected_rows, estimated=True)
 
     def score_batches() -> Iterator[pa.RecordBatch]:
         for part in itertools.chain(seen[:1], pending):
@@ -238,6 +245,7 @@ def publish_window(
                 seen.append(part)
             for batch in staging.iter_batches(part.scores, 262_144):
                 summary.add(batch)
+                progress.add(batch.num_rows)
                 yield pa.RecordBatch.from_arrays(batch.columns, schema=ingest_schema)
 
     try:

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from batchscore import staging, storage
 from batchscore.features import to_model_frame
+from batchscore.progress import Progress
 from batchscore.registry import ModelManifest
 from batchscore.validation import REJECT_SCHEMA, validate
 
@@ -88,11 +89,13 @@ def predict_part(
     unseen_categories: Literal["reject", "score"],
     batch_rows: int,
     threads: int | None = None,
+    rows: int | None = None,
 ) -> PartResult:
     """Validate and score every row of ``part``; write ``scores/`` and ``rejects/`` parts beside it.
 
     Output names follow the input part's name, so a retry overwrites its own output.
     ``threads`` caps the model's OpenMP/BLAS threads (parallel tasks x threads <= cores).
+    ``rows`` (the part's size, known from the extract) gives the progress lines an ETA.
     """
     from threadpoolctl import threadpool_limits
 
@@ -105,6 +108,7 @@ def predict_part(
     scores_out = staging.PartWriter(scores_url, out_schema)
     rejects_out = staging.PartWriter(rejects_url, REJECT_SCHEMA)
     limits = threadpool_limits(limits=threads) if threads else nullcontext()
+    progress = Progress(log, f"predict {name}", rows)
     try:
         with limits:
             for batch in staging.iter_batches(part, batch_rows):
@@ -119,6 +123,7 @@ def predict_part(
                     keys = checked.clean.column(key).combine_chunks()
                     scores_out.write(_scores_table(keys, score, label, out_schema))
                     rows_scored += checked.clean.num_rows
+                progress.add(table.num_rows)
     finally:
         scores_out.close()
         rejects_out.close()

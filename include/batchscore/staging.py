@@ -57,6 +57,7 @@ class RollingPartWriter:
     ) -> None:
         self.name, self.schema, self.part_rows, self.on_part = name, schema, part_rows, on_part
         self.parts: list[str] = []
+        self.rows_per_part: list[int] = []
         self._current: PartWriter | None = None
 
     def _roll(self) -> PartWriter:
@@ -68,6 +69,7 @@ class RollingPartWriter:
     def _finish_current(self) -> None:
         if self._current is not None:
             self._current.close()
+            self.rows_per_part.append(self._current.rows)
             if self.on_part is not None:
                 self.on_part(self._current.url)
             self._current = None

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from batchscore import staging
-from batchscore.extract import extract_window
+from batchscore.extract import estimate_rows, extract_window
 from batchscore.features import SchemaMismatch
 from batchscore.job import Endpoints, PlanError, plan_run, run_pipeline
 from batchscore.load import RejectThresholdExceeded
@@ -150,6 +150,20 @@ def test_window_is_half_open_on_the_source_event_time(services: Services) -> Non
             conn.execute("DELETE FROM warehouse.customer_activity WHERE customer_id = ANY(%s)", (list(edge_ids),))
 
 
+def test_planner_estimate_of_the_window_is_in_the_right_range(services: Services) -> None:
+    window = day(4)
+    actual = count(
+        services.warehouse_url,
+        "SELECT count(*) FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s",
+        window.start,
+        window.end,
+    )
+    estimate = estimate_rows(services.warehouse_url, churn_config().source.query, window)
+    assert estimate is not None
+    assert actual / 3 < estimate < actual * 3  # an estimate for ETAs, not a count
+    assert estimate_rows("sqlite:///nowhere.db", "SELECT 1", window) is None
+
+
 @pytest.mark.parametrize("part_rows", [1, 999, 3_000, 3_001])
 def test_parts_cover_the_window_exactly(services: Services, tmp_path: Path, part_rows: int) -> None:
     window = day(4)
@@ -174,6 +188,7 @@ def test_parts_cover_the_window_exactly(services: Services, tmp_path: Path, part
     )
     sizes = [staging.num_rows(p) for p in result.parts]
     assert result.rows == sum(sizes) == expected
+    assert result.rows_per_part == tuple(sizes)  # what each mapped predict task is told for its ETA
     assert len(result.parts) == max(1, -(-expected // part_rows))
     assert all(s == part_rows for s in sizes[:-1])
     ids = pd.concat([staging.read_table(p).select(["customer_id"]).to_pandas() for p in result.parts])["customer_id"]
