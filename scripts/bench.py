@@ -28,16 +28,17 @@ import inspect
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -459,11 +460,80 @@ def run_worker_mode(path: str, args: WorkerArgs, result_file: Path) -> int:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     for module in WORKER_MODULES[path]:
         importlib.import_module(module)
+    threads = ThreadCpu() if path == "engine" else None
+    machine = machine_jiffies()
     started = time.perf_counter()
     outcome = WORKERS[path](args)
     seconds = time.perf_counter() - started if outcome.seconds is None else outcome.seconds
-    result_file.write_text(json.dumps({"rows": outcome.rows, "seconds": seconds}))
+    result = {"rows": outcome.rows, "seconds": seconds, "cores_busy": cores_busy(machine, machine_jiffies())}
+    if threads is not None:
+        result["thread_cpu"] = threads.stop()
+    result_file.write_text(json.dumps(result))
     return 0
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat (PostgreSQL included)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cores_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How many of the machine's cores were busy on average between two ``machine_jiffies`` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total * (os.cpu_count() or 1) if total else math.nan
+
+
+class ThreadCpu:
+    """This process's threads' CPU seconds during the run, by role (from the thread's name).
+
+    Threads come and go (the scoring pool's end with the run), so /proc/self/task is read
+    every 100 ms and each thread's last reading kept; CPU spent before (imports) is subtracted.
+    """
+
+    ROLES: ClassVar[dict[str, str]] = {"extract": "extract", "MainThread": "plan+load"}
+
+    def __init__(self) -> None:
+        import threading
+
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._cpu: dict[int, float] = {}
+        self._names: dict[int, str] = {}
+        self._sample()
+        self._before = dict(self._cpu)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="bench-sampler", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import threading
+
+        for thread in threading.enumerate():
+            if thread.native_id is not None:
+                self._names[thread.native_id] = thread.name
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                self._cpu[int(tid)] = (int(fields[11]) + int(fields[12])) / self._tick
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per role: extract, predict (the scoring threads), plan+load (main), other."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        roles: dict[str, float] = {}
+        for tid, cpu in self._cpu.items():
+            name = self._names.get(tid, "")
+            if name == "bench-sampler":
+                continue
+            role = self.ROLES.get(name, "predict" if name.startswith("predict") else "other")
+            roles[role] = roles.get(role, 0.0) + cpu - self._before.get(tid, 0.0)
+        return {role: round(cpu, 2) for role, cpu in sorted(roles.items())}
 
 
 # --------------------------------------------------------------------------- harness (parent process)
@@ -478,6 +548,9 @@ class Measurement:
     wall_seconds: float
     peak_rss_mb: float
     rows_written: int
+    rounds: tuple[float, ...] = ()  # each round's seconds when the path ran more than once
+    cores_busy: float = math.nan  # machine-wide average busy cores while it ran (PostgreSQL included)
+    thread_cpu: dict[str, float] = field(default_factory=dict)  # the engine's CPU seconds by thread role
 
 
 def tree_rss(root: psutil.Process) -> int:
@@ -528,17 +601,25 @@ def measure(path: str, args: WorkerArgs) -> Measurement:
         if proc.returncode != 0 or not result_file.exists():
             raise BenchError(f"path {path} failed (exit code {proc.returncode}); its output is above")
         result = json.loads(result_file.read_text())
-    return Measurement(path, float(result["seconds"]), wall, peak / 2**20, int(result["rows"]))
+    return Measurement(
+        path,
+        float(result["seconds"]),
+        wall,
+        peak / 2**20,
+        int(result["rows"]),
+        cores_busy=float(result["cores_busy"]),
+        thread_cpu=result.get("thread_cpu", {}),
+    )
 
 
-def run_path(path: str, args: WorkerArgs) -> Measurement:
+def run_path(path: str, args: WorkerArgs, label: str = "") -> Measurement:
     """Drop the path's output table, settle the server, then measure the path."""
     if args.table:
         drop_table(args.url, args.table)
     settle(args.url)
-    print(f"run: {path} ...", flush=True)
+    print(f"run: {path} {label}...", flush=True)
     measured = measure(path, args)
-    print(f"run: {path} {measured.seconds:.2f}s, peak RSS {measured.peak_rss_mb:.0f} MB", flush=True)
+    print(f"run: {path} {label}{measured.seconds:.2f}s, peak RSS {measured.peak_rss_mb:.0f} MB", flush=True)
     return measured
 
 
@@ -550,6 +631,7 @@ def combine_floor(parts: Sequence[Measurement]) -> Measurement:
         sum(p.wall_seconds for p in parts),
         max(p.peak_rss_mb for p in parts),
         sum(p.rows_written for p in parts),
+        cores_busy=sum(p.cores_busy * p.seconds for p in parts) / sum(p.seconds for p in parts),
     )
 
 
@@ -584,16 +666,19 @@ class Report:
 
 
 def format_table(report: Report) -> str:
-    """path | seconds | wall incl. start-up | peak RSS MB | rows written | vs engine (seconds / engine's)."""
+    """path | median seconds | wall incl. start-up | peak RSS MB | rows written | vs engine | busy cores | rounds."""
     engine = report.seconds("engine")
-    header = f"{'path':<16}{'seconds':>10}{'wall s':>10}{'peak RSS MB':>13}{'rows written':>15}{'vs engine':>11}"
+    header = (
+        f"{'path':<16}{'seconds':>10}{'wall s':>10}{'peak RSS MB':>13}{'rows written':>15}{'vs engine':>11}"
+        f"{'cores busy':>12}  {'rounds (s)'}"
+    )
     lines = [header, "-" * len(header)]
 
     def line(name: str, m: Measurement) -> str:
         ratio = m.seconds / engine
         return (
             f"{name:<16}{m.seconds:>10.2f}{m.wall_seconds:>10.2f}{m.peak_rss_mb:>13.0f}"
-            f"{m.rows_written:>15,}{ratio:>10.2f}x"
+            f"{m.rows_written:>15,}{ratio:>10.2f}x{m.cores_busy:>12.2f}  {' '.join(f'{r:.2f}' for r in m.rounds)}"
         )
 
     for path, m in report.paths.items():
@@ -601,6 +686,20 @@ def format_table(report: Report) -> str:
         if path == "floor":
             lines += [line("  " + part.removeprefix("floor_"), report.floor_parts[part]) for part in FLOOR_PARTS]
     return "\n".join(lines)
+
+
+def where_the_time_goes(report: Report) -> str:
+    """The engine's CPU seconds by thread role, and what the rest of the machine (PostgreSQL) used meanwhile."""
+    engine = report.paths.get("engine")
+    if engine is None or not engine.thread_cpu:
+        return ""
+    busy = engine.cores_busy * engine.seconds
+    ours = sum(engine.thread_cpu.values())
+    roles = ", ".join(f"{role} {cpu:.1f}" for role, cpu in engine.thread_cpu.items())
+    return (
+        f"engine CPU seconds by thread: {roles}; PostgreSQL and the rest of the machine {busy - ours:.1f}; "
+        f"{engine.cores_busy:.2f} of {os.cpu_count()} cores busy on average"
+    )
 
 
 def result_line(report: Report) -> str:
@@ -678,6 +777,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--regenerate", action="store_true", help="regenerate the table and retrain the model")
     parser.add_argument("--part-rows", type=int, default=None, help="engine execution.part_rows")
     parser.add_argument("--batch-rows", type=int, default=None, help="engine execution.batch_rows")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of each path but naive, interleaved; medians reported (default 3)",
+    )
     parser.add_argument("--keep-server", action="store_true", help="leave the bench PostgreSQL running")
     parser.add_argument(
         "--through-airflow", action="store_true", help="also time the window through the DAG on a real scheduler"
@@ -691,6 +796,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rows < SAMPLE_IDS:
         parser.error(f"--rows must be at least {SAMPLE_IDS}")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     return args
 
 
@@ -707,30 +814,52 @@ def selected_paths(spec: str, skip_naive: bool) -> list[str]:
     return [name for name in PATH_LETTERS.values() if name in names]
 
 
+def median_of(runs: Sequence[Measurement]) -> Measurement:
+    """One path over several rounds: the median seconds and wall, the largest peak RSS, every round kept."""
+    return Measurement(
+        runs[0].path,
+        statistics.median(m.seconds for m in runs),
+        statistics.median(m.wall_seconds for m in runs),
+        max(m.peak_rss_mb for m in runs),
+        runs[-1].rows_written,
+        tuple(round(m.seconds, 3) for m in runs),
+        statistics.median(m.cores_busy for m in runs),
+        min(runs, key=lambda m: abs(m.seconds - statistics.median(r.seconds for r in runs))).thread_cpu,
+    )
+
+
 def run_all(paths: Sequence[str], url: str, ns: argparse.Namespace) -> Report:
-    """Measure every selected path on the same window; count and sample each output, then drop it."""
+    """Measure every selected path on the same window, ``--repeat`` rounds interleaved (naive once).
+
+    Interleaving puts each path's rounds under the same machine conditions as the others',
+    and the median resists the odd slow round on a shared machine. Each output is counted
+    and sampled, then dropped.
+    """
     from batchscore.job import run_pipeline
 
     run_id = f"bench-{ns.rows}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     report = Report(ns.rows, {}, {}, {}, [], sorted(engine_kwargs(run_pipeline)))
     ids = sample_ids(ns.rows)
     samples: dict[str, dict[int, float]] = {}
+    rounds: dict[str, list[Measurement]] = {}
+    for index in range(ns.repeat):
+        for path in paths:
+            if path == "naive" and index > 0:
+                continue  # minutes per round, and an order of magnitude away: once is enough
+            for worker in FLOOR_PARTS if path == "floor" else (path,):
+                table = OUTPUT_TABLES.get(worker, "")
+                args = WorkerArgs(url, ns.rows, table, f"{run_id}-{index}", ns.part_rows, ns.batch_rows)
+                rounds.setdefault(worker, []).append(run_path(worker, args, f"round {index + 1}/{ns.repeat} "))
+                if table:
+                    report.rows_in_tables[worker] = table_rows(url, table)
+                    samples[worker] = sample_scores(url, table, ids)
+                    drop_table(url, table)
     for path in paths:
-        workers = FLOOR_PARTS if path == "floor" else (path,)
-        measured: list[Measurement] = []
-        for worker in workers:
-            table = OUTPUT_TABLES.get(worker, "")
-            args = WorkerArgs(url, ns.rows, table, run_id, ns.part_rows, ns.batch_rows)
-            measured.append(run_path(worker, args))
-            if table:
-                report.rows_in_tables[worker] = table_rows(url, table)
-                samples[worker] = sample_scores(url, table, ids)
-                drop_table(url, table)
         if path == "floor":
-            report.floor_parts = {m.path: m for m in measured}
-            report.paths[path] = combine_floor(measured)
+            report.floor_parts = {part: median_of(rounds[part]) for part in FLOOR_PARTS}
+            report.paths[path] = combine_floor(list(report.floor_parts.values()))
         else:
-            report.paths[path] = measured[0]
+            report.paths[path] = median_of(rounds[path])
     check_rows(report)
     check_scores(report, samples, ids)
     return report
@@ -788,6 +917,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"speedup_vs_best_handwritten={s['speedup_vs_best_handwritten']:.2f}  "
         f"fraction_of_floor={s['fraction_of_floor']:.2f}  run_pipeline extra kwargs: {report.run_pipeline_kwargs}"
     )
+    print(where_the_time_goes(report))
     if ns.keep_server:
         print(f"server kept running: {url}")
     for warning in report.warnings:

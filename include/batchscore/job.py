@@ -228,6 +228,22 @@ def run_load(
     return result
 
 
+MIN_IN_PROCESS_PART_ROWS = 10_000
+
+
+def in_process_part_rows(config: PipelineConfig, estimated_rows: int | None, workers: int) -> int:
+    """Part size for the in-process runner: small, so scoring starts early and no worker idles at the end.
+
+    In one process a part costs nothing to start (unlike a mapped task), so parts are at most
+    two batches, and small enough that the window makes about four parts per worker: the
+    last parts are then short and the workers finish together.
+    """
+    rows = min(config.execution.part_rows, 2 * config.execution.batch_rows)
+    if estimated_rows:
+        rows = min(rows, max(MIN_IN_PROCESS_PART_ROWS, -(-estimated_rows // (4 * workers))))
+    return rows
+
+
 def run_pipeline(
     config: PipelineConfig,
     endpoints: Endpoints,
@@ -262,9 +278,7 @@ def run_pipeline(
                             config,
                             endpoints,
                             plan,
-                            # Small parts so scoring starts early and the workers stay balanced; in one
-                            # process a part costs nothing to start (unlike a mapped task).
-                            part_rows=min(config.execution.part_rows, 2 * config.execution.batch_rows),
+                            part_rows=in_process_part_rows(config, plan.estimated_rows, workers),
                             on_part=lambda part: scored.put(
                                 pool.submit(run_predict, config, endpoints, plan, part, threads=threads)
                             ),
