@@ -783,6 +783,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=3,
         help="rounds of each path but naive, interleaved; medians reported (default 3)",
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="then one untimed engine run under py-spy: CPU by stage and function"
+    )
     parser.add_argument("--keep-server", action="store_true", help="leave the bench PostgreSQL running")
     parser.add_argument(
         "--through-airflow", action="store_true", help="also time the window through the DAG on a real scheduler"
@@ -885,6 +888,26 @@ def airflow_measurement(url: str, ns: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def profile_measurement(url: str, ns: argparse.Namespace) -> str:
+    """One more engine run, under py-spy (not timed: sampling slows it a little); its summary."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_profile import profile, summarize
+
+    table = OUTPUT_TABLES["engine"]
+    args = WorkerArgs(
+        url, ns.rows, table, f"bench-profile-{datetime.now(UTC):%Y%m%dT%H%M%S}", ns.part_rows, ns.batch_rows
+    )
+    drop_table(url, table)
+    settle(url)
+    print("run: engine under py-spy ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        out = profile(
+            worker_command("engine", args, Path(tmp) / "result.json"), RESULTS_DIR / f"engine-{ns.rows}.folded"
+        )
+    drop_table(url, table)
+    return f"{summarize(out)}\n  stacks: {out.relative_to(ROOT)} (collapsed; e.g. flamegraph.pl or speedscope.app)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = parse_args(argv)
     if ns.path:
@@ -900,6 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warm_cache(url)
         report = run_all(paths, url, ns) if paths else None
         airflow = airflow_measurement(url, ns) if ns.through_airflow else None
+        profiled = profile_measurement(url, ns) if ns.profile else None
     finally:
         if not ns.keep_server:
             pg.stop()
@@ -907,6 +931,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nthrough Airflow (LocalExecutor): trigger to success {airflow['seconds']:.1f}s for {ns.rows:,} rows")
         print("  task seconds: " + ", ".join(f"{k} {v}" for k, v in airflow["task_seconds"].items()))
         (RESULTS_DIR / f"bench-airflow-{ns.rows}.json").write_text(json.dumps(airflow, indent=2))
+    if profiled is not None:
+        print(f"\n{profiled}")
     if report is None:
         return 0
     print()
