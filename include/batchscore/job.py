@@ -24,7 +24,7 @@ from batchscore.config import PipelineConfig
 from batchscore.extract import ExtractResult, estimate_rows, extract_window, probe_schema
 from batchscore.features import staged_schema
 from batchscore.load import PublishResult, publish_window
-from batchscore.predict import PartResult, predict_part
+from batchscore.predict import PartResult, predict_part, scorer
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.windows import Window
 
@@ -202,6 +202,12 @@ def run_predict(
     )
 
 
+def prepare_scorer(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> None:
+    """Load the model and build its scorer (compiling the tree walk) ahead of the first part."""
+    manifest = _manifest(config, endpoints, plan)
+    scorer(ModelRegistry(endpoints.registry).load(manifest, pinned_sha256=plan.model_sha256), manifest)
+
+
 def run_load(
     config: PipelineConfig,
     endpoints: Endpoints,
@@ -296,6 +302,7 @@ def run_pipeline(
                 if failed:
                     raise failed[0]
 
+            pool.submit(prepare_scorer, config, endpoints, plan)  # meanwhile the extract fills the first part
             extractor = threading.Thread(target=extract, name="extract", daemon=True)
             extractor.start()
             # The bulk load consumes parts as they are scored, so it overlaps extract and predict.

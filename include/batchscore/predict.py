@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from batchscore import staging, storage
+from batchscore.compiled_trees import accelerate
 from batchscore.features import to_model_frame
 from batchscore.progress import Progress
 from batchscore.registry import ModelManifest
@@ -67,6 +68,13 @@ def score_frame(model: Any, manifest: ModelManifest, frame: Any) -> tuple[np.nda
     return None, pa.array(clusters.astype(str), pa.string())
 
 
+def scorer(model: Any, manifest: ModelManifest) -> Any:
+    """What scores the frames: the compiled tree walk when the model qualifies, else the model itself."""
+    if all(spec.kind == "numeric" for spec in manifest.features):
+        return accelerate(model, [spec.name for spec in manifest.features])
+    return model
+
+
 def _scores_table(keys: pa.Array, score: np.ndarray | None, label: pa.Array | None, schema: pa.Schema) -> pa.Table:
     n = len(keys)
     return pa.table(
@@ -107,6 +115,7 @@ def predict_part(
     out_schema = scores_schema(staging.read_schema(part).field(key).type)
     scores_out = staging.PartWriter(scores_url, out_schema)
     rejects_out = staging.PartWriter(rejects_url, REJECT_SCHEMA)
+    model = scorer(model, manifest)
     limits = threadpool_limits(limits=threads) if threads else nullcontext()
     progress = Progress(log, f"predict {name}", rows)
     try:
