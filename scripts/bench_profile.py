@@ -16,6 +16,7 @@ import collections
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 RATE_HZ = 100
@@ -31,8 +32,6 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^)]*)\)$")
 
 def py_spy() -> str | None:
     """The py-spy executable next to this interpreter's scripts, or on PATH."""
-    import sys
-
     beside = Path(sys.executable).with_name("py-spy")
     return str(beside) if beside.exists() else shutil.which("py-spy")
 

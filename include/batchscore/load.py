@@ -116,11 +116,13 @@ def ensure_output_table(url: str, qualified: str, key: str, key_type: pa.DataTyp
                 f"{qualified} exists but is not partitioned by window with a lineage_id column (made by an "
                 "older version?); rename or drop it and re-run"
             )
-        conn.execute(
-            f"CREATE OR REPLACE VIEW {quote_ident(schema)}.{quote_ident(lineage_view(qualified))} AS "
-            f"SELECT s.*, l.run_id, l.model_name, l.model_version, l.model_sha256, l.published_at "
-            f"FROM {table} AS s JOIN scoring.lineage AS l USING (lineage_id)"
-        )
+        view = f"{quote_ident(schema)}.{quote_ident(lineage_view(qualified))}"
+        if conn.execute("SELECT to_regclass(%s)", (view,)).fetchone() == (None,):  # no lock on a view in use
+            conn.execute(
+                f"CREATE VIEW {view} AS "
+                f"SELECT s.*, l.run_id, l.model_name, l.model_version, l.model_sha256, l.published_at "
+                f"FROM {table} AS s JOIN scoring.lineage AS l USING (lineage_id)"
+            )
 
 
 def lineage_view(qualified: str) -> str:
