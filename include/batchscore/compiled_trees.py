@@ -18,7 +18,6 @@ estimators keep scikit-learn's own code (``accelerate`` returns them unchanged).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -91,12 +90,30 @@ def _raw_predict(x, roots, depths, feature, threshold, children, nan_right, leaf
             out[row, k] = one
 
 
-@functools.cache
+_kernel_dispatcher: list[Any] = []
+_KERNEL_LOCK = threading.Lock()
+
+
 def _kernel() -> Any:
     """The compiled tree walk: compiled on first use, then loaded from numba's on-disk cache."""
-    import numba
+    with _KERNEL_LOCK:  # one dispatcher per process, however many threads ask at once
+        if not _kernel_dispatcher:
+            import numba
 
-    return numba.njit(nogil=True, cache=True, boundscheck=False)(_raw_predict)
+            _kernel_dispatcher.append(numba.njit(nogil=True, cache=True, boundscheck=False)(_raw_predict))
+        return _kernel_dispatcher[0]
+
+
+def warm_up() -> None:
+    """Import numba and compile (or load from its cache) the kernel: about a second, best spent early.
+
+    The kernel's signature does not depend on the model, so a one-leaf tree compiles it.
+    """
+    one = np.zeros(1, dtype=np.int64)
+    x = np.zeros((1, 1))
+    x.flags.writeable = False
+    leaf = np.ones(1, dtype=np.bool_)
+    _kernel()(x, one, one, one, np.zeros(1), one, ~leaf, leaf, np.zeros(1), np.zeros(1), np.zeros((1, 1)))
 
 
 def _column_map(model: Any, columns: Sequence[str]) -> np.ndarray | None:
@@ -108,6 +125,11 @@ def _column_map(model: Any, columns: Sequence[str]) -> np.ndarray | None:
     if len(names) != len(columns) or any(str(n) not in position for n in names):
         return None
     return np.array([position[str(n)] for n in names], dtype=np.int64)
+
+
+def enabled() -> bool:
+    """On unless ``BATCHSCORE_COMPILED_TREES=0`` (to compare, or to rule it out)."""
+    return os.environ.get("BATCHSCORE_COMPILED_TREES", "1") != "0"
 
 
 def supports(model: Any) -> bool:
@@ -246,7 +268,7 @@ def accelerate(model: Any, columns: Sequence[str]) -> Any:
 
     Kept per model object, so the parts one process scores share one scorer.
     """
-    if os.environ.get("BATCHSCORE_COMPILED_TREES", "1") == "0" or not supports(model):
+    if not enabled() or not supports(model):
         return model
     column_map = _column_map(model, columns)
     if column_map is None:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from batchscore import runs, storage
+from batchscore import compiled_trees, runs, storage
 from batchscore.config import PipelineConfig
 from batchscore.extract import ExtractResult, estimate_rows, extract_window, probe_schema
 from batchscore.features import staged_schema
@@ -208,6 +208,20 @@ def prepare_scorer(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) 
     scorer(ModelRegistry(endpoints.registry).load(manifest, pinned_sha256=plan.model_sha256), manifest)
 
 
+def _warm_scorer(config: PipelineConfig, endpoints: Endpoints, model_ref: str | None) -> None:
+    """Beside the plan (mostly waits on the databases): load the model and, if it qualifies, compile its scorer.
+
+    Only a head start: any error here is the plan's to report, so it is left for the plan to find.
+    """
+    try:
+        registry = ModelRegistry(endpoints.registry)
+        model = registry.load(registry.resolve(config.model.name, model_ref or config.model.version))
+        if compiled_trees.enabled() and compiled_trees.supports(model):
+            compiled_trees.warm_up()
+    except Exception:
+        log.debug("scorer warm-up skipped", exc_info=True)
+
+
 def run_load(
     config: PipelineConfig,
     endpoints: Endpoints,
@@ -267,6 +281,7 @@ def run_pipeline(
     threads (default: one per core) sharing one loaded model (model threads per worker =
     cores // workers), and the bulk load streams each part's scores as it is ready.
     """
+    threading.Thread(target=_warm_scorer, args=(config, endpoints, model_ref), name="warm-up", daemon=True).start()
     plan = plan_run(config, endpoints, window=window, run_id=run_id, model_ref=model_ref, dry_run=dry_run)
     try:
         workers = max(1, parallel or os.cpu_count() or 1)

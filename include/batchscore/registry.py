@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -30,6 +31,7 @@ TRUSTED_EXACT_TYPES = frozenset({"numpy.dtype"})
 
 
 _LOADED: dict[tuple[str, str, int, str], Any] = {}
+_LOAD_LOCK = threading.Lock()  # threads of one process (the in-process runner) share one load
 
 
 class RegistryError(RuntimeError):
@@ -203,9 +205,10 @@ class ModelRegistry:
                 f"in the pipeline config ({pinned_sha256})"
             )
         key = (self.root, manifest.name, manifest.version, manifest.sha256)
-        if key not in _LOADED:
-            _LOADED[key] = self._load_verified(manifest)
-        return _LOADED[key]
+        with _LOAD_LOCK:
+            if key not in _LOADED:
+                _LOADED[key] = self._load_verified(manifest)
+            return _LOADED[key]
 
     def _load_verified(self, manifest: ModelManifest) -> Any:
         import skops.io as sio

@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from sklearn.cluster import KMeans
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from batchscore import staging
@@ -80,6 +81,17 @@ def test_clusterer_labels_the_cluster_without_a_score(frame: pd.DataFrame, tmp_p
     model = KMeans(3, n_init=1, random_state=0).fit(frame)
     scores = score_with(model, frame, tmp_path)
     assert scores.column("score").null_count == len(frame)
+    assert scores.column("label").to_pylist() == [str(c) for c in model.predict(frame)]
+
+
+def test_gradient_boosting_is_scored_by_compiled_trees_bit_for_bit(
+    frame: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(frame, frame["a"] * frame["b"] > 0)
+    with caplog.at_level("INFO", logger="batchscore.compiled_trees"):
+        scores = score_with(model, frame, tmp_path)
+    assert "compiled trees" in caplog.text
+    assert np.array_equal(scores.column("score").to_numpy(), model.predict_proba(frame)[:, 1])
     assert scores.column("label").to_pylist() == [str(c) for c in model.predict(frame)]
 
 
