@@ -12,7 +12,8 @@ the link function (sigmoid, softmax, exp...) is the model's own. Each scorer als
 itself against the model on the first rows it sees and, if they differ in any bit, logs
 a warning and hands every later call to scikit-learn.
 
-Only plain numeric models qualify: models with categorical splits, pipelines and other
+Models qualify with numeric splits only, bare or as a Pipeline's last step (its earlier steps,
+e.g. encoders, still transform the frame); models with native categorical splits and other
 estimators keep scikit-learn's own code (``accelerate`` returns them unchanged).
 """
 
@@ -132,10 +133,20 @@ def enabled() -> bool:
     return os.environ.get("BATCHSCORE_COMPILED_TREES", "1") != "0"
 
 
+def _trees(model: Any) -> tuple[Any, Any]:
+    """(the steps before the trees or None, the gradient boosting model) of a bare model or a Pipeline."""
+    from sklearn.pipeline import Pipeline
+
+    if type(model) is Pipeline and len(model.steps) > 1:
+        return model[:-1], model.steps[-1][1]
+    return None, model
+
+
 def supports(model: Any) -> bool:
-    """A fitted HistGradientBoosting classifier or regressor with numeric splits only."""
+    """A fitted HistGradientBoosting classifier or regressor with numeric splits only, bare or ending a Pipeline."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
+    model = _trees(model)[1]
     if type(model) not in (HistGradientBoostingClassifier, HistGradientBoostingRegressor):
         return False
     predictors = getattr(model, "_predictors", None)
@@ -152,7 +163,10 @@ class CompiledTrees:
     def __init__(self, model: Any, columns: Sequence[str], column_map: np.ndarray) -> None:
         self.model = model
         self.columns = tuple(columns)
-        predictors = [p for iteration in model._predictors for p in iteration]
+        self._prep, trees = _trees(model)  # a Pipeline's steps transform, the compiled walk replaces its model
+        self._loss = trees._loss
+        self._classes = getattr(trees, "classes_", None)
+        predictors = [p for iteration in trees._predictors for p in iteration]
         sizes = [len(p.nodes) for p in predictors]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         nodes = np.concatenate([p.nodes for p in predictors])
@@ -170,23 +184,31 @@ class CompiledTrees:
         self._nan_right = ~leaf & (nodes["missing_go_to_left"] == 0)
         self._leaf = leaf
         self._value = np.ascontiguousarray(nodes["value"], dtype=np.float64)
-        self._baseline = np.ascontiguousarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
+        self._baseline = np.ascontiguousarray(trees._baseline_prediction, dtype=np.float64).reshape(-1)
         self._verified = False
         self._fallback = False
         self._check_lock = threading.Lock()
-        self.raw_predict(np.zeros((1, len(self.columns))), 1)  # compile (or load from cache) now, not mid-part
+        self._width = len(self.columns) if self._prep is None else int(trees.n_features_in_)
+        self.raw_predict(np.zeros((1, self._width)), 1)  # compile (or load from cache) now, not mid-part
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)  # classes_, n_features_in_, ... come from the model
 
     def _matrix(self, frame: Any) -> np.ndarray:
         """The frame as a row-major float64 matrix (a view for the frames ``to_model_frame`` builds)."""
+        if self._prep is not None:
+            transformed = self._prep.transform(frame)
+            if hasattr(transformed, "toarray"):  # a sparse encoder's output
+                transformed = transformed.toarray()
+            return np.ascontiguousarray(np.asarray(transformed, dtype=np.float64))
         if hasattr(frame, "columns") and tuple(map(str, frame.columns)) != self.columns:
             raise ValueError(f"frame columns {list(frame.columns)} are not the scorer's {list(self.columns)}")
         return np.ascontiguousarray(np.asarray(frame, dtype=np.float64))
 
     def raw_predict(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
         """The model's raw predictions (before the link), shape (rows, trees per iteration)."""
+        if x.ndim != 2 or x.shape[1] != self._width:  # the kernel does not bounds-check its reads
+            raise ValueError(f"expected {self._width} feature columns, got an array of shape {x.shape}")
         kernel: Callable[..., None] = _kernel()
         out = np.empty((x.shape[0], self._baseline.shape[0]), dtype=np.float64)
         args: tuple[np.ndarray, ...] = (self._roots, self._depths, self._feature, self._threshold, self._children)
@@ -238,13 +260,12 @@ class CompiledTrees:
 
     def _from_raw(self, raw: np.ndarray, method: str) -> np.ndarray:
         """What scikit-learn's ``method`` returns for these raw predictions (same link, same tie rule)."""
-        loss = self.model._loss
         if method == "predict_proba":
-            return np.asarray(loss.predict_proba(raw))
-        if hasattr(self.model, "classes_"):
+            return np.asarray(self._loss.predict_proba(raw))
+        if self._classes is not None:
             encoded = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
-            return np.asarray(self.model.classes_[encoded])
-        return np.asarray(loss.link.inverse(raw.ravel()))
+            return np.asarray(self._classes[encoded])
+        return np.asarray(self._loss.link.inverse(raw.ravel()))
 
     def _score(self, frame: Any, method: str) -> np.ndarray:
         if self._fallback:
@@ -270,7 +291,9 @@ def accelerate(model: Any, columns: Sequence[str]) -> Any:
     """
     if not enabled() or not supports(model):
         return model
-    column_map = _column_map(model, columns)
+    prep, trees = _trees(model)
+    # After a Pipeline's steps the columns are the ones the trees were fitted on, in that order.
+    column_map = _column_map(model, columns) if prep is None else np.arange(trees.n_features_in_)
     if column_map is None:
         return model
     key = tuple(columns)
@@ -280,7 +303,7 @@ def accelerate(model: Any, columns: Sequence[str]) -> Any:
             per_model[key] = CompiledTrees(model, columns, column_map)
             log.info(
                 "scoring %s with compiled trees (%d trees, %d nodes)",
-                type(model).__name__,
+                type(trees).__name__ if prep is None else f"Pipeline(..., {type(trees).__name__})",
                 len(per_model[key]._roots),
                 len(per_model[key]._leaf),
             )

@@ -69,8 +69,14 @@ def score_frame(model: Any, manifest: ModelManifest, frame: Any) -> tuple[np.nda
 
 
 def scorer(model: Any, manifest: ModelManifest) -> Any:
-    """What scores the frames: the compiled tree walk when the model qualifies, else the model itself."""
-    if all(spec.kind == "numeric" for spec in manifest.features):
+    """What scores the frames: the compiled tree walk when the model qualifies, else the model itself.
+
+    A bare tree model reads the frame as one float matrix, so only all-numeric features qualify;
+    a Pipeline's own steps turn categories into numbers first.
+    """
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(model, Pipeline) or all(spec.kind == "numeric" for spec in manifest.features):
         return accelerate(model, [spec.name for spec in manifest.features])
     return model
 

@@ -5,10 +5,12 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from batchscore.compiled_trees import LANES, CompiledTrees, accelerate
 
@@ -95,11 +97,33 @@ def test_other_models_are_left_to_scikit_learn(train: pd.DataFrame) -> None:
     hgb_categorical = HistGradientBoostingClassifier(max_iter=5, categorical_features="from_dtype").fit(categorical, y)
     for model in (
         LogisticRegression().fit(train.fillna(0), y),
-        make_pipeline(StandardScaler(), HistGradientBoostingClassifier(max_iter=5)).fit(train, y),
+        make_pipeline(StandardScaler(), LogisticRegression()).fit(train.fillna(0), y),
         hgb_categorical,
         HistGradientBoostingClassifier(),  # not fitted
     ):
         assert accelerate(model, COLUMNS) is model
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_pipeline_steps_transform_then_the_trees_are_compiled(train: pd.DataFrame, sparse: bool) -> None:
+    def with_plan(frame: pd.DataFrame) -> pd.DataFrame:  # a category column, with missing values
+        plan = np.where(frame["c"] > 0.5, "gold", np.where(frame["c"] < -0.5, "basic", None))
+        return frame.assign(plan=pd.Series(plan, dtype=object, index=frame.index))
+
+    categories = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value="missing"),
+        OneHotEncoder(handle_unknown="ignore", sparse_output=sparse),
+    )
+    prep = ColumnTransformer([("num", "passthrough", COLUMNS), ("cat", categories, ["plan"])])
+    model = make_pipeline(prep, HistGradientBoostingClassifier(max_iter=20, random_state=0))
+    model.fit(with_plan(train), target(train) > 0)
+    scored = with_plan(data(200, seed=3))
+    scored.loc[5, "plan"] = "platinum"  # unseen category: the encoder's business, as in scikit-learn
+    fast = accelerate(model, [*COLUMNS, "plan"])
+    assert isinstance(fast, CompiledTrees)
+    assert np.array_equal(fast.predict_proba(scored), model.predict_proba(scored))
+    assert np.array_equal(fast.predict(scored), model.predict(scored))
+    assert not fast._fallback
 
 
 def test_features_that_do_not_match_the_model_are_left_to_scikit_learn(train: pd.DataFrame) -> None:
