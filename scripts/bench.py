@@ -492,7 +492,7 @@ class ThreadCpu:
     every 100 ms and each thread's last reading kept; CPU spent before (imports) is subtracted.
     """
 
-    ROLES: ClassVar[dict[str, str]] = {"extract": "extract", "MainThread": "plan+load"}
+    ROLES: ClassVar[dict[str, str]] = {"extract": "extract", "MainThread": "plan+load", "warm-up": "warm-up"}
 
     def __init__(self) -> None:
         import threading
@@ -522,7 +522,7 @@ class ThreadCpu:
             self._sample()
 
     def stop(self) -> dict[str, float]:
-        """CPU seconds per role: extract, predict (the scoring threads), plan+load (main), other."""
+        """CPU seconds per role: extract, predict (the scoring threads), plan+load (main), warm-up, other."""
         self._stop.set()
         self._thread.join()
         self._sample()

@@ -153,3 +153,14 @@ def test_switched_off_by_environment(train: pd.DataFrame, monkeypatch: pytest.Mo
     model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(train, target(train) > 0)
     monkeypatch.setenv("BATCHSCORE_COMPILED_TREES", "0")
     assert accelerate(model, COLUMNS) is model
+
+
+def test_threads_follow_the_callers_openmp_limit(train: pd.DataFrame) -> None:
+    from threadpoolctl import threadpool_limits
+
+    model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(train, target(train) > 0)
+    fast = accelerate(model, COLUMNS)
+    with threadpool_limits(limits=1):
+        assert fast._threads() == 1  # parallel tasks x threads <= cores, as for scikit-learn's own predictor
+    with threadpool_limits(limits=2):
+        assert fast._threads() == 2
