@@ -105,18 +105,6 @@ def _kernel() -> Any:
         return _kernel_dispatcher[0]
 
 
-def warm_up() -> None:
-    """Import numba and compile (or load from its cache) the kernel: about a second, best spent early.
-
-    The kernel's signature does not depend on the model, so a one-leaf tree compiles it.
-    """
-    one = np.zeros(1, dtype=np.int64)
-    x = np.zeros((1, 1))
-    x.flags.writeable = False
-    leaf = np.ones(1, dtype=np.bool_)
-    _kernel()(x, one, one, one, np.zeros(1), one, ~leaf, leaf, np.zeros(1), np.zeros(1), np.zeros((1, 1)))
-
-
 def _column_map(model: Any, columns: Sequence[str]) -> np.ndarray | None:
     """Model feature index -> position in the frame's columns, or None when they do not match."""
     names = getattr(model, "feature_names_in_", None)

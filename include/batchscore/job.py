@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from batchscore import compiled_trees, runs, storage
+from batchscore import runs, storage
 from batchscore.config import PipelineConfig
 from batchscore.extract import ExtractResult, estimate_rows, extract_window, probe_schema
 from batchscore.features import staged_schema
@@ -202,22 +202,17 @@ def run_predict(
     )
 
 
-def prepare_scorer(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> None:
-    """Load the model and build its scorer (compiling the tree walk) ahead of the first part."""
-    manifest = _manifest(config, endpoints, plan)
-    scorer(ModelRegistry(endpoints.registry).load(manifest, pinned_sha256=plan.model_sha256), manifest)
-
-
 def _warm_scorer(config: PipelineConfig, endpoints: Endpoints, model_ref: str | None) -> None:
-    """Beside the plan (mostly waits on the databases): load the model and, if it qualifies, compile its scorer.
+    """Beside the plan (mostly waits on the databases): load the model and build its scorer.
 
-    Only a head start: any error here is the plan's to report, so it is left for the plan to find.
+    Building a compiled scorer imports numba and compiles (or loads) the tree walk, about a
+    second; the parts then find it ready. Only a head start: any error here is the plan's
+    to report, so it is left for the plan to find.
     """
     try:
         registry = ModelRegistry(endpoints.registry)
-        model = registry.load(registry.resolve(config.model.name, model_ref or config.model.version))
-        if compiled_trees.enabled() and compiled_trees.supports(model):
-            compiled_trees.warm_up()
+        manifest = registry.resolve(config.model.name, model_ref or config.model.version)
+        scorer(registry.load(manifest), manifest)
     except Exception:
         log.debug("scorer warm-up skipped", exc_info=True)
 
@@ -317,7 +312,6 @@ def run_pipeline(
                 if failed:
                     raise failed[0]
 
-            pool.submit(prepare_scorer, config, endpoints, plan)  # meanwhile the extract fills the first part
             extractor = threading.Thread(target=extract, name="extract", daemon=True)
             extractor.start()
             # The bulk load consumes parts as they are scored, so it overlaps extract and predict.
