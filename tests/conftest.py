@@ -2,7 +2,7 @@
 
 The environment for Airflow is set here, at import, because Airflow reads its
 configuration the first time it is imported: every test (and every Airflow process a
-test starts) uses a throw-away AIRFLOW_HOME, model registry and staging folder, and a
+test starts) uses a throw-away AIRFLOW_HOME and model registry, and a
 real PostgreSQL server from the pip-installed binaries (fsync off: tests, not data).
 """
 
@@ -53,7 +53,6 @@ class Services:
     warehouse_url: str
     scores_url: str
     registry: str
-    staging: str
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +83,6 @@ def services(database: LocalStack) -> Services:
         warehouse_url=warehouse,
         scores_url=database.database_url("scores"),
         registry=registry,
-        staging=os.environ["BATCHSCORE_STAGING_URL"],
     )
 
 

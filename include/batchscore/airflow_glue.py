@@ -57,7 +57,6 @@ def endpoints(config: PipelineConfig) -> Endpoints:
         source_url=connection_url(config.source.conn_id),
         scores_url=connection_url(config.output.conn_id),
         registry=settings.model_registry_root(),
-        staging=settings.staging_root(),
     )
 
 
@@ -96,23 +95,24 @@ def window_from_context(config: PipelineConfig, context: Any) -> Window:
     )
 
 
-def predict_threads(config: PipelineConfig, n_parts: int) -> int:
-    """Model threads for one predict task, so that parallel parts x threads <= cores."""
+def slice_workers(config: PipelineConfig, n_slices: int) -> int:
+    """Scoring threads for one slice task: ``threads_per_slice``, else this worker's cores shared by the
+    slices that may run on it at once (``min(slices, parallel_slices or cores)``), so slices x threads <= cores.
+    """
+    if config.execution.threads_per_slice:
+        return config.execution.threads_per_slice
     cores = os.cpu_count() or 1
-    parallel = min(n_parts, config.execution.parallel_parts or cores)
+    parallel = min(n_slices, config.execution.parallel_slices or cores)
     return max(1, cores // max(1, parallel))
 
 
 def mark_failed(config: PipelineConfig, context: Any) -> None:
-    """Task failure callback: record the run as failed with the error (best effort)."""
-    from batchscore import runs
+    """Task failure callback: record the run as failed with the error, drop its unpublished slices."""
+    from batchscore.job import fail_run
 
     error = context.get("exception")
     message = f"{context['ti'].task_id}: {type(error).__name__}: {error}" if error else "task failed"
     try:
-        if runs.record_failure(
-            connection_url(config.output.conn_id), pipeline=config.name, run_id=context["run_id"], error=message
-        ):
-            log.info("marked run %s of %s as failed", context["run_id"], config.name)
+        fail_run(config, endpoints(config), context["run_id"], message)
     except Exception:  # the callback must never hide the task's own error
         log.exception("could not record the failure of run %s", context["run_id"])

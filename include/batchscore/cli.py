@@ -108,13 +108,18 @@ def cmd_score(args: argparse.Namespace) -> None:
         source_url=args.source_url or stack.database_url("warehouse"),
         scores_url=args.scores_url or stack.database_url("scores"),
         registry=settings.model_registry_root(),
-        staging=settings.staging_root(),
     )
     window = _window(args.start, args.end)
     assert isinstance(window, Window)
     run_id = args.run_id or f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}"
     result = run_pipeline(
-        config, endpoints, window=window, run_id=run_id, model_ref=args.model_version, dry_run=args.dry_run
+        config,
+        endpoints,
+        window=window,
+        run_id=run_id,
+        model_ref=args.model_version,
+        dry_run=args.dry_run,
+        max_slices=args.slices,
     )
     print(
         f"{'dry run: ' if args.dry_run else ''}{result.rows_written:,} scores written, "
@@ -173,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version")
     p.add_argument("--run-id")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--slices", type=int, default=1, help="cut the window into up to N slices (scored in turn)")
     p.add_argument("--source-url")
     p.add_argument("--scores-url")
     p.set_defaults(func=cmd_score)

@@ -101,16 +101,33 @@ class ValidationConfig(_Strict):
 
 
 class ExecutionConfig(_Strict):
-    """How a run is cut up and retried."""
+    """How a run is cut into slices, spread over the executor's slots, and retried.
 
-    part_rows: Annotated[int, Field(ge=1, le=50_000_000)] = 500_000
+    A window of more than ``slice_rows`` rows (the planner's estimate) is cut into slices of
+    about that size, at most ``max_slices``; each is scored by its own task. At most
+    ``parallel_slices`` of a run's slice tasks run at once, each with ``threads_per_slice``
+    scoring threads: keep ``parallel_slices x threads_per_slice`` at or below the cores the
+    executor gives the run (see the README's "How the work is cut").
+    """
+
+    slice_rows: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 2_000_000
+    max_slices: Annotated[int, Field(ge=1, le=1024)] = 8
+    parallel_slices: Annotated[int, Field(ge=1, le=1024)] | None = None
+    threads_per_slice: Annotated[int, Field(ge=1, le=256)] | None = None
     batch_rows: Annotated[int, Field(ge=1, le=5_000_000)] = 100_000
     max_active_runs: Annotated[int, Field(ge=1, le=64)] = 3
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
     max_window_days: Annotated[int, Field(ge=1, le=366)] = 31
-    # Parts scored at once per run; model threads per part = cores // this (never oversubscribed).
-    parallel_parts: Annotated[int, Field(ge=1, le=256)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for old, new in (("part_rows", "slice_rows"), ("parallel_parts", "parallel_slices")):
+                if old in data:
+                    raise ValueError(f"{old} was renamed {new} (windows are now cut into slices, not staged parts)")
+        return data
 
 
 class PipelineConfig(_Strict):

@@ -1,4 +1,4 @@
-"""Build one Airflow DAG per pipeline config: plan -> extract -> predict (mapped over parts) -> load.
+"""Build one Airflow DAG per pipeline config: plan -> score_slice (mapped over the window's slices) -> publish.
 
 Parse-time cost is a YAML read and pydantic validation: pandas, pyarrow and
 scikit-learn are imported only inside the tasks.
@@ -81,79 +81,56 @@ def build_dag(config: PipelineConfig) -> DAG:
         f"into `{config.output.table}` ({config.output.conn_id}). Each run replaces its window's scores.",
     )
     def scoring() -> None:
-        @task
+        @task(multiple_outputs=True)
         def plan() -> dict[str, Any]:
-            """Resolve the window, the model and the source schema; record the run. Writes no scores."""
+            """Resolve the window, the model and the source schema; cut the window into slices. Writes no scores."""
             from batchscore import airflow_glue
             from batchscore.job import plan_run
 
             context = get_current_context()
             _, _, model_ref, dry_run = airflow_glue.run_params(dict(context["params"]))
             window = airflow_glue.window_from_context(config, context)
-            return plan_run(
+            planned = plan_run(
                 config,
                 airflow_glue.endpoints(config),
                 window=window,
                 run_id=context["run_id"],
                 model_ref=model_ref,
                 dry_run=dry_run,
-            ).to_dict()
-
-        @task
-        def extract(run: dict[str, Any]) -> list[dict[str, Any]]:
-            """Stream the window into staged parts; return one small descriptor per part, never rows."""
-            from batchscore import airflow_glue
-            from batchscore.job import RunPlan, run_extract
-
-            result = run_extract(config, airflow_glue.endpoints(config), RunPlan.from_dict(run))
-            return [
-                {
-                    "url": url,
-                    "index": i,
-                    "rows": rows,
-                    "n_parts": len(result.parts),
-                    "extract_rows": result.rows,
-                    "extract_seconds": result.seconds,
-                }
-                for i, (url, rows) in enumerate(zip(result.parts, result.rows_per_part, strict=True))
-            ]
+            )
+            return {"run": planned.to_dict(), "slices": list(planned.slices)}
 
         @task(
-            map_index_template="part {{ task.op_kwargs['part']['index'] }}",
-            max_active_tis_per_dagrun=config.execution.parallel_parts,
+            map_index_template="slice {{ task.op_kwargs['key_slice']['index'] }}",
+            max_active_tis_per_dagrun=config.execution.parallel_slices,
         )
-        def predict(part: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-            """Score one part (one mapped task per part, run in parallel by the executor)."""
-            from dataclasses import asdict
-
+        def score_slice(key_slice: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+            """Read, score and load one slice of the window (one mapped task per slice, in parallel)."""
             from batchscore import airflow_glue
-            from batchscore.job import RunPlan, run_predict
+            from batchscore.job import RunPlan, score_slice
+            from batchscore.slices import KeySlice
 
-            threads = airflow_glue.predict_threads(config, part["n_parts"])
-            return asdict(
-                run_predict(
-                    config,
-                    airflow_glue.endpoints(config),
-                    RunPlan.from_dict(run),
-                    part["url"],
-                    threads=threads,
-                    rows=part.get("rows"),
-                )
-            )
+            planned = RunPlan.from_dict(run)
+            return score_slice(
+                config,
+                airflow_glue.endpoints(config),
+                planned,
+                KeySlice.from_dict(key_slice),
+                workers=airflow_glue.slice_workers(config, len(planned.slices)),
+            ).to_dict()
 
         @task(outlets=[scores_asset(config)])
-        def load(run: dict[str, Any], extracted: list[dict[str, Any]], parts: list[dict[str, Any]]) -> dict[str, Any]:
-            """Replace the window's scores in one transaction and finish the run record."""
+        def publish(run: dict[str, Any], scored: list[dict[str, Any]]) -> dict[str, Any]:
+            """Make the slices the window's scores in one transaction and finish the run record."""
             from batchscore import airflow_glue
-            from batchscore.job import RunPlan, run_load
-            from batchscore.predict import PartResult
+            from batchscore.job import RunPlan, publish_run
+            from batchscore.publish import SliceResult
 
-            result = run_load(
+            result = publish_run(
                 config,
                 airflow_glue.endpoints(config),
                 RunPlan.from_dict(run),
-                [PartResult(**p) for p in parts],
-                extracted[0]["extract_seconds"],
+                [SliceResult.from_dict(s) for s in scored],
             )
             return {
                 "rows_written": result.rows_written,
@@ -162,9 +139,8 @@ def build_dag(config: PipelineConfig) -> DAG:
                 "score_summary": result.score_summary,
             }
 
-        run = plan()
-        extracted = extract(run)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
-        scored = predict.partial(run=run).expand(part=extracted)
-        load(run, extracted, scored)  # type: ignore[arg-type]
+        planned: Any = plan()  # multiple_outputs: planned["run"] and planned["slices"] are XComArgs of their own
+        scored = score_slice.partial(run=planned["run"]).expand(key_slice=planned["slices"])
+        publish(planned["run"], scored)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
 
     return scoring()

@@ -1,15 +1,21 @@
-"""Database URLs: one form for SQLAlchemy, libpq, psycopg and ADBC alike.
+"""Database URLs and connections: one form for SQLAlchemy, libpq, psycopg and ADBC alike.
 
 Users give SQLAlchemy-style URLs (``postgresql+psycopg2://...``); libpq and ADBC want
 the plain ``postgresql://`` form. PostgreSQL URLs take the fast path (binary COPY);
-anything else goes through SQLAlchemy.
+anything else goes through SQLAlchemy. Every connection the engine opens goes through
+:func:`pg_connect` or :func:`adbc_connect`, the one place to change a driver setting.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 _PG_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
+APPLICATION_NAME = "batchscore"
 
 
 def is_postgres(url: str) -> bool:
@@ -33,3 +39,26 @@ def sqlalchemy_url(url: str) -> str:
 def redact(url: str) -> str:
     """The URL with any password replaced, for logs and error messages."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def pg_connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A psycopg connection for DDL, small queries and run records (tagged in ``pg_stat_activity``)."""
+    import psycopg
+
+    return psycopg.connect(libpq_url(url), autocommit=autocommit, application_name=APPLICATION_NAME)
+
+
+def adbc_connect(url: str) -> Any:
+    """An ADBC connection: binary COPY in both directions, Arrow record batches out."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    return adbc.connect(libpq_url(url))
+
+
+def render(statement: Any) -> str:
+    """A composed ``psycopg.sql`` statement as text, for drivers that take no parameters (COPY, ADBC).
+
+    Only :class:`psycopg.sql.Literal` and :class:`~psycopg.sql.Identifier` values are
+    rendered, with psycopg's own quoting, so no text is ever pasted into SQL unescaped.
+    """
+    return str(statement.as_string(None))

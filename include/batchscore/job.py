@@ -1,31 +1,39 @@
-"""A scoring run's stages as plain functions: plan, extract, predict (per part), load.
+"""A scoring run's stages as plain functions: plan, score a slice, publish.
 
-The Airflow tasks and the command line call exactly these. Everything that can be
-wrong about a run (window, model reference, checksum, feature schema, source columns)
-is checked in :func:`plan_run`, before a single row is written.
+The Airflow tasks and the command line call exactly these: the DAG maps
+:func:`score_slice` over the plan's slices on the executor's slots, the in-process
+:func:`run_pipeline` calls the same three functions one after the other. Everything
+that can be wrong about a run (window, model reference, checksum, feature schema, source
+columns) is checked in :func:`plan_run`, before a single row is written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import queue
-import re
+import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from batchscore import runs, storage
+import pyarrow as pa
+
+from batchscore import db, runs, slices
 from batchscore.config import PipelineConfig
-from batchscore.extract import ExtractResult, estimate_rows, extract_window, probe_schema
-from batchscore.features import staged_schema
-from batchscore.load import PublishResult, publish_window
-from batchscore.predict import PartResult, predict_part, scorer
+from batchscore.extract import estimate_rows, probe_schema, render_query, source_batches
+from batchscore.features import conform, staged_schema
+from batchscore.load import RejectWriter, drop_run_slices, ingest_scores, prepare_slice
+from batchscore.output_table import ensure_output_table, pg_key_type
+from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
+from batchscore.progress import Progress
+from batchscore.publish import PublishResult, SliceResult, publish_window
 from batchscore.registry import ModelManifest, ModelRegistry
+from batchscore.runner import Overlapped
+from batchscore.slices import KeySlice
+from batchscore.summary import ScoreSummary
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
@@ -37,12 +45,11 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Resolved locations for one run: database URLs, model registry, staging root."""
+    """Resolved locations for one run: database URLs and the model registry."""
 
     source_url: str
     scores_url: str
     registry: str
-    staging: str
 
 
 @dataclass(frozen=True)
@@ -57,25 +64,23 @@ class RunPlan:
     model_version: int
     model_sha256: str
     dry_run: bool
-    run_dir: str
-    estimated_rows: int | None = None  # the planner's estimate, for progress ETAs only
+    slices: tuple[dict[str, Any], ...] = (slices.WHOLE.to_dict(),)
+    estimated_rows: int | None = None  # the planner's estimate: slice count and progress ETAs only
 
     @property
     def window(self) -> Window:
         return Window(datetime.fromisoformat(self.window_start), datetime.fromisoformat(self.window_end))
+
+    @property
+    def key_slices(self) -> tuple[KeySlice, ...]:
+        return tuple(KeySlice.from_dict(s) for s in self.slices)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunPlan:
-        return cls(**data)
-
-
-def run_slug(run_id: str) -> str:
-    """A path-safe, collision-free folder name for an Airflow run id."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)[:80]
-    return f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+        return cls(**{**data, "slices": tuple(data.get("slices", ()))})
 
 
 def _manifest(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> ModelManifest:
@@ -105,6 +110,13 @@ def check_model_fits(config: PipelineConfig, manifest: ModelManifest, model: Any
         raise PlanError(f"model {manifest.name} v{manifest.version} is a {manifest.task} without {method}()")
 
 
+def _load_model(registry: ModelRegistry, manifest: ModelManifest, pinned: str | None, warm: bool) -> Any:
+    model = registry.load(manifest, pinned_sha256=pinned)
+    if warm:  # the in-process runner scores next in this process: build the (compiled) scorer now
+        scorer(model, manifest)
+    return model
+
+
 def plan_run(
     config: PipelineConfig,
     endpoints: Endpoints,
@@ -113,13 +125,32 @@ def plan_run(
     run_id: str,
     model_ref: str | None = None,
     dry_run: bool = False,
+    max_slices: int | None = None,
+    warm_scorer: bool = False,
 ) -> RunPlan:
-    """Resolve and verify everything the run needs, then record it as running."""
+    """Resolve and verify everything the run needs, cut the window into slices, record the run as running.
+
+    The model is loaded and verified (checksum, allowlist, fit) on a thread while the source
+    is probed, so a bad model or schema fails here, once, before anything is written.
+    """
+    started = time.perf_counter()
     registry = ModelRegistry(endpoints.registry)
     manifest = registry.resolve(config.model.name, model_ref or config.model.version)
-    model = registry.load(manifest, pinned_sha256=config.model.sha256)
-    check_model_fits(config, manifest, model)
-    staged_schema(probe_schema(endpoints.source_url, config.source.query, window), config.entity_key, manifest.features)
+    with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
+        loading = pool.submit(_load_model, registry, manifest, config.model.sha256, warm_scorer)
+        schema = staged_schema(
+            probe_schema(endpoints.source_url, config.source.query, window), config.entity_key, manifest.features
+        )
+        estimated = estimate_rows(endpoints.source_url, config.source.query, window)
+        count = slices.slice_count(estimated, config.execution.slice_rows, max_slices or config.execution.max_slices)
+        key_slices = slices.cut(
+            endpoints.source_url,
+            render_query(config.source.query, window),
+            config.entity_key,
+            count,
+            estimated or 0,
+        )
+        check_model_fits(config, manifest, loading.result())
     plan = RunPlan(
         pipeline=config.name,
         run_id=run_id,
@@ -129,134 +160,222 @@ def plan_run(
         model_version=manifest.version,
         model_sha256=manifest.sha256,
         dry_run=dry_run,
-        run_dir=storage.join(endpoints.staging, config.name, window.slug, run_slug(run_id)),
-        estimated_rows=estimate_rows(endpoints.source_url, config.source.query, window),
+        slices=tuple(s.to_dict() for s in key_slices),
+        estimated_rows=estimated,
     )
-    runs.apply_schema(endpoints.scores_url)
-    runs.record_start(
-        endpoints.scores_url,
-        pipeline=config.name,
-        run_id=run_id,
-        window=window,
-        model_name=manifest.name,
-        model_version=manifest.version,
-        model_sha256=manifest.sha256,
-        output_table=config.output.table,
-    )
+    with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
+        runs.apply_schema(conn)
+        ensure_output_table(
+            conn, config.output.table, config.entity_key, pg_key_type(schema.field(config.entity_key).type)
+        )
+        runs.record_start(
+            conn,
+            pipeline=config.name,
+            run_id=run_id,
+            window=window,
+            model_name=manifest.name,
+            model_version=manifest.version,
+            model_sha256=manifest.sha256,
+            output_table=config.output.table,
+        )
+        seconds = time.perf_counter() - started
+        runs.record_plan_seconds(conn, pipeline=config.name, run_id=run_id, seconds=seconds)
     log.info(
-        "plan: %s window %s model %s v%d%s",
+        "plan: %s window %s model %s v%d, ~%s rows in %d slice(s)%s, %.1fs",
         config.name,
         window,
         manifest.name,
         manifest.version,
+        f"{estimated:,}" if estimated is not None else "?",
+        len(key_slices),
         " (dry run)" if dry_run else "",
+        seconds,
     )
     return plan
 
 
-def run_extract(
-    config: PipelineConfig,
-    endpoints: Endpoints,
-    plan: RunPlan,
-    *,
-    part_rows: int | None = None,
-    on_part: Callable[[str], None] | None = None,
-) -> ExtractResult:
-    manifest = _manifest(config, endpoints, plan)
-    return extract_window(
-        source_url=endpoints.source_url,
-        query=config.source.query,
-        window=plan.window,
-        key=config.entity_key,
-        features=manifest.features,
-        run_dir=plan.run_dir,
-        part_rows=part_rows or config.execution.part_rows,
-        batch_rows=config.execution.batch_rows,
-        on_part=on_part,
-        expected_rows=plan.estimated_rows,
-    )
+MIN_BATCH_ROWS = 10_000
 
 
-def run_predict(
-    config: PipelineConfig,
-    endpoints: Endpoints,
-    plan: RunPlan,
-    part: str,
-    *,
-    threads: int | None = None,
-    rows: int | None = None,
-) -> PartResult:
-    """Score one part; the model is loaded (and verified) once per process, then reused."""
-    manifest = _manifest(config, endpoints, plan)
-    model = ModelRegistry(endpoints.registry).load(manifest, pinned_sha256=plan.model_sha256)
-    return predict_part(
-        part=part,
-        run_dir=plan.run_dir,
-        model=model,
-        manifest=manifest,
-        key=config.entity_key,
-        unseen_categories=config.validation.unseen_categories,
-        batch_rows=config.execution.batch_rows,
-        threads=threads,
-        rows=rows,
-    )
+def batch_rows(config: PipelineConfig, slice_rows: int | None, workers: int) -> int:
+    """Rows per scored batch: ``batch_rows``, smaller for small slices so every scoring thread has work.
 
-
-def _warm_scorer(config: PipelineConfig, endpoints: Endpoints, model_ref: str | None) -> None:
-    """Beside the plan (mostly waits on the databases): load the model and build its scorer.
-
-    Building a compiled scorer imports numba and compiles (or loads) the tree walk, about a
-    second; the parts then find it ready. Only a head start: any error here is the plan's
-    to report, so it is left for the plan to find.
+    A batch costs nothing to start, so a slice is cut into about four batches per thread
+    at least: the last batches are then short and the threads finish together.
     """
+    rows = config.execution.batch_rows
+    if slice_rows:
+        rows = min(rows, max(MIN_BATCH_ROWS, -(-slice_rows // (4 * workers))))
+    return rows
+
+
+def _process_age() -> float:
+    """Seconds since this process started (what a task spent before its first query: start-up, imports)."""
     try:
-        registry = ModelRegistry(endpoints.registry)
-        manifest = registry.resolve(config.model.name, model_ref or config.model.version)
-        scorer(registry.load(manifest), manifest)
-    except Exception:
-        log.debug("scorer warm-up skipped", exc_info=True)
+        with open(f"/proc/{os.getpid()}/stat") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
-def run_load(
+def default_workers(threads_per_slice: int | None = None) -> tuple[int, int]:
+    """(scoring threads, model threads each) for a slice task on this machine."""
+    workers = max(1, threads_per_slice or os.cpu_count() or 1)
+    return workers, max(1, (os.cpu_count() or 1) // workers)
+
+
+def score_slice(
     config: PipelineConfig,
     endpoints: Endpoints,
     plan: RunPlan,
-    parts: Iterable[PartResult],
-    extract_seconds: float | Callable[[], float],
-) -> PublishResult:
-    """Publish the window, then remove the run's staging folder (kept on failure for the retry)."""
-    result = publish_window(
-        url=endpoints.scores_url,
+    key_slice: KeySlice,
+    *,
+    workers: int | None = None,
+) -> SliceResult:
+    """Read, validate, score and load one slice of the window into a table of its own.
+
+    The source query starts first, so the server works while this process loads the model.
+    ``workers`` scoring threads share one model (model threads each = cores // workers),
+    with reading and loading on threads of their own. A retry replaces exactly this slice.
+    """
+    started = time.perf_counter()
+    startup = _process_age()
+    workers, threads = default_workers(workers)
+    manifest = _manifest(config, endpoints, plan)
+    registry = ModelRegistry(endpoints.registry)
+    slice_estimate = -(-plan.estimated_rows // len(plan.slices)) if plan.estimated_rows else None
+    with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
+        loading = pool.submit(_load_model, registry, manifest, plan.model_sha256, True)
+        source_schema, batches = source_batches(
+            endpoints.source_url,
+            config.source.query,
+            plan.window,
+            config.entity_key,
+            key_slice,
+            batch_rows(config, slice_estimate, workers),
+        )
+        try:
+            schema = staged_schema(source_schema, config.entity_key, manifest.features)
+            model = scorer(loading.result(), manifest)
+        except BaseException:
+            batches.close()  # type: ignore[attr-defined]  # a generator: closes the source connection
+            raise
+    target = prepare_slice(
+        endpoints.scores_url,
         pipeline=config.name,
         output_table=config.output.table,
-        key=config.entity_key,
         window=plan.window,
         run_id=plan.run_id,
-        manifest=_manifest(config, endpoints, plan),
-        parts=parts,
-        extract_seconds=extract_seconds,
+        manifest=manifest,
+        key_slice=key_slice,
+    )
+    out_schema = scores_schema(config.entity_key, schema.field(config.entity_key).type)
+    score_seconds = [0.0]
+    lock = threading.Lock()
+
+    def work(batch: pa.RecordBatch) -> ScoredBatch:
+        began = time.perf_counter()
+        scored = score_batch(
+            conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
+        )
+        with lock:
+            score_seconds[0] += time.perf_counter() - began
+        return scored
+
+    def limit_threads() -> None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)  # per thread: OpenMP's thread count belongs to the calling thread
+
+    stream = Overlapped(source=batches, work=work, workers=workers, initializer=limit_threads)
+    summary = ScoreSummary()
+    progress = Progress(log, key_slice.describe(), slice_estimate, estimated=True)
+    counts = {"in": 0, "scored": 0, "rejected": 0}
+    rejects = RejectWriter(endpoints.scores_url, target)
+
+    def scored_batches():  # type: ignore[no-untyped-def]
+        for result in stream:
+            rejects.write(result.rejects)
+            summary.add(result.scores)
+            counts["in"] += result.rows_in
+            counts["scored"] += result.scores.num_rows
+            counts["rejected"] += result.rejects.num_rows
+            progress.add(result.rows_in)
+            yield from result.scores.to_batches()
+
+    try:
+        ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
+    finally:
+        rejects.close()
+    seconds = time.perf_counter() - started
+    first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
+    log.info(
+        "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs, first row at %.1fs "
+        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s)",
+        key_slice.describe(),
+        counts["in"],
+        counts["scored"],
+        counts["rejected"],
+        seconds,
+        counts["in"] / seconds if seconds else 0.0,
+        startup,
+        first_row,
+        stream.read.seconds,
+        score_seconds[0],
+        workers,
+    )
+    return SliceResult(
+        index=key_slice.index,
+        lineage_id=target.lineage_id,
+        schema=target.schema,
+        table=target.table,
+        rejects_table=target.rejects_table,
+        lower=key_slice.lower,
+        upper=key_slice.upper,
+        rows_in=counts["in"],
+        rows_scored=counts["scored"],
+        rows_rejected=counts["rejected"],
+        seconds=round(seconds, 3),
+        read_seconds=round(stream.read.seconds, 3),
+        score_seconds=round(score_seconds[0], 3),
+        startup_seconds=round(startup, 3),
+        first_row_seconds=round(first_row, 3),
+        host=socket.gethostname(),
+        summary=summary.partial(),
+    )
+
+
+def publish_run(
+    config: PipelineConfig, endpoints: Endpoints, plan: RunPlan, results: list[SliceResult]
+) -> PublishResult:
+    """Publish the run's slices as the window's scores (one short transaction)."""
+    planned = {s.index for s in plan.key_slices}
+    got = {r.index for r in results}
+    if got != planned:
+        raise RuntimeError(f"publish needs every slice of the plan: missing {sorted(planned - got)}")
+    return publish_window(
+        endpoints.scores_url,
+        pipeline=config.name,
+        output_table=config.output.table,
+        window=plan.window,
+        run_id=plan.run_id,
+        slices=results,
         max_reject_fraction=config.validation.max_reject_fraction,
         dry_run=plan.dry_run,
-        expected_rows=plan.estimated_rows,
     )
-    storage.remove_tree(plan.run_dir)
-    return result
 
 
-MIN_IN_PROCESS_PART_ROWS = 10_000
-
-
-def in_process_part_rows(config: PipelineConfig, estimated_rows: int | None, workers: int) -> int:
-    """Part size for the in-process runner: small, so scoring starts early and no worker idles at the end.
-
-    In one process a part costs nothing to start (unlike a mapped task), so parts are at most
-    two batches, and small enough that the window makes about four parts per worker: the
-    last parts are then short and the workers finish together.
-    """
-    rows = min(config.execution.part_rows, 2 * config.execution.batch_rows)
-    if estimated_rows:
-        rows = min(rows, max(MIN_IN_PROCESS_PART_ROWS, -(-estimated_rows // (4 * workers))))
-    return rows
+def fail_run(config: PipelineConfig, endpoints: Endpoints, run_id: str, error: BaseException | str) -> None:
+    """Record a run as failed and drop its unpublished slices (best effort: never hides ``error``)."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    try:
+        drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.output.table, run_id=run_id)
+        runs.record_failure(endpoints.scores_url, pipeline=config.name, run_id=run_id, error=message)
+    except Exception:
+        log.exception("could not record the failure of run %s", run_id)
 
 
 def run_pipeline(
@@ -268,56 +387,27 @@ def run_pipeline(
     model_ref: str | None = None,
     dry_run: bool = False,
     parallel: int | None = None,
+    max_slices: int = 1,
 ) -> PublishResult:
-    """All stages in this process (the command line's and the benchmark's path), overlapped.
+    """All stages in this process (the command line's and the benchmark's path).
 
-    The same stage functions as the DAG's tasks, but pipelined: the extract runs on its own
-    thread, each part is scored as soon as the extract closes it, on ``parallel`` worker
-    threads (default: one per core) sharing one loaded model (model threads per worker =
-    cores // workers), and the bulk load streams each part's scores as it is ready.
+    The same functions as the DAG's tasks. In one process a window is best read as one
+    slice (``max_slices=1``: one pass over the source, every core on it through the
+    runner's threads); more slices are scored one after the other.
     """
-    threading.Thread(target=_warm_scorer, args=(config, endpoints, model_ref), name="warm-up", daemon=True).start()
-    plan = plan_run(config, endpoints, window=window, run_id=run_id, model_ref=model_ref, dry_run=dry_run)
+    plan = plan_run(
+        config,
+        endpoints,
+        window=window,
+        run_id=run_id,
+        model_ref=model_ref,
+        dry_run=dry_run,
+        max_slices=max_slices,
+        warm_scorer=True,
+    )
     try:
-        workers = max(1, parallel or os.cpu_count() or 1)
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        # OpenMP's thread count is per calling thread: each worker sets its own (in predict_part).
-        with ThreadPoolExecutor(workers, thread_name_prefix="predict") as pool:
-            scored: queue.Queue[Future[PartResult] | None] = queue.Queue()
-            extracted: list[ExtractResult] = []
-            failed: list[BaseException] = []
-
-            def extract() -> None:
-                try:
-                    extracted.append(
-                        run_extract(
-                            config,
-                            endpoints,
-                            plan,
-                            part_rows=in_process_part_rows(config, plan.estimated_rows, workers),
-                            on_part=lambda part: scored.put(
-                                pool.submit(run_predict, config, endpoints, plan, part, threads=threads)
-                            ),
-                        )
-                    )
-                except BaseException as exc:
-                    failed.append(exc)
-                finally:
-                    scored.put(None)
-
-            def parts_in_order() -> Iterator[PartResult]:
-                while (future := scored.get()) is not None:
-                    yield future.result()
-                extractor.join()
-                if failed:
-                    raise failed[0]
-
-            extractor = threading.Thread(target=extract, name="extract", daemon=True)
-            extractor.start()
-            # The bulk load consumes parts as they are scored, so it overlaps extract and predict.
-            return run_load(config, endpoints, plan, parts_in_order(), lambda: extracted[0].seconds)
-    except Exception as exc:
-        runs.record_failure(
-            endpoints.scores_url, pipeline=config.name, run_id=run_id, error=f"{type(exc).__name__}: {exc}"
-        )
+        results = [score_slice(config, endpoints, plan, s, workers=parallel) for s in plan.key_slices]
+        return publish_run(config, endpoints, plan, results)
+    except BaseException as exc:
+        fail_run(config, endpoints, run_id, exc)
         raise

@@ -120,7 +120,6 @@ class LocalStack:
             "AIRFLOW_CONN_WAREHOUSE_DB": self.database_url("warehouse"),
             "AIRFLOW_CONN_SCORES_DB": self.database_url("scores"),
             "BATCHSCORE_MODEL_REGISTRY": os.environ.get("BATCHSCORE_MODEL_REGISTRY", str(self.root / "registry")),
-            "BATCHSCORE_STAGING_URL": os.environ.get("BATCHSCORE_STAGING_URL", str(self.root / "staging")),
             "NO_PROXY": "*",
             "no_proxy": "*",
         }

@@ -1,46 +1,38 @@
-"""Predict: score one staged part with the model, batch by batch, writing scores and rejects.
+"""Predict: validate and score one batch of feature rows with the model.
 
-One call handles one part, so Airflow maps it over the parts and the executor runs them
-in parallel (local processes, Celery workers or Kubernetes pods). The model is loaded
-once per call by the caller and reused for every batch.
+Pure functions over Arrow tables: the slice runner calls :func:`score_batch` on its
+worker threads, each batch independently, with one model shared by all of them.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from batchscore import staging, storage
 from batchscore.compiled_trees import accelerate
 from batchscore.features import to_model_frame
-from batchscore.progress import Progress
 from batchscore.registry import ModelManifest
-from batchscore.validation import REJECT_SCHEMA, validate
+from batchscore.validation import validate
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PartResult:
-    """What scoring one part produced; small enough for XCom."""
+class ScoredBatch:
+    """One batch's scores (key, score, label) and rejects (key, reason, row as it arrived)."""
 
-    part: str
-    scores: str
-    rejects: str
+    scores: pa.Table
+    rejects: pa.Table
     rows_in: int
-    rows_scored: int
-    rows_rejected: int
-    seconds: float
 
 
-def scores_schema(key_type: pa.DataType) -> pa.Schema:
-    return pa.schema([("entity_key", key_type), ("score", pa.float64()), ("label", pa.string())])
+def scores_schema(key: str, key_type: pa.DataType) -> pa.Schema:
+    """What a slice loads per row: the entity key (named as in the pipeline), the score, the label."""
+    return pa.schema([(key, key_type), ("score", pa.float64()), ("label", pa.string())])
 
 
 def score_frame(model: Any, manifest: ModelManifest, frame: Any) -> tuple[np.ndarray | None, pa.Array | None]:
@@ -83,73 +75,32 @@ def scorer(model: Any, manifest: ModelManifest) -> Any:
 
 def _scores_table(keys: pa.Array, score: np.ndarray | None, label: pa.Array | None, schema: pa.Schema) -> pa.Table:
     n = len(keys)
-    return pa.table(
-        {
-            "entity_key": keys,
-            "score": pa.array(score, pa.float64()) if score is not None else pa.nulls(n, pa.float64()),
-            "label": label if label is not None else pa.nulls(n, pa.string()),
-        },
+    return pa.Table.from_arrays(
+        [
+            keys,
+            pa.array(score, pa.float64()) if score is not None else pa.nulls(n, pa.float64()),
+            label if label is not None else pa.nulls(n, pa.string()),
+        ],
         schema=schema,
     )
 
 
-def predict_part(
-    *,
-    part: str,
-    run_dir: str,
+def score_batch(  # noqa: PLR0917 (one call site, the runner's hot path)
+    table: pa.Table,
     model: Any,
     manifest: ModelManifest,
     key: str,
     unseen_categories: Literal["reject", "score"],
-    batch_rows: int,
-    threads: int | None = None,
-    rows: int | None = None,
-) -> PartResult:
-    """Validate and score every row of ``part``; write ``scores/`` and ``rejects/`` parts beside it.
+    schema: pa.Schema,
+) -> ScoredBatch:
+    """Validate one batch (conformed to the staged schema) and score its clean rows.
 
-    Output names follow the input part's name, so a retry overwrites its own output.
-    ``threads`` caps the model's OpenMP/BLAS threads (parallel tasks x threads <= cores).
-    ``rows`` (the part's size, known from the extract) gives the progress lines an ETA.
+    ``model`` is what :func:`scorer` returned; ``schema`` is :func:`scores_schema` of the key type.
     """
-    from threadpoolctl import threadpool_limits
-
-    started = time.perf_counter()
-    name = part.rsplit("/", 1)[-1]
-    scores_url = storage.join(run_dir, "scores", name)
-    rejects_url = storage.join(run_dir, "rejects", name)
-    rows_in = rows_scored = rows_rejected = 0
-    out_schema = scores_schema(staging.read_schema(part).field(key).type)
-    scores_out = staging.PartWriter(scores_url, out_schema)
-    rejects_out = staging.PartWriter(rejects_url, REJECT_SCHEMA)
-    model = scorer(model, manifest)
-    limits = threadpool_limits(limits=threads) if threads else nullcontext()
-    progress = Progress(log, f"predict {name}", rows)
-    try:
-        with limits:
-            for batch in staging.iter_batches(part, batch_rows):
-                table = pa.Table.from_batches([batch])
-                checked = validate(table, key, manifest.features, unseen_categories)
-                rows_in += table.num_rows
-                rows_rejected += checked.rejects.num_rows
-                rejects_out.write(checked.rejects)
-                if checked.clean.num_rows:
-                    frame = to_model_frame(checked.clean, manifest.features)
-                    score, label = score_frame(model, manifest, frame)
-                    keys = checked.clean.column(key).combine_chunks()
-                    scores_out.write(_scores_table(keys, score, label, out_schema))
-                    rows_scored += checked.clean.num_rows
-                progress.add(table.num_rows)
-    finally:
-        scores_out.close()
-        rejects_out.close()
-    seconds = time.perf_counter() - started
-    log.info(
-        "predict %s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s)",
-        name,
-        rows_in,
-        rows_scored,
-        rows_rejected,
-        seconds,
-        rows_in / seconds if seconds else 0.0,
-    )
-    return PartResult(part, scores_url, rejects_url, rows_in, rows_scored, rows_rejected, seconds)
+    checked = validate(table, key, manifest.features, unseen_categories)
+    if not checked.clean.num_rows:
+        return ScoredBatch(schema.empty_table(), checked.rejects, table.num_rows)
+    frame = to_model_frame(checked.clean, manifest.features)
+    score, label = score_frame(model, manifest, frame)
+    keys = checked.clean.column(key).combine_chunks()
+    return ScoredBatch(_scores_table(keys, score, label, schema), checked.rejects, table.num_rows)

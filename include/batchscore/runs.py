@@ -7,23 +7,28 @@ A retried task updates the same row, so counts are never added twice.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Any
+
 import psycopg
+from psycopg import sql
 
 from batchscore import db, settings
 from batchscore.windows import Window
 
 
-def apply_schema(url: str) -> None:
-    """Create the shared audit and rejects tables if they are missing (idempotent)."""
+def apply_schema(conn: psycopg.Connection[Any]) -> None:
+    """Create the shared audit, lineage and rejects tables if they are missing (idempotent; autocommit ``conn``)."""
     ddl = (settings.sql_dir() / "scoring.sql").read_text()
     # Concurrent first runs race on CREATE ... IF NOT EXISTS; serialise them.
-    with psycopg.connect(db.libpq_url(url), autocommit=True) as conn, conn.transaction():
+    with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('batchscore:ddl', 0))")
-        conn.execute(ddl)
+        conn.execute(ddl.encode())  # bytes: the DDL is sent as it is, no placeholder parsing
 
 
 def record_start(
-    url: str,
+    conn: psycopg.Connection[Any],
     *,
     pipeline: str,
     run_id: str,
@@ -34,28 +39,78 @@ def record_start(
     output_table: str,
 ) -> None:
     """Mark the run as running (a rerun of the same Airflow run resets its row)."""
-    with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
-        conn.execute(
-            """
-            INSERT INTO scoring.scoring_runs AS r
-                (pipeline, run_id, window_start, window_end, status, model_name, model_version,
-                 model_sha256, output_table)
-            VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s)
-            ON CONFLICT (pipeline, run_id) DO UPDATE SET
-                window_start = excluded.window_start, window_end = excluded.window_end, status = 'running',
-                model_name = excluded.model_name, model_version = excluded.model_version,
-                model_sha256 = excluded.model_sha256, output_table = excluded.output_table,
-                rows_read = NULL, rows_scored = NULL, rows_rejected = NULL, rows_written = NULL,
-                extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL,
-                score_summary = NULL, error = NULL, started_at = now(), finished_at = NULL
-            """,
-            (pipeline, run_id, window.start, window.end, model_name, model_version, model_sha256, output_table),
-        )
+    conn.execute(
+        """
+        INSERT INTO scoring.scoring_runs AS r
+            (pipeline, run_id, window_start, window_end, status, model_name, model_version,
+             model_sha256, output_table)
+        VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s)
+        ON CONFLICT (pipeline, run_id) DO UPDATE SET
+            window_start = excluded.window_start, window_end = excluded.window_end, status = 'running',
+            model_name = excluded.model_name, model_version = excluded.model_version,
+            model_sha256 = excluded.model_sha256, output_table = excluded.output_table,
+            rows_read = NULL, rows_scored = NULL, rows_rejected = NULL, rows_written = NULL,
+            extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL, plan_seconds = NULL,
+            slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, started_at = now(),
+            finished_at = NULL
+        """,
+        (pipeline, run_id, window.start, window.end, model_name, model_version, model_sha256, output_table),
+    )
+
+
+def record_plan_seconds(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, seconds: float) -> None:
+    conn.execute(
+        "UPDATE scoring.scoring_runs SET plan_seconds = %s WHERE pipeline = %s AND run_id = %s",
+        (seconds, pipeline, run_id),
+    )
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """What a finished run did, summed over its slices."""
+
+    rows_read: int
+    rows_scored: int
+    rows_rejected: int
+    rows_written: int
+    extract_seconds: float
+    predict_seconds: float
+    load_seconds: float
+    score_summary: dict[str, object]
+    lineage_id: int | None
+    slices: list[dict[str, Any]]
+
+
+def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, status: str, totals: RunTotals) -> None:
+    """Finish the run record; called inside the publish transaction, so it commits with the scores."""
+    conn.execute(
+        """
+        UPDATE scoring.scoring_runs SET status = %s, rows_read = %s, rows_scored = %s, rows_rejected = %s,
+            rows_written = %s, extract_seconds = %s, predict_seconds = %s, load_seconds = %s,
+            score_summary = %s::jsonb, lineage_id = %s, slices = %s::jsonb, error = NULL, finished_at = now()
+        WHERE pipeline = %s AND run_id = %s
+        """,
+        (
+            status,
+            totals.rows_read,
+            totals.rows_scored,
+            totals.rows_rejected,
+            totals.rows_written,
+            totals.extract_seconds,
+            totals.predict_seconds,
+            totals.load_seconds,
+            json.dumps(totals.score_summary),
+            totals.lineage_id,
+            json.dumps(totals.slices),
+            pipeline,
+            run_id,
+        ),
+    )
 
 
 def record_failure(url: str, *, pipeline: str, run_id: str, error: str) -> bool:
     """Mark a running run as failed with its error; returns False when there is no such run."""
-    with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
+    with db.pg_connect(url, autocommit=True) as conn:
         cur = conn.execute(
             """
             UPDATE scoring.scoring_runs SET status = 'failed', error = %s, finished_at = now()
@@ -78,10 +133,12 @@ RUN_COLUMNS = (
     "rows_scored",
     "rows_rejected",
     "rows_written",
+    "plan_seconds",
     "extract_seconds",
     "predict_seconds",
     "load_seconds",
     "score_summary",
+    "slices",
     "error",
     "started_at",
     "finished_at",
@@ -91,14 +148,16 @@ RUN_COLUMNS = (
 def recent_runs(url: str, *, pipeline: str | None = None, limit: int = 50) -> list[dict[str, object]]:
     """The latest run records, newest first (what the UI's scoring-runs view shows)."""
     limit = max(1, min(int(limit), 500))
-    with psycopg.connect(db.libpq_url(url)) as conn:
+    with db.pg_connect(url) as conn:
         exists = conn.execute("SELECT to_regclass('scoring.scoring_runs')").fetchone()
         if not exists or exists[0] is None:
             return []
         cur = conn.execute(
-            f"SELECT {', '.join(RUN_COLUMNS)} FROM scoring.scoring_runs "
-            "WHERE %(pipeline)s::text IS NULL OR pipeline = %(pipeline)s "
-            "ORDER BY started_at DESC LIMIT %(limit)s",
+            sql.SQL(
+                "SELECT {columns} FROM scoring.scoring_runs "
+                "WHERE %(pipeline)s::text IS NULL OR pipeline = %(pipeline)s "
+                "ORDER BY started_at DESC LIMIT %(limit)s"
+            ).format(columns=sql.SQL(", ").join(map(sql.Identifier, RUN_COLUMNS))),
             {"pipeline": pipeline, "limit": limit},
         )
         return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in cur.fetchall()]

@@ -1,8 +1,9 @@
 """Where things live: the project's paths and the environment variables that move them.
 
 Every location has a local default under the repo's git-ignored ``.local/`` folder
-and an environment variable that points it elsewhere (a shared volume or an object
-store URL when Airflow workers run on several machines).
+and an environment variable that points it elsewhere (an object store URL for the model
+registry when Airflow workers run on several machines). Nothing else is shared between
+tasks but the databases: no task reads a file another task wrote.
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ def pipelines_dir() -> Path:
 def model_registry_root() -> str:
     """Model registry location: a local path or an fsspec URL (``s3://bucket/models``)."""
     return os.environ.get("BATCHSCORE_MODEL_REGISTRY", str(LOCAL_DIR / "registry"))
-
-
-def staging_root() -> str:
-    """Staging location for the parts passed between tasks: a local path or an fsspec URL."""
-    return os.environ.get("BATCHSCORE_STAGING_URL", str(LOCAL_DIR / "staging"))
 
 
 def sql_dir() -> Path:

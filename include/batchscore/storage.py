@@ -1,6 +1,6 @@
 """Paths that may be local folders or object-store URLs (``s3://``, ``gs://``, ``file://``).
 
-The staging area and the model registry must be reachable from every Airflow worker;
+The model registry must be reachable from every Airflow worker;
 on one machine that is a folder, on several an object store. fsspec hides the
 difference, so the engine never assumes two tasks share a disk.
 """

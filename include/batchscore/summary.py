@@ -1,16 +1,22 @@
 """A streaming summary of a run's scores, recorded with the run (and shown in the UI).
 
 Exact count, mean, min, max and label counts; the 10th/50th/90th percentiles come from a
-fixed-size uniform sample, so memory stays constant whatever the window's size.
+fixed-size uniform sample, so memory stays constant whatever the window's size. Each
+slice summarises its own scores; :func:`merge` combines the slices' partial summaries
+(exact for the counts and moments, a count-weighted sample for the percentiles).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+PARTIAL_SAMPLE = 2_000
 
 
 class ScoreSummary:
@@ -47,6 +53,20 @@ class ScoreSummary:
             self._sample[slots[keep]] = rest[keep]
         self.count += len(scores)
 
+    def partial(self, sample_size: int = PARTIAL_SAMPLE) -> dict[str, Any]:
+        """A small, mergeable summary (for XCom): exact counts and moments, a uniform sample of the scores."""
+        sample = self._sample[: min(self.count, len(self._sample))]
+        if len(sample) > sample_size:
+            sample = self._rng.choice(sample, sample_size, replace=False)
+        return {
+            "count": self.count,
+            "sum": self._sum,
+            "min": self._min if self.count else None,
+            "max": self._max if self.count else None,
+            "labels": dict(self.labels),
+            "sample": [float(v) for v in sample],
+        }
+
     def as_dict(self) -> dict[str, object]:
         sample = self._sample[: min(self.count, len(self._sample))]
         quantiles = np.quantile(sample, [0.1, 0.5, 0.9]).tolist() if len(sample) else [None, None, None]
@@ -61,3 +81,41 @@ class ScoreSummary:
             "quantiles_from": len(sample),
             "labels": dict(self.labels.most_common(50)),
         }
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> list[float]:
+    order = np.argsort(values, kind="stable")
+    values, cumulative = values[order], np.cumsum(weights[order])
+    positions = np.searchsorted(cumulative, np.asarray(qs) * cumulative[-1], side="left")
+    return [float(values[min(p, len(values) - 1)]) for p in positions]
+
+
+def merge(partials: Sequence[dict[str, Any]]) -> dict[str, object]:
+    """One summary from the slices' :meth:`ScoreSummary.partial` dicts (what the run record holds).
+
+    Each slice's sample stands for its own count, so a slice with ten times the rows weighs
+    ten times as much in the percentiles.
+    """
+    count = sum(int(p["count"]) for p in partials)
+    labels: Counter[str] = Counter()
+    for p in partials:
+        labels.update(p["labels"])
+    with_rows = [p for p in partials if p["count"] and p["sample"]]
+    quantiles: list[float | None] = [None, None, None]
+    sampled = 0
+    if with_rows:
+        values = np.concatenate([np.asarray(p["sample"], dtype=np.float64) for p in with_rows])
+        weights = np.concatenate([np.full(len(p["sample"]), p["count"] / len(p["sample"])) for p in with_rows])
+        quantiles = list(_weighted_quantiles(values, weights, (0.1, 0.5, 0.9)))
+        sampled = len(values)
+    return {
+        "count": count,
+        "mean": sum(float(p["sum"]) for p in partials) / count if count else None,
+        "min": min((p["min"] for p in partials if p["min"] is not None), default=None),
+        "max": max((p["max"] for p in partials if p["max"] is not None), default=None),
+        "p10": quantiles[0],
+        "p50": quantiles[1],
+        "p90": quantiles[2],
+        "quantiles_from": sampled,
+        "labels": dict(labels.most_common(50)),
+    }

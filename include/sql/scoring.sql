@@ -27,9 +27,9 @@ CREATE TABLE IF NOT EXISTS scoring.scoring_runs (
 );
 CREATE INDEX IF NOT EXISTS scoring_runs_window_idx ON scoring.scoring_runs (pipeline, window_start);
 
--- One row per scores partition a run loaded: which run, window and exact model artifact produced it.
+-- One row per slice a run loaded: which run, window, key range and exact model artifact produced it.
 -- Every score row carries its lineage_id, so lineage costs 8 bytes per row, not ~100, and it is
--- immutable: a later attempt of the same Airflow run gets a new lineage row.
+-- immutable: a later attempt of the same slice gets a new lineage row (and a new slice table).
 CREATE TABLE IF NOT EXISTS scoring.lineage (
     lineage_id      bigint           GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     pipeline        text             NOT NULL,
@@ -45,15 +45,28 @@ CREATE TABLE IF NOT EXISTS scoring.lineage (
     published_at    timestamptz
 );
 CREATE INDEX IF NOT EXISTS lineage_run_idx ON scoring.lineage (pipeline, run_id);
--- The lineage row a successful run published (added in place on databases made before it existed).
+-- Columns added in place on databases made by earlier versions. Checked first: ALTER TABLE would
+-- take an exclusive lock on every run even when there is nothing to add.
 DO $$
+DECLARE
+    missing record;
 BEGIN
-    IF NOT EXISTS (
-        SELECT 1 FROM information_schema.columns
-        WHERE table_schema = 'scoring' AND table_name = 'scoring_runs' AND column_name = 'lineage_id'
-    ) THEN
-        ALTER TABLE scoring.scoring_runs ADD COLUMN lineage_id bigint;
-    END IF;
+    FOR missing IN
+        SELECT t.tab, t.col, t.definition FROM (VALUES
+            ('scoring_runs', 'lineage_id', 'bigint'),                    -- the first slice's lineage row
+            ('scoring_runs', 'plan_seconds', 'double precision'),
+            ('scoring_runs', 'slices', 'jsonb'),                         -- per slice: bounds, rows, seconds, host
+            ('lineage', 'slice_index', 'integer NOT NULL DEFAULT 0'),
+            ('lineage', 'key_lower', 'text'),                            -- the slice's key range; NULL is open
+            ('lineage', 'key_upper', 'text')
+        ) AS t (tab, col, definition)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM information_schema.columns c
+            WHERE c.table_schema = 'scoring' AND c.table_name = t.tab AND c.column_name = t.col
+        )
+    LOOP
+        EXECUTE format('ALTER TABLE scoring.%I ADD COLUMN %I %s', missing.tab, missing.col, missing.definition);
+    END LOOP;
 END
 $$;
 

@@ -10,7 +10,7 @@ import pandas as pd
 import psycopg
 
 from batchscore.config import PipelineConfig, load_config
-from batchscore.load import lineage_view
+from batchscore.output_table import lineage_view
 from batchscore.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[2]

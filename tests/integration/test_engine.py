@@ -12,11 +12,10 @@ import pandas as pd
 import psycopg
 import pytest
 
-from batchscore import staging
-from batchscore.extract import estimate_rows, extract_window
+from batchscore.extract import estimate_rows
 from batchscore.features import SchemaMismatch
 from batchscore.job import Endpoints, PlanError, plan_run, run_pipeline
-from batchscore.load import RejectThresholdExceeded
+from batchscore.publish import RejectThresholdExceeded
 from batchscore.registry import ModelRegistry, RegistryError
 from batchscore.windows import Window
 from tests.conftest import WAREHOUSE_END, Services, day_window
@@ -27,7 +26,7 @@ TABLE = "scoring.churn_scores"
 
 
 def endpoints(services: Services, **changes: str) -> Endpoints:
-    base = Endpoints(services.warehouse_url, services.scores_url, services.registry, services.staging)
+    base = Endpoints(services.warehouse_url, services.scores_url, services.registry)
     return Endpoints(**{**base.__dict__, **changes})
 
 
@@ -164,53 +163,27 @@ def test_planner_estimate_of_the_window_is_in_the_right_range(services: Services
     assert estimate_rows("sqlite:///nowhere.db", "SELECT 1", window) is None
 
 
-@pytest.mark.parametrize("part_rows", [1, 999, 3_000, 3_001])
-def test_parts_cover_the_window_exactly(services: Services, tmp_path: Path, part_rows: int) -> None:
-    window = day(4)
-    manifest = ModelRegistry(services.registry).resolve("churn", "champion")
-    config = churn_config()
-    small = Window(window.start, window.start + timedelta(minutes=1)) if part_rows == 1 else window
-    result = extract_window(
-        source_url=services.warehouse_url,
-        query=config.source.query,
-        window=small,
-        key="customer_id",
-        features=manifest.features,
-        run_dir=str(tmp_path),
-        part_rows=part_rows,
-        batch_rows=1_000,
-    )
-    expected = count(
-        services.warehouse_url,
-        "SELECT count(*) FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s",
-        small.start,
-        small.end,
-    )
-    sizes = [staging.num_rows(p) for p in result.parts]
-    assert result.rows == sum(sizes) == expected
-    assert result.rows_per_part == tuple(sizes)  # what each mapped predict task is told for its ETA
-    assert len(result.parts) == max(1, -(-expected // part_rows))
-    assert all(s == part_rows for s in sizes[:-1])
-    ids = pd.concat([staging.read_table(p).select(["customer_id"]).to_pandas() for p in result.parts])["customer_id"]
-    assert ids.is_unique
-    assert len(ids) == expected
-
-
-def test_many_parts_score_the_same_as_one(services: Services) -> None:
+def test_many_slices_score_the_same_as_one(services: Services) -> None:
     window = day(5)
-    run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__one_part")
-    one = stored_scores(services.scores_url, TABLE, window.start, window.end)["score"].sort_index()
-    config = churn_config(execution=churn_config().execution.model_copy(update={"part_rows": 700, "batch_rows": 250}))
-    run_pipeline(config, endpoints(services), window=window, run_id="it__many_parts")
-    many = stored_scores(services.scores_url, TABLE, window.start, window.end)["score"].sort_index()
-    assert record_parts(services) >= 4
-    pd.testing.assert_series_equal(one, many)
-
-
-def record_parts(services: Services) -> int:
-    rows = run_record(services.scores_url, "churn", "it__many_parts")
-    assert rows is not None
-    return int(rows["rows_read"] // 700)
+    run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__one_slice")
+    one = stored_scores(services.scores_url, TABLE, window.start, window.end).sort_index()
+    config = churn_config(execution=churn_config().execution.model_copy(update={"slice_rows": 500}))
+    result = run_pipeline(config, endpoints(services), window=window, run_id="it__many_slices", max_slices=4)
+    many = stored_scores(services.scores_url, TABLE, window.start, window.end).sort_index()
+    record = run_record(services.scores_url, "churn", "it__many_slices")
+    assert record is not None
+    assert len(record["slices"]) == 4
+    assert sum(s["rows_in"] for s in record["slices"]) == record["rows_read"]
+    assert result.rows_written == len(many) == len(one)
+    pd.testing.assert_series_equal(one["score"], many["score"])
+    assert set(many["run_id"]) == {"it__many_slices"}
+    with psycopg.connect(services.scores_url) as conn:
+        lineage = conn.execute(
+            "SELECT slice_index, rows_written FROM scoring.lineage WHERE run_id = 'it__many_slices' ORDER BY 1"
+        ).fetchall()
+    assert [i for i, _ in lineage] == [0, 1, 2, 3]
+    assert sum(n for _, n in lineage) == len(many)
+    assert all(n > 0 for _, n in lineage)
 
 
 def test_empty_window_succeeds_and_records_zero(services: Services) -> None:
@@ -321,30 +294,25 @@ def test_recent_runs_lists_newest_first_and_filters(services: Services) -> None:
 
 
 def test_publish_waits_for_the_windows_lock_then_fails_clearly(services: Services) -> None:
-    from batchscore.job import run_extract, run_predict
-    from batchscore.load import PublishLockTimeout, publish_window
-    from batchscore.registry import ModelRegistry
+    from batchscore.job import score_slice
+    from batchscore.publish import PublishLockTimeout, publish_window
 
     config, window = churn_config(), day(2)
     run_pipeline(config, endpoints(services), window=window, run_id="it__lock_before")
     before = stored_scores(services.scores_url, TABLE, window.start, window.end)
     plan = plan_run(config, endpoints(services), window=window, run_id="it__lock_blocked")
-    extracted = run_extract(config, endpoints(services), plan)
-    parts = [run_predict(config, endpoints(services), plan, part) for part in extracted.parts]
+    results = [score_slice(config, endpoints(services), plan, s) for s in plan.key_slices]
     key = f"batchscore:publish:{TABLE}:{window.start.isoformat()}:{window.end.isoformat()}"
     with psycopg.connect(services.scores_url) as holder:  # another run is publishing this window
         holder.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
         with pytest.raises(PublishLockTimeout, match="another run kept publishing window"):
             publish_window(
-                url=services.scores_url,
+                services.scores_url,
                 pipeline="churn",
                 output_table=TABLE,
-                key="customer_id",
                 window=window,
                 run_id=plan.run_id,
-                manifest=ModelRegistry(services.registry).resolve("churn", "champion"),
-                parts=parts,
-                extract_seconds=extracted.seconds,
+                slices=results,
                 max_reject_fraction=0.01,
                 lock_timeout_seconds=1,
             )

@@ -1,0 +1,254 @@
+"""Publish: the run's slices become the window's partition, in ONE short transaction.
+
+Everything heavy happened before, in the slice tasks (each slice's scores are already in
+a table of its own that proves its window and lineage with CHECK constraints). Here, under
+the window's advisory lock: the window's old partition is detached and dropped, a new one
+is made of the slices (each attach scans nothing), the window's rejects are replaced, the
+lineage rows are marked published and the run record is finished. Readers see the old
+window or the new one, never a mix; two runs on one window queue on the lock; runs on
+other windows do not wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from batchscore import db, runs, summary
+from batchscore.load import drop_run_slices
+from batchscore.output_table import partition_name, table_ident, window_check
+from batchscore.windows import Window
+
+log = logging.getLogger(__name__)
+LINEAGE_DEFAULTS = ("window_start", "window_end", "lineage_id")
+
+
+class PublishLockTimeout(RuntimeError):
+    """Another run held the window's publish lock past the timeout; nothing was published."""
+
+
+class RejectThresholdExceeded(RuntimeError):
+    """Too many rows failed validation: nothing is published for the window."""
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """What scoring one slice produced (small enough for XCom): where its rows are, counts, timings."""
+
+    index: int
+    lineage_id: int
+    schema: str
+    table: str
+    rejects_table: str
+    lower: int | str | None
+    upper: int | str | None
+    rows_in: int
+    rows_scored: int
+    rows_rejected: int
+    seconds: float  # the slice's work, from the first query to the commit of its load
+    read_seconds: float  # waiting for the source's rows
+    score_seconds: float  # validating and scoring, summed over the scoring threads
+    startup_seconds: float  # process start to the first query (imports, model load)
+    first_row_seconds: float  # process start to the first row read
+    host: str
+    summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SliceResult:
+        return cls(**data)
+
+    def record(self) -> dict[str, Any]:
+        """The slice as the run record lists it (no score sample)."""
+        return {k: v for k, v in self.to_dict().items() if k != "summary"}
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    rows_written: int
+    rows_rejected: int
+    seconds: float
+    score_summary: dict[str, object]
+    published: bool
+
+
+def _top_reasons(url: str, slices: Sequence[SliceResult], limit: int = 3) -> str:
+    """The commonest reject reasons across the slices, for the one-line error."""
+    union = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT reason FROM {}").format(sql.Identifier(s.schema, s.rejects_table)) for s in slices
+    )
+    statement = sql.SQL("SELECT reason, count(*) FROM ({}) AS r GROUP BY reason ORDER BY 2 DESC LIMIT {}").format(
+        union, sql.Literal(limit)
+    )
+    with db.pg_connect(url) as conn:
+        return "; ".join(f"{n:,} × {reason}" for reason, n in conn.execute(statement))
+
+
+def check_reject_threshold(url: str, slices: Sequence[SliceResult], max_fraction: float) -> None:
+    """Fail before any publish when the share of rejected rows is above the pipeline's threshold."""
+    rows_in = sum(s.rows_in for s in slices)
+    rejected = sum(s.rows_rejected for s in slices)
+    if rows_in and rejected / rows_in > max_fraction:
+        raise RejectThresholdExceeded(
+            f"{rejected:,} of {rows_in:,} rows ({rejected / rows_in:.2%}) failed validation, above "
+            f"max_reject_fraction={max_fraction:.2%}; nothing was published. Top reasons: "
+            f"{_top_reasons(url, slices)}"
+        )
+
+
+def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Window, timeout_seconds: int) -> None:
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout_seconds)}s")))
+    try:
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"batchscore:publish:{output_table}:{window.start.isoformat()}:{window.end.isoformat()}",),
+        )
+    except psycopg.errors.LockNotAvailable:
+        raise PublishLockTimeout(
+            f"another run kept publishing window {window} of {output_table} for more than "
+            f"{timeout_seconds}s; nothing was changed, the task can be retried"
+        ) from None
+
+
+def _swap_window(
+    conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[SliceResult]
+) -> None:
+    """Replace the window's partition by one made of ``slices`` (no row is scanned or copied)."""
+    schema, table = output_table.split(".")
+    parent, final = table_ident(output_table), sql.Identifier(schema, partition_name(table, window))
+    if conn.execute("SELECT to_regclass(%s)", (final.as_string(conn),)).fetchone() != (None,):
+        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, final))
+        conn.execute(sql.SQL("DROP TABLE {}").format(final))  # with the leaves of the previous run
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {}) PARTITION BY LIST (lineage_id)").format(final, parent))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(final, window_check(window)))
+    drop_defaults = sql.SQL(", ").join(
+        sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(sql.Identifier(c)) for c in LINEAGE_DEFAULTS
+    )
+    for piece in slices:
+        leaf = sql.Identifier(piece.schema, piece.table)
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                final, leaf, sql.Literal(piece.lineage_id)
+            )
+        )
+        conn.execute(sql.SQL("ALTER TABLE {} ").format(leaf) + drop_defaults)
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
+            parent,
+            final,
+            sql.Literal(window.start),
+            sql.Literal(window.end),
+            sql.Literal(window.start),
+            sql.Literal(window.end + timedelta(microseconds=1)),
+        )
+    )
+
+
+def _replace_rejects(
+    conn: psycopg.Connection[Any], pipeline: str, window: Window, run_id: str, slices: Sequence[SliceResult]
+) -> None:
+    conn.execute(
+        "DELETE FROM scoring.rejects WHERE pipeline = %s AND window_start = %s AND window_end = %s",
+        (pipeline, window.start, window.end),
+    )
+    for piece in slices:
+        if piece.rows_rejected:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO scoring.rejects (pipeline, window_start, window_end, run_id, entity_key, reason, "
+                    "row_data) SELECT %s, %s, %s, %s, entity_key, reason, row_data::jsonb FROM {}"
+                ).format(sql.Identifier(piece.schema, piece.rejects_table)),
+                (pipeline, window.start, window.end, run_id),
+            )
+    conn.execute(
+        sql.SQL("DROP TABLE {}").format(sql.SQL(", ").join(sql.Identifier(p.schema, p.rejects_table) for p in slices))
+    )
+
+
+def _already_published(conn: psycopg.Connection[Any], slices: Sequence[SliceResult]) -> bool:
+    """True when an earlier attempt of this publish committed (it was lost after its commit)."""
+    row = conn.execute(
+        "SELECT count(*) FROM scoring.lineage WHERE lineage_id = ANY(%s) AND published_at IS NOT NULL",
+        ([s.lineage_id for s in slices],),
+    ).fetchone()
+    return bool(row and row[0] == len(slices))
+
+
+def publish_window(
+    url: str,
+    *,
+    pipeline: str,
+    output_table: str,
+    window: Window,
+    run_id: str,
+    slices: Sequence[SliceResult],
+    max_reject_fraction: float,
+    dry_run: bool = False,
+    lock_timeout_seconds: int = 600,
+) -> PublishResult:
+    """Make ``slices`` the window's scores, atomically; finish the run record. Idempotent on retry.
+
+    Over the reject threshold, or for a dry run, the slices are dropped and nothing changes.
+    """
+    started = time.perf_counter()
+    slices = sorted(slices, key=lambda s: s.index)
+    totals = runs.RunTotals(
+        rows_read=sum(s.rows_in for s in slices),
+        rows_scored=sum(s.rows_scored for s in slices),
+        rows_rejected=sum(s.rows_rejected for s in slices),
+        rows_written=0 if dry_run else sum(s.rows_scored for s in slices),
+        extract_seconds=sum(s.read_seconds for s in slices),
+        predict_seconds=sum(s.score_seconds for s in slices),
+        load_seconds=0.0,
+        score_summary=summary.merge([s.summary for s in slices]),
+        lineage_id=None if dry_run else slices[0].lineage_id,
+        slices=[s.record() for s in slices],
+    )
+    try:
+        check_reject_threshold(url, slices, max_reject_fraction)
+    except RejectThresholdExceeded:
+        drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+        raise
+    if dry_run:
+        drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+    with db.pg_connect(url) as conn:
+        if not dry_run:
+            _lock_window(conn, output_table, window, lock_timeout_seconds)
+            if _already_published(conn, slices):
+                log.info("publish: window %s was published by an earlier attempt of this task", window)
+            else:
+                _swap_window(conn, output_table, window, slices)
+                for piece in slices:
+                    conn.execute(
+                        "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
+                        (piece.rows_scored, piece.lineage_id),
+                    )
+                _replace_rejects(conn, pipeline, window, run_id, slices)
+        seconds = time.perf_counter() - started
+        status = "dry_run" if dry_run else "success"
+        runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds))
+    log.info(
+        "publish: %s %d scores and %d rejects from %d slice(s) for %s in %.2fs",
+        status,
+        totals.rows_scored,
+        totals.rows_rejected,
+        len(slices),
+        window,
+        seconds,
+    )
+    return PublishResult(totals.rows_written, totals.rows_rejected, seconds, totals.score_summary, not dry_run)
+
+
+def _with_load(totals: runs.RunTotals, seconds: float) -> runs.RunTotals:
+    from dataclasses import replace
+
+    return replace(totals, load_seconds=seconds)
