@@ -81,9 +81,13 @@ def build_dag(config: PipelineConfig) -> DAG:
         f"into `{config.output.table}` ({config.output.conn_id}). Each run replaces its window's scores.",
     )
     def scoring() -> None:
-        @task(multiple_outputs=True)
-        def plan() -> dict[str, Any]:
-            """Resolve the window, the model and the source schema; cut the window into slices. Writes no scores."""
+        @task
+        def plan() -> list[dict[str, Any]]:
+            """Resolve the window, the model and the source schema; cut the window into slices. Writes no scores.
+
+            Returns one small assignment per slice (the run's plan and the slice's key range),
+            which the mapped ``score_slice`` expands over.
+            """
             from batchscore import airflow_glue
             from batchscore.job import plan_run
 
@@ -98,29 +102,29 @@ def build_dag(config: PipelineConfig) -> DAG:
                 model_ref=model_ref,
                 dry_run=dry_run,
             )
-            return {"run": planned.to_dict(), "slices": list(planned.slices)}
+            return [{"run": planned.to_dict(), "slice": key_slice} for key_slice in planned.slices]
 
         @task(
-            map_index_template="slice {{ task.op_kwargs['key_slice']['index'] }}",
+            map_index_template="slice {{ task.op_kwargs['assignment']['slice']['index'] }}",
             max_active_tis_per_dagrun=config.execution.parallel_slices,
         )
-        def score_slice(key_slice: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        def score_slice(assignment: dict[str, Any]) -> dict[str, Any]:
             """Read, score and load one slice of the window (one mapped task per slice, in parallel)."""
             from batchscore import airflow_glue
             from batchscore.job import RunPlan, score_slice
             from batchscore.slices import KeySlice
 
-            planned = RunPlan.from_dict(run)
+            planned = RunPlan.from_dict(assignment["run"])
             return score_slice(
                 config,
                 airflow_glue.endpoints(config),
                 planned,
-                KeySlice.from_dict(key_slice),
+                KeySlice.from_dict(assignment["slice"]),
                 workers=airflow_glue.slice_workers(config, len(planned.slices)),
             ).to_dict()
 
         @task(outlets=[scores_asset(config)])
-        def publish(run: dict[str, Any], scored: list[dict[str, Any]]) -> dict[str, Any]:
+        def publish(assignments: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
             """Make the slices the window's scores in one transaction and finish the run record."""
             from batchscore import airflow_glue
             from batchscore.job import RunPlan, publish_run
@@ -129,7 +133,7 @@ def build_dag(config: PipelineConfig) -> DAG:
             result = publish_run(
                 config,
                 airflow_glue.endpoints(config),
-                RunPlan.from_dict(run),
+                RunPlan.from_dict(assignments[0]["run"]),
                 [SliceResult.from_dict(s) for s in scored],
             )
             return {
@@ -139,8 +143,8 @@ def build_dag(config: PipelineConfig) -> DAG:
                 "score_summary": result.score_summary,
             }
 
-        planned: Any = plan()  # multiple_outputs: planned["run"] and planned["slices"] are XComArgs of their own
-        scored = score_slice.partial(run=planned["run"]).expand(key_slice=planned["slices"])
-        publish(planned["run"], scored)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
+        assignments = plan()
+        scored = score_slice.expand(assignment=assignments)
+        publish(assignments, scored)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
 
     return scoring()

@@ -31,15 +31,15 @@ def test_every_pipeline_config_becomes_a_dag(dagbag, path: Path) -> None:
     config = load_config(path)
     dag = dagbag.dags.get(config.dag_id)
     assert dag is not None
-    assert set(dag.task_ids) == {"plan", "extract", "predict", "load"}
-    assert dag.get_task("load").upstream_task_ids == {"plan", "extract", "predict"}
-    assert dag.get_task("predict").upstream_task_ids == {"plan", "extract"}
+    assert set(dag.task_ids) == {"plan", "score_slice", "publish"}
+    assert dag.get_task("publish").upstream_task_ids == {"plan", "score_slice"}
+    assert dag.get_task("score_slice").upstream_task_ids == {"plan"}
     assert dag.max_active_runs == config.execution.max_active_runs
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert set(dag.params) == {"window_start", "window_end", "model_version", "dry_run"}
     for task in dag.tasks:
         assert task.retries == config.execution.retries
-    outlets = dag.get_task("load").outlets
+    outlets = dag.get_task("publish").outlets
     assert [o.uri for o in outlets] == [f"batchscore://{config.output.conn_id}/{config.output.table}"]
 
 

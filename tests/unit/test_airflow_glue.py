@@ -49,3 +49,27 @@ def test_connection_urls_quote_credentials_and_keep_other_warehouses() -> None:
     other = Connection(conn_id="y", conn_type="generic", extra='{"sqlalchemy_url": "snowflake://acct/db"}')
     assert url_of(other) == "snowflake://acct/db"
     assert url_of(Connection(conn_id="z", conn_type="sqlite", host="/data/w.db")) == "sqlite:////data/w.db"
+
+
+@pytest.mark.parametrize(
+    ("execution", "slices", "cores", "expected"),
+    [
+        ({}, 1, 2, 2),  # one slice: every core of the worker
+        ({}, 4, 2, 1),  # more slices than cores: one thread each
+        ({}, 2, 8, 4),
+        ({"parallel_slices": 2}, 8, 8, 4),  # at most 2 at once: 4 threads each
+        ({"threads_per_slice": 3}, 8, 2, 3),  # set by hand for big workers
+    ],
+)
+def test_slices_times_threads_never_exceed_the_cores(
+    monkeypatch: pytest.MonkeyPatch, execution: dict, slices: int, cores: int, expected: int
+) -> None:
+    from pathlib import Path
+
+    from batchscore.airflow_glue import slice_workers
+    from batchscore.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "include" / "pipelines" / "churn.yaml")
+    config = config.model_copy(update={"execution": config.execution.model_copy(update=execution)})
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert slice_workers(config, slices) == expected

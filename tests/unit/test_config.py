@@ -42,7 +42,7 @@ def test_shipped_config_is_valid() -> None:
         (("timezone",), "Mars/Olympus", "unknown time zone"),
         (("model", "version"), "../../etc/passwd", "String should match pattern"),
         (("validation", "max_reject_fraction"), 1.5, "less than or equal to 1"),
-        (("execution", "part_rows"), 0, "greater than or equal to 1"),
+        (("execution", "slice_rows"), 10, "greater than or equal to 1000"),
         (("entity_key",), "Customer-ID", "must be a lower-case SQL identifier"),
         (("source", "query"), "SELECT 1 WHERE :window_start < :window_end; DELETE FROM t", "single SELECT"),
     ],
@@ -131,3 +131,10 @@ def test_second_pipeline_needs_only_a_file(tmp_path: Path) -> None:
     other["output"] = {"conn_id": "scores_db", "table": "scoring.churn_weekly_scores"}
     write(tmp_path, other, name="churn_weekly")
     assert [c.dag_id for c in load_all(tmp_path)] == ["score_churn", "score_churn_weekly"]
+
+
+def test_renamed_execution_fields_say_their_new_name(tmp_path: Path) -> None:
+    data = yaml.safe_load((REPO / "include" / "pipelines" / "churn.yaml").read_text())
+    data["execution"] = {"part_rows": 250_000}
+    with pytest.raises(ConfigError, match=r"execution: part_rows was renamed slice_rows"):
+        load_config(write(tmp_path, data))

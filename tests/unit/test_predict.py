@@ -1,4 +1,4 @@
-"""Scoring one part: each model task's score and label, equal to the model's own output."""
+"""Scoring batches: each model task's score and label, equal to the model's own output."""
 
 from pathlib import Path
 
@@ -10,9 +10,8 @@ from sklearn.cluster import KMeans
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from batchscore import staging
 from batchscore.features import to_model_frame
-from batchscore.predict import predict_part
+from batchscore.predict import score_batch, scorer, scores_schema
 from batchscore.registry import FeatureSpec, ModelRegistry
 
 FEATURES = (FeatureSpec("a", "numeric", nullable=False), FeatureSpec("b", "numeric", nullable=False))
@@ -26,29 +25,24 @@ def frame() -> pd.DataFrame:
 
 # Scores are compared to 1e-12, not bit for bit: BLAS sums in another order for another batch size.
 def score_with(model: object, frame: pd.DataFrame, tmp_path: Path) -> pa.Table:
-    """Register ``model``, stage ``frame`` as one part (with a NULL row), score it, return the scores."""
+    """Register ``model``, score ``frame`` plus a NULL row in batches of 128, return the scores."""
     registry = ModelRegistry(str(tmp_path / "registry"))
     manifest = registry.register("m", model, FEATURES)
     table = pa.table({"id": pa.array(range(len(frame) + 1), pa.int64())}).append_column(
         "a", pa.array([*frame["a"], None], pa.float64())
     )
     table = table.append_column("b", pa.array([*frame["b"], 0.0], pa.float64()))
-    part = str(tmp_path / "run" / "extract" / f"part-00000{staging.SUFFIX}")
-    writer = staging.PartWriter(part, table.schema)
-    writer.write(table)
-    writer.close()
-    result = predict_part(
-        part=part,
-        run_dir=str(tmp_path / "run"),
-        model=registry.load(manifest),
-        manifest=manifest,
-        key="id",
-        unseen_categories="reject",
-        batch_rows=128,  # several batches per part
-        threads=1,
-    )
-    assert (result.rows_in, result.rows_scored, result.rows_rejected) == (len(frame) + 1, len(frame), 1)
-    return staging.read_table(result.scores)
+    schema = scores_schema("id", pa.int64())
+    scoring = scorer(registry.load(manifest), manifest)
+    results = [
+        score_batch(pa.Table.from_batches([b]), scoring, manifest, "id", "reject", schema)
+        for b in table.to_batches(max_chunksize=128)
+    ]
+    assert sum(r.rows_in for r in results) == len(frame) + 1
+    assert sum(r.scores.num_rows for r in results) == len(frame)
+    assert sum(r.rejects.num_rows for r in results) == 1
+    assert pa.concat_tables([r.rejects for r in results]).column("reason").to_pylist() == ["a is NULL"]
+    return pa.concat_tables([r.scores for r in results])
 
 
 def test_binary_classifier_scores_the_positive_class_and_labels_the_predicted_class(
