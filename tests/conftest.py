@@ -33,6 +33,29 @@ STACK = LocalStack(
 os.environ.update(STACK.env())
 os.environ.pop("BATCHSCORE_PG_URL", None)
 
+# The shipped pipelines plus a sliced variant of churn (slice_rows small enough that a test day of
+# 3,000 rows makes 3 slices), so dag.test() and the running scheduler exercise mapped slice tasks.
+PIPELINES = TEST_ROOT / "pipelines"
+SLICED = "churn_sliced"
+SLICED_TABLE = "scoring.churn_sliced_scores"
+
+
+def _write_pipelines() -> None:
+    import yaml
+
+    shipped = Path(__file__).resolve().parents[1] / "include" / "pipelines"
+    PIPELINES.mkdir(parents=True, exist_ok=True)
+    for path in shipped.glob("*.yaml"):
+        shutil.copy(path, PIPELINES / path.name)
+    sliced = yaml.safe_load((shipped / "churn.yaml").read_text())
+    sliced.update(name=SLICED, tags=["churn", "test"], output={"conn_id": "scores_db", "table": SLICED_TABLE})
+    sliced["execution"].update(slice_rows=1_000, max_slices=3, retries=2, retry_delay_seconds=1)
+    (PIPELINES / f"{SLICED}.yaml").write_text(yaml.safe_dump(sliced, sort_keys=False))
+
+
+_write_pipelines()
+os.environ["BATCHSCORE_PIPELINES_DIR"] = str(PIPELINES)
+
 # The demo warehouse every database test reads: 18 days x 3,000 customers, ending before WAREHOUSE_END.
 # Days by use: the first 2 train the model; integration tests rescore the last 9; the e2e tests
 # backfill 7 days from the 3rd and 2 days at WAREHOUSE_END - 5.

@@ -72,3 +72,37 @@ def test_bad_trigger_param_fails_the_run_before_anything_is_written(churn_dag, a
     assert run.state == "failed"
     assert stored_scores(airflow_db.scores_url, "scoring.churn_scores", start, end).equals(before)
     assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.scoring_runs WHERE run_id = %s", run.run_id) == 0
+
+
+def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: Services) -> None:
+    """Three mapped slice tasks through dag.test() store the same rows as one slice in one process."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from batchscore.config import load_config
+    from batchscore.job import Endpoints, run_pipeline
+    from batchscore.windows import Window
+    from tests.conftest import PIPELINES, SLICED, SLICED_TABLE
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[f"score_{SLICED}"]
+    start, end = day_window(WAREHOUSE_END - timedelta(days=4))
+    run = dag.test(run_conf={"window_start": start.isoformat(), "window_end": end.isoformat()})
+    assert run.state == "success"
+    through_dag = stored_scores(airflow_db.scores_url, SLICED_TABLE, start, end)
+    record = run_record(airflow_db.scores_url, SLICED, run.run_id)
+    assert record is not None
+    assert len(record["slices"]) == 3
+    assert sorted(s["index"] for s in record["slices"]) == [0, 1, 2]
+    assert sum(s["rows_in"] for s in record["slices"]) == record["rows_read"]
+    assert all(s["rows_scored"] > 0 for s in record["slices"])
+    assert record["plan_seconds"] > 0
+
+    config = load_config(PIPELINES / f"{SLICED}.yaml")
+    endpoints = Endpoints(airflow_db.warehouse_url, airflow_db.scores_url, airflow_db.registry)
+    run_pipeline(config, endpoints, window=Window(start, end), run_id="it__in_process")
+    in_process = stored_scores(airflow_db.scores_url, SLICED_TABLE, start, end)
+    assert len(through_dag) == len(in_process) > 2_000
+    assert through_dag.index.is_unique
+    pd_cols = ["score", "label", "model_sha256"]
+    assert through_dag.sort_index()[pd_cols].equals(in_process.sort_index()[pd_cols])  # row for row, bit for bit
+    expected, _ = expected_scores(airflow_db.warehouse_url, airflow_db.registry, start, end)
+    np.testing.assert_allclose(through_dag.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)
