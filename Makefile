@@ -6,11 +6,15 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench
 
+# Bytecode is compiled at install: every Airflow task is a fresh process, and with
+# PYTHONDONTWRITEBYTECODE=1 (set here and in many images) it would recompile scikit-learn, SciPy
+# and pandas from source each time (import sklearn 5.9 s -> 1.9 s, measured).
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-dev.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements-dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q include dags plugins
 	touch $(STAMP)
 
 install: $(STAMP)                 ## create .venv with the pinned dependencies

@@ -174,7 +174,7 @@ def test_airflow_service_core_environment(services, name):
     assert env["PYTHONPATH"] == "/opt/airflow/include"
     assert env["BATCHSCORE_PIPELINES_DIR"] == "/opt/airflow/include/pipelines"
     assert env["BATCHSCORE_MODEL_REGISTRY"] == "/opt/airflow/models"
-    assert env["BATCHSCORE_STAGING_URL"] == "file:///opt/airflow/staging"
+    assert "BATCHSCORE_STAGING_URL" not in env  # slices load straight into the scores database
 
 
 def test_metadata_db_credentials_match_postgres_service(services):
@@ -286,7 +286,6 @@ def test_named_volumes_are_declared(compose, services):
 def test_airflow_service_mounts(services, name):
     volumes = services[name]["volumes"]
     assert "model-registry:/opt/airflow/models" in volumes
-    assert "scoring-staging:/opt/airflow/staging" in volumes
     targets = {interpolate(mount).split(":")[1] for mount in volumes}
     assert {
         "/opt/airflow/dags",
