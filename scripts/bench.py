@@ -52,7 +52,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / ".local" / "bench"
 PGDATA = BENCH_DIR / "pgdata"
 REGISTRY = BENCH_DIR / "registry"
-STAGING = BENCH_DIR / "staging"
 RESULTS_DIR = ROOT / "bench-results"
 
 DATABASE = "bench"
@@ -410,7 +409,7 @@ def engine_config(part_rows: int | None, batch_rows: int | None) -> Any:
     """The bench pipeline, built in code; execution defaults unless the CLI overrides part/batch rows."""
     from batchscore.config import PipelineConfig
 
-    execution = {k: v for k, v in {"part_rows": part_rows, "batch_rows": batch_rows}.items() if v is not None}
+    execution = {k: v for k, v in {"slice_rows": part_rows, "batch_rows": batch_rows}.items() if v is not None}
     return PipelineConfig.model_validate(
         {
             "name": "bench",
@@ -436,7 +435,7 @@ def work_engine(args: WorkerArgs) -> Timed:
     from batchscore.job import Endpoints, run_pipeline
     from batchscore.windows import Window
 
-    endpoints = Endpoints(source_url=args.url, scores_url=args.url, registry=str(REGISTRY), staging=str(STAGING))
+    endpoints = Endpoints(source_url=args.url, scores_url=args.url, registry=str(REGISTRY))
     config = engine_config(args.part_rows, args.batch_rows)
     window = Window(WINDOW_START, WINDOW_END)
     result = run_pipeline(config, endpoints, window=window, run_id=args.run_id, **engine_kwargs(run_pipeline))
@@ -584,7 +583,7 @@ def worker_command(path: str, args: WorkerArgs, result_file: Path) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--path", path, "--url", args.url]
     cmd += ["--rows", str(args.rows), "--table", args.table, "--run-id", args.run_id, "--result-file", str(result_file)]
     if args.part_rows is not None:
-        cmd += ["--part-rows", str(args.part_rows)]
+        cmd += ["--slice-rows", str(args.part_rows)]
     if args.batch_rows is not None:
         cmd += ["--batch-rows", str(args.batch_rows)]
     return cmd
@@ -775,7 +774,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-naive", action="store_true", help="skip the naive path (minutes at 2M+ rows)")
     parser.add_argument("--paths", default="a,b,c,d,e", help="paths to run: letters a-e or names (default all)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the table and retrain the model")
-    parser.add_argument("--part-rows", type=int, default=None, help="engine execution.part_rows")
+    parser.add_argument(
+        "--slice-rows", "--part-rows", dest="part_rows", type=int, default=None, help="execution.slice_rows"
+    )
     parser.add_argument("--batch-rows", type=int, default=None, help="engine execution.batch_rows")
     parser.add_argument(
         "--repeat",
@@ -879,7 +880,6 @@ def airflow_measurement(url: str, ns: argparse.Namespace) -> dict[str, Any]:
         url=url,
         bench_dir=BENCH_DIR,
         registry=REGISTRY,
-        staging=STAGING,
         query=ENGINE_QUERY,
         features=list(FEATURES),
         rows=ns.rows,

@@ -36,11 +36,12 @@ def pipeline_file(folder: Path, *, query: str, features: list[str], rows: int, p
         "model": {"name": "bench", "version": "champion"},
         "output": {"conn_id": "bench_db", "table": "bench.airflow_scores"},
         "validation": {"max_reject_fraction": 0.0},
-        # Parts: a few per core, so mapped tasks keep every core busy without paying start-up per small part.
+        # One slice per core: each slice task keeps its core busy and pays its start-up once.
         "execution": {
-            "part_rows": part_rows or max(250_000, math.ceil(rows / (2 * cores))),
+            "slice_rows": part_rows or max(250_000, math.ceil(rows / cores)),
+            "max_slices": cores,
             "batch_rows": 100_000,
-            "parallel_parts": cores,
+            "parallel_slices": cores,
             "retries": 0,
             "max_window_days": 2,
         },
@@ -55,7 +56,6 @@ def through_airflow(
     url: str,
     bench_dir: Path,
     registry: Path,
-    staging: Path,
     query: str,
     features: list[str],
     rows: int,
@@ -72,7 +72,6 @@ def through_airflow(
         {
             "BATCHSCORE_PIPELINES_DIR": str(pipelines),
             "BATCHSCORE_MODEL_REGISTRY": str(registry),
-            "BATCHSCORE_STAGING_URL": str(staging),
             "AIRFLOW_CONN_BENCH_DB": url,
         }
     )

@@ -95,7 +95,7 @@ def test_late_rows_are_scored_by_a_rerun_and_nothing_else_changes(client: Airflo
 
 
 def _publishing_backend(scores_url: str, run_id: str, timeout: float = 300) -> int:
-    """The client port of the load task's connection once it waits inside the publish transaction."""
+    """The client port of the publish task's connection once it waits inside its transaction."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(scores_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
@@ -106,7 +106,7 @@ def _publishing_backend(scores_url: str, run_id: str, timeout: float = 300) -> i
             if row:
                 return int(row[0])
             time.sleep(0.2)
-    raise TimeoutError(f"the load task of {run_id} never reached the publish transaction")
+    raise TimeoutError(f"the publish task of {run_id} never reached its transaction")
 
 
 def _process_with_local_port(port: int) -> psutil.Process:
@@ -164,5 +164,5 @@ def test_publish_killed_mid_transaction_is_retried_and_never_half_visible(
     assert set(seen) <= {old_count, new_count}, f"a reader saw a partial window: {sorted(set(seen))}"
     assert seen[0] == old_count
     assert seen[-1] == new_count
-    tries = client.get(f"/dags/{DAG_ID}/dagRuns/{second}/taskInstances/load")["try_number"]
+    tries = client.get(f"/dags/{DAG_ID}/dagRuns/{second}/taskInstances/publish")["try_number"]
     assert tries == 2
