@@ -17,7 +17,7 @@ def members(slices: tuple[KeySlice, ...], key: int | str | None) -> list[int]:
     found = []
     for s in slices:
         if key is None:
-            inside = s.lower is None and s.upper is not None or s.whole
+            inside = s.lower is None  # slice 0 (open below) also takes the NULL keys
         else:
             inside = (s.lower is None or key >= s.lower) and (s.upper is None or key < s.upper)
         if inside:
