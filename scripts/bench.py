@@ -701,14 +701,34 @@ def where_the_time_goes(report: Report) -> str:
     )
 
 
-def result_line(report: Report) -> str:
+def dag_summary(report: Report, airflow: dict[str, Any] | None) -> dict[str, Any]:
+    """The DAG path against the best script and the engine, measured in the same run (empty without it)."""
+    if airflow is None:
+        return {}
+    s = report.summary()
+    engine = report.paths.get("engine")
+    best = s["best_handwritten_seconds"]
+    return {
+        "dag_seconds": airflow["seconds"],
+        "dag_speedup_vs_best_handwritten": best / airflow["seconds"] if best and not math.isnan(best) else math.nan,
+        "dag_vs_engine": airflow["seconds"] / engine.seconds if engine else math.nan,
+        "dag_task_seconds": airflow["task_seconds"],
+    }
+
+
+def result_line(report: Report, airflow: dict[str, Any] | None = None) -> str:
     s = report.summary()
     rss = "nan" if math.isnan(s["peak_rss_mb"]) else str(round(s["peak_rss_mb"]))
-    return (
+    line = (
         f"RESULT rows={report.rows} speedup_vs_naive={s['speedup_vs_naive']:.2f} "
         f"speedup_vs_best_handwritten={s['speedup_vs_best_handwritten']:.2f} "
         f"fraction_of_floor={s['fraction_of_floor']:.2f} peak_rss_mb={rss}"
     )
+    dag = dag_summary(report, airflow)
+    if dag:
+        speedup = dag["dag_speedup_vs_best_handwritten"]
+        line += f" dag_seconds={dag['dag_seconds']:.1f} dag_speedup_vs_best_handwritten={speedup:.2f}"
+    return line
 
 
 def _json_safe(value: Any) -> Any:
@@ -720,14 +740,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(report: Report) -> Path:
+def write_json(report: Report, airflow: dict[str, Any] | None = None) -> Path:
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"bench-{report.rows}.json"
     data = {
         "rows": report.rows,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
-        "summary": report.summary(),
+        "summary": report.summary() | dag_summary(report, airflow),
         "paths": {name: asdict(m) for name, m in report.paths.items()},
         "floor_parts": {name: asdict(m) for name, m in report.floor_parts.items()},
         "rows_in_tables": report.rows_in_tables,
@@ -948,8 +968,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"server kept running: {url}")
     for warning in report.warnings:
         print(f"WARNING: {warning}")
-    print(f"results: {write_json(report).relative_to(ROOT)}")
-    print(result_line(report))
+    dag = dag_summary(report, airflow)
+    if dag:
+        print(
+            f"dag: trigger to success {dag['dag_seconds']:.1f}s = {dag['dag_speedup_vs_best_handwritten']:.2f}x "
+            f"the best hand-written script, {dag['dag_vs_engine']:.2f}x the engine's time"
+        )
+    print(f"results: {write_json(report, airflow).relative_to(ROOT)}")
+    print(result_line(report, airflow))
     return 0
 
 
