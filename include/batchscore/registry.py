@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +33,21 @@ TRUSTED_EXACT_TYPES = frozenset({"numpy.dtype"})
 
 _LOADED: dict[tuple[str, str, int, str], Any] = {}
 _LOAD_LOCK = threading.Lock()  # threads of one process (the in-process runner) share one load
+
+
+def _skops_io() -> Any:
+    """``skops.io``, imported without the warning storm it causes inside an Airflow task.
+
+    On import skops looks up the module of every SciPy ufunc by ``getattr`` on every
+    loaded module; in a task process that touches Airflow's deprecated-attribute shims,
+    about a thousand ``DeprecatedImportWarning``s that Airflow ships to the task log one by
+    one (measured: 2.2 s of a slice task's start-up). Those warnings say nothing about
+    our code, so only warnings raised from that lookup are ignored.
+    """
+    warnings.filterwarnings("ignore", module=r"skops\.io\._utils")
+    import skops.io
+
+    return skops.io
 
 
 class RegistryError(RuntimeError):
@@ -144,7 +160,7 @@ class ModelRegistry:
     ) -> ModelManifest:
         """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest."""
         import sklearn
-        import skops.io as sio
+        sio = _skops_io()
 
         task = task_of(estimator)
         classes = tuple(str(c) for c in getattr(estimator, "classes_", ())) if task == "classifier" else ()
@@ -211,7 +227,7 @@ class ModelRegistry:
             return _LOADED[key]
 
     def _load_verified(self, manifest: ModelManifest) -> Any:
-        import skops.io as sio
+        sio = _skops_io()
 
         data = storage.read_bytes(self._url(manifest.name, "versions", str(manifest.version), manifest.artifact))
         actual = sha256_hex(data)

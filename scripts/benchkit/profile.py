@@ -22,9 +22,10 @@ from pathlib import Path
 RATE_HZ = 100
 # A sample's stage is the first of these frames found from the top of its stack.
 STAGES = (
-    ("extract", ("extract_window", "_pg_batches", "_sqlalchemy_batches")),
-    ("predict", ("predict_part",)),
-    ("load", ("publish_window",)),
+    ("extract", ("_pg_batches", "_sqlalchemy_batches", "_slice_batches")),
+    ("predict", ("score_batch",)),
+    ("load", ("ingest_scores", "RejectWriter")),
+    ("publish", ("publish_window",)),
     ("plan", ("plan_run",)),
 )
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^)]*)\)$")

@@ -1,0 +1,1 @@
+"""The benchmark behind ``scripts/bench.py``, split by what each module holds."""

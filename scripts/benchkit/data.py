@@ -1,0 +1,242 @@
+"""The bench's data: one window of feature rows in a dedicated embedded PostgreSQL, and its model.
+
+The rows are generated chunk by chunk from fixed seeds (each chunk reproducible alone) and
+the model is trained on different rows from the same distribution, so every path scores
+the same window with the same model and the scores can be compared across paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import psycopg
+    import pyarrow as pa
+
+    from batchscore.embedded_pg import EmbeddedPostgres
+
+import time
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_DIR = ROOT / ".local" / "bench"
+PGDATA = BENCH_DIR / "pgdata"
+REGISTRY = BENCH_DIR / "registry"
+RESULTS_DIR = ROOT / "bench-results"
+
+DATABASE = "bench"
+SCHEMA = "bench"
+MODEL_NAME = "bench"
+WINDOW_START = datetime(2026, 11, 1, tzinfo=UTC)
+WINDOW_END = datetime(2026, 11, 2, tzinfo=UTC)
+FEATURES = tuple(f"f{i}" for i in range(20))
+SEED = 0
+TRAIN_SEED = 1  # training rows come from the same distribution but are not the scored rows
+CHUNK_ROWS = 500_000
+TRAIN_ROWS = 100_000
+SAMPLE_IDS = 1_000
+POLL_SECONDS = 0.05
+SETTLE_SECONDS = 1.0
+MAX_SCORE_DIFF = 1e-9
+
+ENGINE_QUERY = (
+    f"SELECT id, {', '.join(FEATURES)} FROM {SCHEMA}.features "
+    "WHERE event_time >= :window_start AND event_time < :window_end"
+)
+# Hand-written paths run the same query with the bounds as literals (COPY and polars take no parameters).
+HAND_QUERY = ENGINE_QUERY.replace(":window_start", f"'{WINDOW_START.isoformat()}'::timestamptz").replace(
+    ":window_end", f"'{WINDOW_END.isoformat()}'::timestamptz"
+)
+
+PATH_LETTERS = {"a": "naive", "b": "pandas_adbc", "c": "polars_adbc", "d": "floor", "e": "engine"}
+FLOOR_PARTS = ("floor_copy", "floor_predict", "floor_ingest")
+OUTPUT_TABLES = {
+    "naive": "out_naive",
+    "pandas_adbc": "out_pandas_adbc",
+    "polars_adbc": "out_polars_adbc",
+    "floor_ingest": "out_floor",
+    "engine": "bench_scores",
+}
+# Imported before a worker's clock starts, so every path times its work, not its imports.
+
+
+class BenchError(RuntimeError):
+    """A worker failed or the bench database is not in the expected state."""
+
+
+# --------------------------------------------------------------------------- data and model
+
+
+def generate_features(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """``rows`` x 20 float64 features: standard normals, so the label rule below is easy to read."""
+    return rng.standard_normal((rows, len(FEATURES)))
+
+
+def true_label(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """The known rule: logistic of a few features (one interaction) plus noise."""
+    import numpy as np
+
+    logit = -1.0 + 1.2 * x[:, 0] - 0.8 * x[:, 1] + 0.6 * x[:, 2] * x[:, 3] + 0.5 * np.abs(x[:, 4])
+    logit += rng.normal(0.0, 0.5, len(x))
+    return rng.random(len(x)) < 1.0 / (1.0 + np.exp(-logit))
+
+
+def feature_chunk(index: int, first_id: int, rows: int) -> pa.Table:
+    """One chunk of ``bench.features``; seeded by (SEED, chunk index) so each chunk is reproducible alone."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng([SEED, index])
+    x = generate_features(rng, rows)
+    span_us = int((WINDOW_END - WINDOW_START).total_seconds() * 1_000_000)
+    event_time = np.datetime64(WINDOW_START.replace(tzinfo=None), "us") + rng.integers(0, span_us, rows).astype(
+        "timedelta64[us]"
+    )
+    columns: dict[str, pa.Array] = {
+        "id": pa.array(np.arange(first_id, first_id + rows, dtype=np.int64)),
+        "event_time": pa.array(event_time, pa.timestamp("us", "UTC")),
+    }
+    columns |= {name: pa.array(x[:, i]) for i, name in enumerate(FEATURES)}
+    return pa.table(columns)
+
+
+def train_model() -> Any:
+    """A HistGradientBoostingClassifier fitted on fresh rows with named columns (as the engine feeds it)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(TRAIN_SEED)
+    x = generate_features(rng, TRAIN_ROWS)
+    y = true_label(rng, x)
+    model = HistGradientBoostingClassifier(max_iter=100, random_state=0)
+    return model.fit(pd.DataFrame(x, columns=list(FEATURES)), y)
+
+
+def load_model() -> Any:
+    """The registered champion, loaded as the engine loads it (sha256 check, skops allowlist)."""
+    from batchscore.registry import ModelRegistry
+
+    registry = ModelRegistry(str(REGISTRY))
+    return registry.load(registry.resolve(MODEL_NAME, "champion"))
+
+
+def ensure_model(retrain: bool) -> None:
+    """Register the bench model as champion unless one exists (or when regenerating)."""
+    from batchscore.registry import FeatureSpec, ModelRegistry
+
+    registry = ModelRegistry(str(REGISTRY))
+    if not retrain and "champion" in registry.aliases(MODEL_NAME):
+        return
+    specs = tuple(FeatureSpec(name, "numeric") for name in FEATURES)
+    manifest = registry.register(MODEL_NAME, train_model(), specs, aliases=("champion",))
+    print(f"setup: registered model {MODEL_NAME} v{manifest.version} as champion", flush=True)
+
+
+# --------------------------------------------------------------------------- database
+
+
+def running_port(datadir: Path) -> int | None:
+    """The port of a bench server still running from an earlier ``--keep-server`` run, if any."""
+    from batchscore.embedded_pg import EmbeddedPostgres
+
+    try:
+        lines = (datadir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 4 or not lines[3].strip().isdigit():
+        return None
+    port = int(lines[3])
+    return port if EmbeddedPostgres(datadir, port=port).is_running() else None
+
+
+def start_server() -> EmbeddedPostgres:
+    """Start (or adopt) the bench PostgreSQL with default server settings and create its database."""
+    from batchscore.embedded_pg import EmbeddedPostgres, free_port
+
+    pg = EmbeddedPostgres(PGDATA, port=running_port(PGDATA) or free_port()).start()
+    pg.ensure_database(DATABASE)
+    return pg
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def table_rows(url: str, table: str) -> int | None:
+    """Row count of ``bench.<table>``, or None when the table does not exist."""
+    with connect(url) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{table}",)).fetchone() == (None,):
+            return None
+        row = conn.execute(f"SELECT count(*) FROM {SCHEMA}.{table}").fetchone()
+        return int(row[0]) if row else 0
+
+
+def create_features_table(url: str, rows: int) -> None:
+    """(Re)create ``bench.features`` chunk by chunk through ADBC ingest (binary COPY)."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    columns = ", ".join(["id bigint", "event_time timestamptz", *(f"{f} float8" for f in FEATURES)])
+    with adbc.connect(url) as conn:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {SCHEMA}.features")
+            cur.execute(f"CREATE TABLE {SCHEMA}.features ({columns})")
+            for index, first in enumerate(range(0, rows, CHUNK_ROWS)):
+                chunk = feature_chunk(index, first + 1, min(CHUNK_ROWS, rows - first))
+                cur.adbc_ingest("features", chunk, mode="append", db_schema_name=SCHEMA)
+            cur.execute(f"CREATE INDEX features_event_time_idx ON {SCHEMA}.features (event_time)")
+        conn.commit()
+    # VACUUM as well as ANALYZE: it sets hint bits and the visibility map now, so the first
+    # path to read the table does not pay for that (with data checksums, in WAL too).
+    with connect(url) as conn:
+        conn.execute(f"VACUUM (ANALYZE) {SCHEMA}.features")
+
+
+def ensure_features(url: str, rows: int, regenerate: bool) -> bool:
+    """Make ``bench.features`` hold exactly ``rows`` rows; True when it was (re)generated."""
+    with connect(url) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    if not regenerate and table_rows(url, "features") == rows:
+        print(f"setup: reusing {SCHEMA}.features ({rows:,} rows)", flush=True)
+        return False
+    started = time.perf_counter()
+    create_features_table(url, rows)
+    print(f"setup: generated {SCHEMA}.features ({rows:,} rows) in {time.perf_counter() - started:.1f}s", flush=True)
+    return True
+
+
+def warm_cache(url: str) -> None:
+    """Read the table once, untimed, so the first path does not start from a colder cache than the rest."""
+    with connect(url) as conn:
+        conn.execute(f"SELECT sum(f0) FROM {SCHEMA}.features").fetchone()
+
+
+def drop_table(url: str, table: str) -> None:
+    with connect(url) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{table} CASCADE")  # with its lineage view
+
+
+def settle(url: str) -> None:
+    """Flush dirty pages and pause, so every path starts from a similar server state."""
+    with connect(url) as conn:
+        conn.execute("CHECKPOINT")
+    time.sleep(SETTLE_SECONDS)
+
+
+def sample_ids(rows: int) -> list[int]:
+    """A fixed sample of ids to compare scores across paths."""
+    import numpy as np
+
+    picked = np.random.default_rng(SEED).choice(rows, size=min(SAMPLE_IDS, rows), replace=False) + 1
+    return sorted(int(i) for i in picked)
+
+
+def sample_scores(url: str, table: str, ids: Sequence[int]) -> dict[int, float]:
+    with connect(url) as conn:
+        rows = conn.execute(f"SELECT id, score FROM {SCHEMA}.{table} WHERE id = ANY(%s)", (list(ids),)).fetchall()
+    return {int(i): float(s) for i, s in rows}

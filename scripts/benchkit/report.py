@@ -1,0 +1,193 @@
+"""The report: the side-by-side table, where the engine's time goes, the DAG path, RESULT line and JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchkit.data import FLOOR_PARTS, MAX_SCORE_DIFF, RESULTS_DIR
+from benchkit.harness import Measurement
+
+
+@dataclass
+class Report:
+    """Everything one bench run measured and checked."""
+
+    rows: int
+    paths: dict[str, Measurement]
+    floor_parts: dict[str, Measurement]
+    rows_in_tables: dict[str, int | None]
+    warnings: list[str]
+    run_pipeline_kwargs: list[str]
+
+    def seconds(self, path: str) -> float:
+        return self.paths[path].seconds if path in self.paths else math.nan
+
+    def summary(self) -> dict[str, float]:
+        engine = self.seconds("engine")
+        hand = [self.seconds(p) for p in ("pandas_adbc", "polars_adbc") if p in self.paths]
+        best = min(hand) if hand else math.nan
+        return {
+            "best_handwritten_seconds": best,
+            "speedup_vs_naive": self.seconds("naive") / engine,
+            "speedup_vs_best_handwritten": best / engine,
+            "fraction_of_floor": self.seconds("floor") / engine,
+            "peak_rss_mb": self.paths["engine"].peak_rss_mb if "engine" in self.paths else math.nan,
+        }
+
+
+def format_table(report: Report) -> str:
+    """path | median seconds | wall incl. start-up | peak RSS MB | rows written | vs engine | busy cores | rounds."""
+    engine = report.seconds("engine")
+    header = (
+        f"{'path':<16}{'seconds':>10}{'wall s':>10}{'peak RSS MB':>13}{'rows written':>15}{'vs engine':>11}"
+        f"{'cores busy':>12}  {'rounds (s)'}"
+    )
+    lines = [header, "-" * len(header)]
+
+    def line(name: str, m: Measurement) -> str:
+        ratio = m.seconds / engine
+        return (
+            f"{name:<16}{m.seconds:>10.2f}{m.wall_seconds:>10.2f}{m.peak_rss_mb:>13.0f}"
+            f"{m.rows_written:>15,}{ratio:>10.2f}x{m.cores_busy:>12.2f}  {' '.join(f'{r:.2f}' for r in m.rounds)}"
+        )
+
+    for path, m in report.paths.items():
+        lines.append(line(path + (" (sum)" if path == "floor" else ""), m))
+        if path == "floor":
+            lines += [line("  " + part.removeprefix("floor_"), report.floor_parts[part]) for part in FLOOR_PARTS]
+    return "\n".join(lines)
+
+
+def where_the_time_goes(report: Report) -> str:
+    """The engine's CPU seconds by thread role, and what the rest of the machine (PostgreSQL) used meanwhile."""
+    engine = report.paths.get("engine")
+    if engine is None or not engine.thread_cpu:
+        return ""
+    busy = engine.cores_busy * engine.seconds
+    ours = sum(engine.thread_cpu.values())
+    roles = ", ".join(f"{role} {cpu:.1f}" for role, cpu in engine.thread_cpu.items())
+    return (
+        f"engine CPU seconds by thread: {roles}; PostgreSQL and the rest of the machine {busy - ours:.1f}; "
+        f"{engine.cores_busy:.2f} of {os.cpu_count()} cores busy on average"
+    )
+
+
+def dag_summary(report: Report, airflow: dict[str, Any] | None) -> dict[str, Any]:
+    """The DAG path against the best script and the engine, measured in the same run (empty without it)."""
+    if airflow is None:
+        return {}
+    s = report.summary()
+    engine = report.paths.get("engine")
+    best = s["best_handwritten_seconds"]
+    small = airflow.get("small", {})
+    return {
+        "dag_seconds": airflow["seconds"],
+        "dag_speedup_vs_best_handwritten": best / airflow["seconds"] if best and not math.isnan(best) else math.nan,
+        "dag_vs_engine": airflow["seconds"] / engine.seconds if engine else math.nan,
+        "dag_task_seconds": airflow["task_seconds"],
+        "dag_small_rows": small.get("rows"),
+        "dag_small_seconds": small.get("seconds", math.nan),
+        "dag_small_first_run_seconds": small.get("first_run_seconds", math.nan),
+    }
+
+
+def dag_lines(airflow: dict[str, Any]) -> str:
+    """The DAG path's own figures: each window's trigger-to-success, its tasks, and where each slice's time went."""
+    lines = []
+    small = airflow.get("small")
+    if small:
+        lines.append(
+            f"through Airflow, small window ({small.get('rows') or 0:,} rows): first run after start "
+            f"{small['first_run_seconds']:.1f}s, then {small['seconds']:.1f}s trigger to success "
+            f"(tasks: {', '.join(f'{k} {v}' for k, v in small['task_seconds'].items())})"
+        )
+    lines.append(
+        f"through Airflow, the window ({airflow.get('rows') or 0:,} rows): {airflow['seconds']:.1f}s "
+        "trigger to success "
+        f"(tasks: {', '.join(f'{k} {v}' for k, v in airflow['task_seconds'].items())}; "
+        f"plan's own work {airflow.get('plan_seconds') or math.nan:.1f}s)"
+    )
+    for part in airflow.get("slices", []):
+        lines.append(
+            f"  slice {part['index']}: {part['rows_in']:,} rows in {part['seconds']:.1f}s; process start-up "
+            f"{part['startup_seconds']:.1f}s, first row {part['first_row_seconds']:.1f}s after process start, "
+            f"read {part['read_seconds']:.1f}s, scoring {part['score_seconds']:.1f} thread-s"
+        )
+    return "\n".join(lines)
+
+
+def result_line(report: Report, airflow: dict[str, Any] | None = None) -> str:
+    s = report.summary()
+    rss = "nan" if math.isnan(s["peak_rss_mb"]) else str(round(s["peak_rss_mb"]))
+    line = (
+        f"RESULT rows={report.rows} speedup_vs_naive={s['speedup_vs_naive']:.2f} "
+        f"speedup_vs_best_handwritten={s['speedup_vs_best_handwritten']:.2f} "
+        f"fraction_of_floor={s['fraction_of_floor']:.2f} peak_rss_mb={rss}"
+    )
+    dag = dag_summary(report, airflow)
+    if dag:
+        speedup = dag["dag_speedup_vs_best_handwritten"]
+        line += f" dag_seconds={dag['dag_seconds']:.1f} dag_speedup_vs_best_handwritten={speedup:.2f}"
+        line += f" dag_vs_engine={dag['dag_vs_engine']:.2f} dag_small_seconds={dag['dag_small_seconds']:.1f}"
+    return line
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN is not JSON: write null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def write_json(report: Report, airflow: dict[str, Any] | None = None) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"bench-{report.rows}.json"
+    data = {
+        "rows": report.rows,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "summary": report.summary() | dag_summary(report, airflow),
+        "paths": {name: asdict(m) for name, m in report.paths.items()},
+        "floor_parts": {name: asdict(m) for name, m in report.floor_parts.items()},
+        "rows_in_tables": report.rows_in_tables,
+        "run_pipeline_kwargs": report.run_pipeline_kwargs,
+        "warnings": report.warnings,
+    }
+    out.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    return out
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_rows(report: Report) -> None:
+    """Each writing path must have written exactly the window's rows."""
+    for path, count in report.rows_in_tables.items():
+        if count != report.rows:
+            report.warnings.append(f"{path} wrote {count} rows to its table, expected {report.rows}")
+
+
+def check_scores(report: Report, samples: dict[str, dict[int, float]], ids: Sequence[int]) -> None:
+    """The engine's scores equal pandas_adbc's on a fixed sample of ids."""
+    if "engine" not in samples or "pandas_adbc" not in samples:
+        print("note: score comparison skipped (needs both pandas_adbc and engine)")
+        return
+    engine, reference = samples["engine"], samples["pandas_adbc"]
+    missing = [i for i in ids if i not in engine or i not in reference]
+    if missing:
+        report.warnings.append(f"score check: {len(missing)} of {len(ids)} sampled ids missing from a table")
+        return
+    diff = max(abs(engine[i] - reference[i]) for i in ids)
+    if not diff < MAX_SCORE_DIFF:
+        report.warnings.append(f"score check: engine vs pandas_adbc max abs diff {diff:.3g} >= {MAX_SCORE_DIFF}")
+    else:
+        print(f"check: engine scores equal pandas_adbc's on {len(ids)} sampled ids (max abs diff {diff:.1e})")
