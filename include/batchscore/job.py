@@ -93,8 +93,8 @@ def _manifest(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> Mo
     return manifest
 
 
-def check_model_fits(config: PipelineConfig, manifest: ModelManifest, model: Any) -> None:
-    """The model's features are exactly the pipeline's, and it can produce what its task needs."""
+def check_features_fit(config: PipelineConfig, manifest: ModelManifest) -> None:
+    """The model's features (from its manifest) are exactly the pipeline's."""
     expected, actual = set(config.features), set(manifest.feature_names)
     if expected != actual:
         parts = []
@@ -105,16 +105,39 @@ def check_model_fits(config: PipelineConfig, manifest: ModelManifest, model: Any
         raise PlanError(
             f"model {manifest.name} v{manifest.version} does not fit pipeline {config.name}: {'; '.join(parts)}"
         )
+
+
+def check_model_fits(config: PipelineConfig, manifest: ModelManifest, model: Any) -> None:
+    """The model's features are exactly the pipeline's, and it can produce what its task needs."""
+    check_features_fit(config, manifest)
     method = "predict_proba" if manifest.task == "classifier" else "predict"
     if not callable(getattr(model, method, None)):
         raise PlanError(f"model {manifest.name} v{manifest.version} is a {manifest.task} without {method}()")
 
 
-def _load_model(registry: ModelRegistry, manifest: ModelManifest, pinned: str | None, warm: bool) -> Any:
+def _load_model(
+    config: PipelineConfig, registry: ModelRegistry, manifest: ModelManifest, pinned: str | None, warm: bool
+) -> Any:
     model = registry.load(manifest, pinned_sha256=pinned)
-    if warm:  # the in-process runner scores next in this process: build the (compiled) scorer now
+    check_model_fits(config, manifest, model)
+    if warm:  # this process scores next: build the (compiled) scorer now
         scorer(model, manifest)
     return model
+
+
+def _check_model(config: PipelineConfig, registry: ModelRegistry, manifest: ModelManifest, preload: bool) -> None:
+    """Planning's model check: the full load when this process scores next, else the bytes and the manifest.
+
+    A DAG's ``plan`` task does not score, so it skips importing scikit-learn and
+    deserialising (seconds on the run's critical path): the artifact was proven loadable
+    under the allowlist at registration and its sha256 proves these are the same bytes.
+    Each slice task loads and checks it fully before writing anything.
+    """
+    if preload:
+        _load_model(config, registry, manifest, config.model.sha256, warm=True)
+    else:
+        registry.verify(manifest, pinned_sha256=config.model.sha256)
+        check_features_fit(config, manifest)
 
 
 def plan_run(
@@ -126,18 +149,19 @@ def plan_run(
     model_ref: str | None = None,
     dry_run: bool = False,
     max_slices: int | None = None,
-    warm_scorer: bool = False,
+    preload: bool = False,
 ) -> RunPlan:
     """Resolve and verify everything the run needs, cut the window into slices, record the run as running.
 
-    The model is loaded and verified (checksum, allowlist, fit) on a thread while the source
-    is probed, so a bad model or schema fails here, once, before anything is written.
+    The model is checked (see :func:`_check_model`; loaded too with ``preload``) on a thread
+    while the source is probed, so a bad model or schema fails here, once, before anything
+    is written.
     """
     started = time.perf_counter()
     registry = ModelRegistry(endpoints.registry)
     manifest = registry.resolve(config.model.name, model_ref or config.model.version)
     with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
-        loading = pool.submit(_load_model, registry, manifest, config.model.sha256, warm_scorer)
+        checking = pool.submit(_check_model, config, registry, manifest, preload)
         schema = staged_schema(
             probe_schema(endpoints.source_url, config.source.query, window), config.entity_key, manifest.features
         )
@@ -150,7 +174,7 @@ def plan_run(
             count,
             estimated or 0,
         )
-        check_model_fits(config, manifest, loading.result())
+        checking.result()
     plan = RunPlan(
         pipeline=config.name,
         run_id=run_id,
@@ -248,7 +272,7 @@ def score_slice(
     registry = ModelRegistry(endpoints.registry)
     slice_estimate = -(-plan.estimated_rows // len(plan.slices)) if plan.estimated_rows else None
     with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
-        loading = pool.submit(_load_model, registry, manifest, plan.model_sha256, True)
+        loading = pool.submit(_load_model, config, registry, manifest, plan.model_sha256, True)
         source_schema, batches = source_batches(
             endpoints.source_url,
             config.source.query,
@@ -403,7 +427,7 @@ def run_pipeline(
         model_ref=model_ref,
         dry_run=dry_run,
         max_slices=max_slices,
-        warm_scorer=True,
+        preload=True,
     )
     try:
         results = [score_slice(config, endpoints, plan, s, workers=parallel) for s in plan.key_slices]

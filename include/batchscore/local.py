@@ -268,8 +268,10 @@ class AirflowClient:
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return list(self.get(f"/dags/{dag_id}/dagRuns", limit=100, order_by="-run_after")["dag_runs"])
 
-    def wait_for_runs(self, dag_id: str, run_ids: set[str], timeout: float = 600) -> list[dict[str, Any]]:
-        """Wait until every run in ``run_ids`` has finished; raise if any failed."""
+    def wait_for_runs(
+        self, dag_id: str, run_ids: set[str], timeout: float = 600, poll: float = 3.0
+    ) -> list[dict[str, Any]]:
+        """Wait until every run in ``run_ids`` has finished (checked every ``poll`` seconds); raise if any failed."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             runs = {r["dag_run_id"]: r for r in self.dag_runs(dag_id) if r["dag_run_id"] in run_ids}
@@ -278,5 +280,5 @@ class AirflowClient:
                 if failed:
                     raise RuntimeError(f"runs failed: {failed}; see the task logs in the UI")
                 return list(runs.values())
-            time.sleep(3)
+            time.sleep(poll)
         raise TimeoutError(f"runs {sorted(run_ids)} of {dag_id} did not finish within {timeout:.0f}s")

@@ -160,6 +160,7 @@ class ModelRegistry:
     ) -> ModelManifest:
         """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest."""
         import sklearn
+
         sio = _skops_io()
 
         task = task_of(estimator)
@@ -170,6 +171,8 @@ class ModelRegistry:
                 raise RegistryError(f"positive class {positive_class!r} not in the model's classes {classes}")
         artifact = sio.dumps(estimator)
         version = max(self.versions(name), default=0) + 1
+        # Proven loadable under the allowlist now, so a run may trust these bytes by their sha256 alone.
+        _deserialise(f"model {name} v{version}", artifact)
         manifest = ModelManifest(
             name=name,
             version=version,
@@ -215,20 +218,31 @@ class ModelRegistry:
         A verified model is kept for the life of the process (keyed by its sha256), so the
         stages of one run, and the parts one worker scores, load and check it once.
         """
-        if pinned_sha256 is not None and manifest.sha256 != pinned_sha256:
-            raise RegistryError(
-                f"model {manifest.name} v{manifest.version}: sha256 {manifest.sha256} is not the one pinned "
-                f"in the pipeline config ({pinned_sha256})"
-            )
+        self._check_pin(manifest, pinned_sha256)
         key = (self.root, manifest.name, manifest.version, manifest.sha256)
         with _LOAD_LOCK:
             if key not in _LOADED:
                 _LOADED[key] = self._load_verified(manifest)
             return _LOADED[key]
 
-    def _load_verified(self, manifest: ModelManifest) -> Any:
-        sio = _skops_io()
+    def verify(self, manifest: ModelManifest, pinned_sha256: str | None = None) -> None:
+        """Check the artifact's bytes against its manifest (and a pin) without deserialising it.
 
+        Cheap (no scikit-learn import): what a run's planning step needs, since every
+        artifact was proven loadable under the allowlist when it was registered, and the
+        sha256 proves these are the same bytes. Loading checks everything again.
+        """
+        self._check_pin(manifest, pinned_sha256)
+        self._verified_bytes(manifest)
+
+    def _check_pin(self, manifest: ModelManifest, pinned_sha256: str | None) -> None:
+        if pinned_sha256 is not None and manifest.sha256 != pinned_sha256:
+            raise RegistryError(
+                f"model {manifest.name} v{manifest.version}: sha256 {manifest.sha256} is not the one pinned "
+                f"in the pipeline config ({pinned_sha256})"
+            )
+
+    def _verified_bytes(self, manifest: ModelManifest) -> bytes:
         data = storage.read_bytes(self._url(manifest.name, "versions", str(manifest.version), manifest.artifact))
         actual = sha256_hex(data)
         if actual != manifest.sha256:
@@ -236,13 +250,20 @@ class ModelRegistry:
                 f"model {manifest.name} v{manifest.version}: artifact sha256 {actual} does not match "
                 f"its manifest ({manifest.sha256}); the file was changed or corrupted"
             )
-        try:
-            untrusted = sio.get_untrusted_types(data=data)
-        except Exception as exc:  # skops raises several types for malformed archives
-            raise RegistryError(f"model {manifest.name} v{manifest.version}: not a readable skops file: {exc}") from exc
-        refused = [t for t in untrusted if not (t.startswith(TRUSTED_MODULE_PREFIXES) or t in TRUSTED_EXACT_TYPES)]
-        if refused:
-            raise RegistryError(
-                f"model {manifest.name} v{manifest.version} holds types outside the allowlist: {', '.join(refused)}"
-            )
-        return sio.loads(data, trusted=untrusted)
+        return data
+
+    def _load_verified(self, manifest: ModelManifest) -> Any:
+        return _deserialise(f"model {manifest.name} v{manifest.version}", self._verified_bytes(manifest))
+
+
+def _deserialise(what: str, data: bytes) -> Any:
+    """Build the estimator from skops bytes, refusing any type outside the allowlist (no code runs from the file)."""
+    sio = _skops_io()
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # skops raises several types for malformed archives
+        raise RegistryError(f"{what}: not a readable skops file: {exc}") from exc
+    refused = [t for t in untrusted if not (t.startswith(TRUSTED_MODULE_PREFIXES) or t in TRUSTED_EXACT_TYPES)]
+    if refused:
+        raise RegistryError(f"{what} holds types outside the allowlist: {', '.join(refused)}")
+    return sio.loads(data, trusted=untrusted)

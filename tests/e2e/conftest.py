@@ -29,16 +29,24 @@ def client(airflow_db: Services) -> Iterator[AirflowClient]:
         airflow_db.stack.stop_services()
 
 
-def assert_exact(services: Services, start: datetime, end: datetime, run_id: str | None) -> int:
+def assert_exact(
+    services: Services,
+    start: datetime,
+    end: datetime,
+    run_id: str | None,
+    *,
+    table: str = TABLE,
+    pipeline: str = "churn",
+) -> int:
     """The window holds exactly the model's scores for its rows, from ``run_id``; returns the row count."""
     expected, rejected = expected_scores(services.warehouse_url, services.registry, start, end)
-    stored = stored_scores(services.scores_url, TABLE, start, end)
+    stored = stored_scores(services.scores_url, table, start, end)
     assert len(stored) == len(expected) > 2_000
     assert stored.index.is_unique
     np.testing.assert_allclose(stored.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)
     if run_id is not None:
         assert set(stored["run_id"]) == {run_id}
-        record = run_record(services.scores_url, "churn", run_id)
+        record = run_record(services.scores_url, pipeline, run_id)
         assert record is not None
         assert (record["status"], record["rows_written"], record["rows_rejected"]) == (
             "success",
@@ -48,11 +56,11 @@ def assert_exact(services: Services, start: datetime, end: datetime, run_id: str
     return len(stored)
 
 
-def trigger(client: AirflowClient, start: datetime, end: datetime) -> str:
+def trigger(client: AirflowClient, start: datetime, end: datetime, dag_id: str = DAG_ID) -> str:
     """A manual run through the REST API v2 with no logical date; the window comes from the form."""
     run = client.send(
         "POST",
-        f"/dags/{DAG_ID}/dagRuns",
+        f"/dags/{dag_id}/dagRuns",
         {"logical_date": None, "conf": {"window_start": start.isoformat(), "window_end": end.isoformat()}},
     )
     return str(run["dag_run_id"])

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -110,11 +111,34 @@ def test_pinned_checksum_must_match(registry: ModelRegistry, data: tuple) -> Non
     assert registry.load(manifest, pinned_sha256=manifest.sha256) is not None
 
 
-def test_model_holding_arbitrary_callables_is_refused(registry: ModelRegistry, data: tuple) -> None:
+def _hostile(data: tuple) -> object:
     x, y = data
     hostile = make_pipeline(FunctionTransformer(os.getcwd), LogisticRegression())
     hostile.steps[0] = ("f", FunctionTransformer(func=os.system))
     hostile.steps[1] = ("m", LogisticRegression().fit(x, y))
-    manifest = registry.register("evil", hostile, FEATURES)
+    return hostile
+
+
+def test_model_holding_arbitrary_callables_is_refused_at_registration(registry: ModelRegistry, data: tuple) -> None:
     with pytest.raises(RegistryError, match=r"outside the allowlist: .*system"):
-        registry.load(manifest)
+        registry.register("evil", _hostile(data), FEATURES)
+    assert registry.versions("evil") == [], "a refused model leaves nothing in the registry"
+
+
+def test_hostile_artifact_placed_in_the_registry_is_refused_at_load(registry: ModelRegistry, data: tuple) -> None:
+    """Someone with write access swaps the bytes and the manifest's sha256: loading still runs no code."""
+    import skops.io as sio
+
+    x, y = data
+    manifest = registry.register("evil", LogisticRegression().fit(x, y), FEATURES)
+    hostile = sio.dumps(_hostile(data))
+    artifact(registry, "evil", 1).write_bytes(hostile)
+    manifest_path = artifact(registry, "evil", 1).with_name("manifest.json")
+    doc = json.loads(manifest_path.read_text())
+    doc["sha256"] = hashlib.sha256(hostile).hexdigest()
+    manifest_path.write_text(json.dumps(doc))
+    swapped = registry.resolve("evil", "1")
+    assert swapped.sha256 != manifest.sha256
+    registry.verify(swapped)  # the bytes match the (rewritten) manifest ...
+    with pytest.raises(RegistryError, match=r"outside the allowlist: .*system"):
+        registry.load(swapped)  # ... but deserialising refuses the callable
