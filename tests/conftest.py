@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from batchscore.embedded_pg import free_port
+from batchscore.embedded_pg import free_ports
 from batchscore.local import LocalStack
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="bs-test-"))
+PG_PORT, API_PORT = free_ports(2)  # distinct: the API server once drew PostgreSQL's port
 STACK = LocalStack(
     root=TEST_ROOT,
-    pg_port=free_port(),
-    api_port=free_port(),
+    pg_port=PG_PORT,
+    api_port=API_PORT,
     external_url=None,
     pg_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
 )

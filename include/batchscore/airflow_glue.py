@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 from batchscore import settings
 from batchscore.config import MODEL_REF, PipelineConfig
+from batchscore.errors import PermanentError, one_line
 from batchscore.job import Endpoints
 from batchscore.windows import Window, resolve_window
 
 log = logging.getLogger(__name__)
 
 
-class ParamError(ValueError):
+class ParamError(PermanentError, ValueError):
     """A trigger-form parameter is malformed; the run stops before anything is written."""
+
+    remedy = "trigger again with valid parameters (see the trigger form's field descriptions)"
 
 
 def connection_url(conn_id: str) -> str:
@@ -106,13 +111,36 @@ def slice_workers(config: PipelineConfig, n_slices: int) -> int:
     return max(1, cores // max(1, parallel))
 
 
+@contextmanager
+def failing_fast() -> Iterator[None]:
+    """Errors that no retry can fix fail the task at once, without its retries; others propagate (and retry).
+
+    The Task SDK's ``AirflowFailException`` is raised from the engine's error, so the failure
+    callback still finds the cause and its remedy.
+    """
+    try:
+        yield
+    except PermanentError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(one_line(exc)) from exc
+
+
 def mark_failed(config: PipelineConfig, context: Any) -> None:
-    """Task failure callback: record the run as failed with the error, drop its unpublished slices."""
+    """Task failure callback (after the last try): record the run as failed and drop its unpublished slices.
+
+    The record names the stage (the task), the one-line cause and the remedy; a run that
+    failed in ``plan`` gets its row here, with its window when the window could be resolved.
+    """
     from batchscore.job import fail_run
 
-    error = context.get("exception")
-    message = f"{context['ti'].task_id}: {type(error).__name__}: {error}" if error else "task failed"
+    stage = context["ti"].task_id
+    error = context.get("exception") or f"{stage} failed without an exception (the task was killed or timed out)"
     try:
-        fail_run(config, endpoints(config), context["run_id"], message)
+        window: Window | None = window_from_context(config, context)
+    except Exception:  # the window itself may be what failed
+        window = None
+    try:
+        fail_run(config, endpoints(config), context["run_id"], error, stage=stage, window=window)
     except Exception:  # the callback must never hide the task's own error
         log.exception("could not record the failure of run %s", context["run_id"])

@@ -9,6 +9,7 @@ reported where it is, at DAG-parse time, instead of failing a run at 2 a.m.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,13 +17,17 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from batchscore.errors import PermanentError
+
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PLACEHOLDERS = (":window_start", ":window_end")
 
 
-class ConfigError(ValueError):
+class ConfigError(PermanentError, ValueError):
     """A pipeline config is invalid; the message names the file and the field."""
+
+    remedy = "fix the named field of the pipeline file"
 
 
 def _check_identifier(value: str, what: str) -> str:
@@ -228,23 +233,42 @@ def load_config(path: Path) -> PipelineConfig:
     return parse_config(data, path)
 
 
-def load_all(folder: Path) -> list[PipelineConfig]:
-    """Every ``*.yaml`` pipeline in ``folder``, sorted by name; output tables must be distinct.
+@dataclass(frozen=True)
+class LoadedPipelines:
+    """The pipeline files of a folder: the valid configs, and one error per broken file (by pipeline name)."""
 
-    Raises a :class:`ConfigError` listing every broken file, not just the first.
+    configs: tuple[PipelineConfig, ...]
+    errors: dict[str, str]
+
+
+def load_each(folder: Path) -> LoadedPipelines:
+    """Every ``*.yaml`` pipeline in ``folder``, each validated on its own: a broken file stops only itself.
+
+    Two files that write one output table are both refused (neither may replace the other's
+    windows), each error naming the other file.
     """
-    configs: list[PipelineConfig] = []
-    errors: list[str] = []
+    configs: dict[str, PipelineConfig] = {}
+    errors: dict[str, str] = {}
     for path in sorted(folder.glob("*.yaml")):
         try:
-            configs.append(load_config(path))
+            configs[path.stem] = load_config(path)
         except ConfigError as exc:
-            errors.append(str(exc))
-    owners: dict[str, str] = {}
-    for config in configs:
-        other = owners.setdefault(config.output.table, config.name)
-        if other != config.name:
-            errors.append(f"pipelines {other!r} and {config.name!r} both write {config.output.table}")
-    if errors:
-        raise ConfigError("\n".join(errors))
-    return configs
+            errors[path.stem] = str(exc)
+    writers: dict[str, list[str]] = {}
+    for name, config in configs.items():
+        writers.setdefault(config.output.table, []).append(name)
+    for table, names in writers.items():
+        if len(names) > 1:
+            for name in names:
+                others = ", ".join(f"{folder / other}.yaml" for other in names if other != name)
+                errors[name] = f"{folder / name}.yaml: output.table: {table} is also written by {others}"
+                del configs[name]
+    return LoadedPipelines(tuple(configs[name] for name in sorted(configs)), errors)
+
+
+def load_all(folder: Path) -> list[PipelineConfig]:
+    """Every pipeline in ``folder``, or a :class:`ConfigError` listing every broken file (the CLI's check)."""
+    loaded = load_each(folder)
+    if loaded.errors:
+        raise ConfigError("\n".join(loaded.errors.values()))
+    return list(loaded.configs)

@@ -6,13 +6,15 @@ scikit-learn are imported only inside the tasks.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from batchscore.config import MODEL_REF, PipelineConfig
+from batchscore.config import MODEL_REF, ConfigError, PipelineConfig, load_each
 
 
 def scores_asset(config: PipelineConfig) -> Asset:
@@ -92,16 +94,17 @@ def build_dag(config: PipelineConfig) -> DAG:
             from batchscore.job import plan_run
 
             context = get_current_context()
-            _, _, model_ref, dry_run = airflow_glue.run_params(dict(context["params"]))
-            window = airflow_glue.window_from_context(config, context)
-            planned = plan_run(
-                config,
-                airflow_glue.endpoints(config),
-                window=window,
-                run_id=context["run_id"],
-                model_ref=model_ref,
-                dry_run=dry_run,
-            )
+            with airflow_glue.failing_fast():
+                _, _, model_ref, dry_run = airflow_glue.run_params(dict(context["params"]))
+                window = airflow_glue.window_from_context(config, context)
+                planned = plan_run(
+                    config,
+                    airflow_glue.endpoints(config),
+                    window=window,
+                    run_id=context["run_id"],
+                    model_ref=model_ref,
+                    dry_run=dry_run,
+                )
             return [{"run": planned.to_dict(), "slice": key_slice} for key_slice in planned.slices]
 
         @task(
@@ -115,13 +118,14 @@ def build_dag(config: PipelineConfig) -> DAG:
             from batchscore.slices import KeySlice
 
             planned = RunPlan.from_dict(assignment["run"])
-            return score_slice(
-                config,
-                airflow_glue.endpoints(config),
-                planned,
-                KeySlice.from_dict(assignment["slice"]),
-                workers=airflow_glue.slice_workers(config, len(planned.slices)),
-            ).to_dict()
+            with airflow_glue.failing_fast():
+                return score_slice(
+                    config,
+                    airflow_glue.endpoints(config),
+                    planned,
+                    KeySlice.from_dict(assignment["slice"]),
+                    workers=airflow_glue.slice_workers(config, len(planned.slices)),
+                ).to_dict()
 
         @task(outlets=[scores_asset(config)])
         def publish(assignments: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,12 +134,13 @@ def build_dag(config: PipelineConfig) -> DAG:
             from batchscore.job import RunPlan, publish_run
             from batchscore.publish import SliceResult
 
-            result = publish_run(
-                config,
-                airflow_glue.endpoints(config),
-                RunPlan.from_dict(assignments[0]["run"]),
-                [SliceResult.from_dict(s) for s in scored],
-            )
+            with airflow_glue.failing_fast():
+                result = publish_run(
+                    config,
+                    airflow_glue.endpoints(config),
+                    RunPlan.from_dict(assignments[0]["run"]),
+                    [SliceResult.from_dict(s) for s in scored],
+                )
             return {
                 "rows_written": result.rows_written,
                 "rows_rejected": result.rows_rejected,
@@ -148,3 +153,40 @@ def build_dag(config: PipelineConfig) -> DAG:
         publish(assignments, scored)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
 
     return scoring()
+
+
+class BrokenPipelineDag(DAG):
+    """Stands in for a pipeline whose file is invalid: it fails Airflow's per-DAG validation.
+
+    Airflow validates each DAG of a file on its own as it collects them, records a failure
+    as the file's import error and keeps the file's other DAGs. So the error (every broken
+    file, with the field) appears in the UI's import errors, the broken pipeline's DAG is
+    not loaded, and the healthy pipelines of the same folder keep their schedules.
+    """
+
+    def validate(self) -> None:
+        raise ConfigError(self.doc_md or "invalid pipeline file")
+
+
+def build_isolated(folder: Path) -> dict[str, DAG]:
+    """``score_<name>`` for every pipeline file in ``folder``; a broken file yields a :class:`BrokenPipelineDag`."""
+    loaded = load_each(folder)
+    errors = dict(loaded.errors)
+    dags: dict[str, DAG] = {}
+    for config in loaded.configs:
+        try:
+            dags[config.dag_id] = build_dag(config)
+        except Exception as exc:  # a valid config Airflow still refuses (e.g. its schedule): only this one fails
+            errors[config.name] = f"{folder / config.name}.yaml: {type(exc).__name__}: {exc}"
+    if errors:
+        summary = "\n".join(
+            [
+                f"{len(errors)} pipeline file{'s are' if len(errors) > 1 else ' is'} invalid; "
+                "the other pipelines are not affected",
+                *(errors[name] for name in sorted(errors)),
+            ]
+        )
+        for name in errors:
+            dag_id = "score_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # any file name: never fail the file here
+            dags[dag_id] = BrokenPipelineDag(dag_id=dag_id, schedule=None, doc_md=summary)
+    return dags

@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from batchscore.errors import PermanentError
 from batchscore.registry import FeatureSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-class SchemaMismatch(ValueError):
+class SchemaMismatch(PermanentError, ValueError):
     """The source's columns cannot feed the model: missing or of an unusable type."""
+
+    remedy = "make the source query return every feature the model needs, with a usable type"
 
 
 def _numeric_like(t: pa.DataType) -> bool:

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from batchscore import db, runs, slices
 from batchscore.config import PipelineConfig
+from batchscore.errors import PermanentError, one_line, remedy_of, root_cause
 from batchscore.extract import estimate_rows, probe_schema, render_query, source_batches
 from batchscore.features import conform, staged_schema
 from batchscore.load import RejectWriter, drop_run_slices, ingest_scores, prepare_slice
@@ -39,8 +40,10 @@ from batchscore.windows import Window
 log = logging.getLogger(__name__)
 
 
-class PlanError(ValueError):
+class PlanError(PermanentError, ValueError):
     """The run cannot start: its model does not fit the pipeline or the source."""
+
+    remedy = "register a model trained on the pipeline's features, or change the pipeline's features or model"
 
 
 @dataclass(frozen=True)
@@ -392,12 +395,32 @@ def publish_run(
     )
 
 
-def fail_run(config: PipelineConfig, endpoints: Endpoints, run_id: str, error: BaseException | str) -> None:
-    """Record a run as failed and drop its unpublished slices (best effort: never hides ``error``)."""
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+def fail_run(
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    run_id: str,
+    error: BaseException | str,
+    *,
+    stage: str | None = None,
+    window: Window | None = None,
+) -> None:
+    """Record a run as failed (stage, one-line cause, remedy) and drop its unpublished slices.
+
+    Best effort: it never hides ``error``. A run that failed in ``plan`` gets its row here.
+    """
+    cause = error if isinstance(error, str) else root_cause(error)
     try:
         drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.output.table, run_id=run_id)
-        runs.record_failure(endpoints.scores_url, pipeline=config.name, run_id=run_id, error=message)
+        runs.record_failure(
+            endpoints.scores_url,
+            pipeline=config.name,
+            run_id=run_id,
+            error=one_line(cause),
+            stage=stage,
+            remedy=None if isinstance(cause, str) else remedy_of(cause),
+            window=window,
+            output_table=config.output.table,
+        )
     except Exception:
         log.exception("could not record the failure of run %s", run_id)
 
@@ -419,19 +442,22 @@ def run_pipeline(
     slice (``max_slices=1``: one pass over the source, every core on it through the
     runner's threads); more slices are scored one after the other.
     """
-    plan = plan_run(
-        config,
-        endpoints,
-        window=window,
-        run_id=run_id,
-        model_ref=model_ref,
-        dry_run=dry_run,
-        max_slices=max_slices,
-        preload=True,
-    )
+    stage = "plan"
     try:
+        plan = plan_run(
+            config,
+            endpoints,
+            window=window,
+            run_id=run_id,
+            model_ref=model_ref,
+            dry_run=dry_run,
+            max_slices=max_slices,
+            preload=True,
+        )
+        stage = "score_slice"
         results = [score_slice(config, endpoints, plan, s, workers=parallel) for s in plan.key_slices]
+        stage = "publish"
         return publish_run(config, endpoints, plan, results)
     except BaseException as exc:
-        fail_run(config, endpoints, run_id, exc)
+        fail_run(config, endpoints, run_id, exc, stage=stage, window=window)
         raise

@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from batchscore import db, runs, summary
+from batchscore.errors import PermanentError
 from batchscore.load import drop_run_slices
 from batchscore.output_table import partition_name, table_ident, window_check
 from batchscore.windows import Window
@@ -34,8 +35,13 @@ class PublishLockTimeout(RuntimeError):
     """Another run held the window's publish lock past the timeout; nothing was published."""
 
 
-class RejectThresholdExceeded(RuntimeError):
+class RejectThresholdExceeded(PermanentError, RuntimeError):
     """Too many rows failed validation: nothing is published for the window."""
+
+    remedy = (
+        "see the run's rows in scoring.rejects (reason, row as it arrived); fix the source, "
+        "or raise validation.max_reject_fraction"
+    )
 
 
 @dataclass(frozen=True)
@@ -153,13 +159,10 @@ def _swap_window(
     )
 
 
-def _replace_rejects(
+def _keep_rejects(
     conn: psycopg.Connection[Any], pipeline: str, window: Window, run_id: str, slices: Sequence[SliceResult]
 ) -> None:
-    conn.execute(
-        "DELETE FROM scoring.rejects WHERE pipeline = %s AND window_start = %s AND window_end = %s",
-        (pipeline, window.start, window.end),
-    )
+    """Copy the slices' rejects into ``scoring.rejects`` under this run's id, then drop the slices' reject tables."""
     for piece in slices:
         if piece.rows_rejected:
             conn.execute(
@@ -170,8 +173,21 @@ def _replace_rejects(
                 (pipeline, window.start, window.end, run_id),
             )
     conn.execute(
-        sql.SQL("DROP TABLE {}").format(sql.SQL(", ").join(sql.Identifier(p.schema, p.rejects_table) for p in slices))
+        sql.SQL("DROP TABLE IF EXISTS {}").format(
+            sql.SQL(", ").join(sql.Identifier(p.schema, p.rejects_table) for p in slices)
+        )
     )
+
+
+def _replace_rejects(
+    conn: psycopg.Connection[Any], pipeline: str, window: Window, run_id: str, slices: Sequence[SliceResult]
+) -> None:
+    """The window's rejects become this run's (earlier runs' rejects of the window, failed ones too, go)."""
+    conn.execute(
+        "DELETE FROM scoring.rejects WHERE pipeline = %s AND window_start = %s AND window_end = %s",
+        (pipeline, window.start, window.end),
+    )
+    _keep_rejects(conn, pipeline, window, run_id, slices)
 
 
 def _already_published(conn: psycopg.Connection[Any], slices: Sequence[SliceResult]) -> bool:
@@ -216,6 +232,11 @@ def publish_window(
     try:
         check_reject_threshold(url, slices, max_reject_fraction)
     except RejectThresholdExceeded:
+        # Nothing is published, but the bad rows are kept aside (under this run's id, beside the
+        # window's current rejects) and the run's counts recorded, so the cause can be seen.
+        with db.pg_connect(url) as conn:
+            _keep_rejects(conn, pipeline, window, run_id, slices)
+            runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
         drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
         raise
     if dry_run:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from batchscore import storage
+from batchscore.errors import PermanentError
 
 ARTIFACT_NAME = "model.skops"
 Task = Literal["classifier", "regressor", "clusterer"]
@@ -50,8 +51,10 @@ def _skops_io() -> Any:
     return skops.io
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PermanentError, RuntimeError):
     """A model, version or alias is missing, or an artifact fails its checks."""
+
+    remedy = "check the model name, version or alias (and the pinned sha256) against the registry"
 
 
 @dataclass(frozen=True)

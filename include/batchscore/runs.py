@@ -51,7 +51,8 @@ def record_start(
             model_sha256 = excluded.model_sha256, output_table = excluded.output_table,
             rows_read = NULL, rows_scored = NULL, rows_rejected = NULL, rows_written = NULL,
             extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL, plan_seconds = NULL,
-            slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, started_at = now(),
+            slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, failed_stage = NULL,
+            remedy = NULL, started_at = now(),
             finished_at = NULL
         """,
         (pipeline, run_id, window.start, window.end, model_name, model_version, model_sha256, output_table),
@@ -87,7 +88,8 @@ def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
         """
         UPDATE scoring.scoring_runs SET status = %s, rows_read = %s, rows_scored = %s, rows_rejected = %s,
             rows_written = %s, extract_seconds = %s, predict_seconds = %s, load_seconds = %s,
-            score_summary = %s::jsonb, lineage_id = %s, slices = %s::jsonb, error = NULL, finished_at = now()
+            score_summary = %s::jsonb, lineage_id = %s, slices = %s::jsonb, error = NULL, failed_stage = NULL,
+            remedy = NULL, finished_at = now()
         WHERE pipeline = %s AND run_id = %s
         """,
         (
@@ -108,15 +110,47 @@ def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
     )
 
 
-def record_failure(url: str, *, pipeline: str, run_id: str, error: str) -> bool:
-    """Mark a running run as failed with its error; returns False when there is no such run."""
+def record_failure(
+    url: str,
+    *,
+    pipeline: str,
+    run_id: str,
+    error: str,
+    stage: str | None = None,
+    remedy: str | None = None,
+    window: Window | None = None,
+    output_table: str | None = None,
+) -> bool:
+    """Record a run as failed, with the stage, a one-line cause and the remedy; False if it had succeeded.
+
+    Upserts: a run that failed in ``plan`` has no row yet (its window may not even be known).
+    """
     with db.pg_connect(url, autocommit=True) as conn:
+        apply_schema(conn)  # a run failing on its first day may fail before plan created the tables
         cur = conn.execute(
             """
-            UPDATE scoring.scoring_runs SET status = 'failed', error = %s, finished_at = now()
-            WHERE pipeline = %s AND run_id = %s AND status <> 'success'
+            INSERT INTO scoring.scoring_runs AS r
+                (pipeline, run_id, window_start, window_end, output_table, status, error, failed_stage, remedy,
+                 finished_at)
+            VALUES (%s, %s, %s, %s, %s, 'failed', %s, %s, %s, now())
+            ON CONFLICT (pipeline, run_id) DO UPDATE SET
+                status = 'failed', error = excluded.error, failed_stage = excluded.failed_stage,
+                remedy = excluded.remedy, finished_at = now(),
+                window_start = coalesce(r.window_start, excluded.window_start),
+                window_end = coalesce(r.window_end, excluded.window_end),
+                output_table = coalesce(r.output_table, excluded.output_table)
+            WHERE r.status <> 'success'
             """,
-            (error[:4000], pipeline, run_id),
+            (
+                pipeline,
+                run_id,
+                window.start if window else None,
+                window.end if window else None,
+                output_table,
+                error[:4000],
+                stage,
+                (remedy or "")[:1000] or None,
+            ),
         )
         return cur.rowcount > 0
 
@@ -140,6 +174,8 @@ RUN_COLUMNS = (
     "score_summary",
     "slices",
     "error",
+    "failed_stage",
+    "remedy",
     "started_at",
     "finished_at",
 )

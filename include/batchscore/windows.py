@@ -14,9 +14,13 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from batchscore.errors import PermanentError
 
-class WindowError(ValueError):
+
+class WindowError(PermanentError, ValueError):
     """The requested window is malformed, too long, or not complete yet."""
+
+    remedy = "give window_start and window_end as ISO date-times, start before end, within max_window_days"
 
 
 @dataclass(frozen=True)

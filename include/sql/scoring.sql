@@ -58,7 +58,9 @@ BEGIN
             ('scoring_runs', 'slices', 'jsonb'),                         -- per slice: bounds, rows, seconds, host
             ('lineage', 'slice_index', 'integer NOT NULL DEFAULT 0'),
             ('lineage', 'key_lower', 'text'),                            -- the slice's key range; NULL is open
-            ('lineage', 'key_upper', 'text')
+            ('lineage', 'key_upper', 'text'),
+            ('scoring_runs', 'failed_stage', 'text'),                    -- plan, score_slice or publish
+            ('scoring_runs', 'remedy', 'text')                           -- what to do about the error
         ) AS t (tab, col, definition)
         WHERE NOT EXISTS (
             SELECT 1 FROM information_schema.columns c
@@ -66,6 +68,16 @@ BEGIN
         )
     LOOP
         EXECUTE format('ALTER TABLE scoring.%I ADD COLUMN %I %s', missing.tab, missing.col, missing.definition);
+    END LOOP;
+    -- A run that fails in plan (a bad window, an unknown model) is recorded too, before its window or
+    -- model is known: those columns allow NULL since then.
+    FOR missing IN
+        SELECT c.column_name AS col FROM information_schema.columns c
+        WHERE c.table_schema = 'scoring' AND c.table_name = 'scoring_runs' AND c.is_nullable = 'NO'
+          AND c.column_name IN ('window_start', 'window_end', 'model_name', 'model_version', 'model_sha256',
+                                'output_table')
+    LOOP
+        EXECUTE format('ALTER TABLE scoring.scoring_runs ALTER COLUMN %I DROP NOT NULL', missing.col);
     END LOOP;
 END
 $$;

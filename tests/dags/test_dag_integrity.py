@@ -69,3 +69,27 @@ def test_trigger_form_rejects_hostile_values(dagbag, name: str, value: object, m
     with pytest.raises(ParamValidationError, match=message):
         param.resolve(value)
     assert param.resolve(None if name != "dry_run" else True) in (None, True)
+
+
+def test_a_broken_pipeline_file_stops_only_its_own_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow's own DagBag: the broken file is an import error naming file and fields; churn still loads."""
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+
+    churn = yaml.safe_load((REPO / "include" / "pipelines" / "churn.yaml").read_text())
+    (tmp_path / "churn.yaml").write_text(yaml.safe_dump(churn))
+    broken = {k: v for k, v in churn.items() if k not in ("model", "entity_key")} | {"name": "broken"}
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(broken))
+    (tmp_path / "typo.yaml").write_text("name: typo\nschedule: [")
+    monkeypatch.setenv("BATCHSCORE_PIPELINES_DIR", str(tmp_path))
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+
+    assert "score_churn" in bag.dags
+    assert set(bag.dags["score_churn"].task_ids) == {"plan", "score_slice", "publish"}
+    assert "score_broken" not in bag.dags and "score_typo" not in bag.dags
+    (error,) = bag.import_errors.values()
+    assert error.startswith("ConfigError: 2 pipeline files are invalid; the other pipelines are not affected")
+    assert "broken.yaml: entity_key: Field required" in error
+    assert "broken.yaml: model: Field required" in error
+    assert "typo.yaml: not valid YAML" in error

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchscore.config import ConfigError, load_all, load_config, parse_config
+from batchscore.config import ConfigError, load_all, load_config, load_each, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 CHURN = REPO / "include" / "pipelines" / "churn.yaml"
@@ -122,7 +122,22 @@ def test_load_all_reports_every_broken_file_and_shared_tables(tmp_path: Path) ->
         load_all(tmp_path)
     message = str(info.value)
     assert "broken.yaml: schedule" in message
-    assert "pipelines 'churn' and 'churn2' both write scoring.churn_scores" in message
+    assert "churn.yaml: output.table: scoring.churn_scores is also written by" in message
+    assert "churn2.yaml: output.table: scoring.churn_scores is also written by" in message
+
+
+def test_each_pipeline_file_is_loaded_on_its_own(tmp_path: Path) -> None:
+    write(tmp_path, churn_data())
+    broken = churn_data() | {"name": "broken"}
+    del broken["model"], broken["entity_key"]
+    write(tmp_path, broken, name="broken")
+    (tmp_path / "garbled.yaml").write_text("name: [unclosed")
+    loaded = load_each(tmp_path)
+    assert [c.name for c in loaded.configs] == ["churn"]
+    assert set(loaded.errors) == {"broken", "garbled"}
+    assert "broken.yaml: entity_key: Field required" in loaded.errors["broken"]
+    assert "broken.yaml: model: Field required" in loaded.errors["broken"]
+    assert "garbled.yaml: not valid YAML" in loaded.errors["garbled"]
 
 
 def test_second_pipeline_needs_only_a_file(tmp_path: Path) -> None:

@@ -1,0 +1,46 @@
+"""What kind of failure an error is: one no retry can fix, or one worth retrying.
+
+An error that a retry cannot fix (a bad parameter, config, model reference, checksum,
+schema, or too many bad rows) derives from :class:`PermanentError`: the DAG's tasks fail
+it at once, without retries, and the run record keeps its one-line cause and the remedy.
+Anything else (a dropped connection, a lock timeout, a killed worker) is retried by Airflow.
+"""
+
+from __future__ import annotations
+
+
+class PermanentError(Exception):
+    """An error that the same inputs would raise again: retrying only delays the failure."""
+
+    remedy: str = "fix the cause named in the error, then clear the failed task or trigger the run again"
+
+
+def one_line(error: BaseException | str, limit: int = 500) -> str:
+    """``Type: message`` on one line (its lines joined by "; "), at most ``limit`` characters."""
+    if isinstance(error, str):
+        text = error
+    else:
+        message = str(error).strip()
+        text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The permanent error a wrapper (such as Airflow's fail-fast exception) was raised from, else ``error``."""
+    current: BaseException | None = error
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PermanentError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return error
+
+
+def remedy_of(error: BaseException) -> str:
+    """What an operator should do about ``error`` (or about the permanent error that caused it)."""
+    cause = root_cause(error)
+    if isinstance(cause, PermanentError):
+        return cause.remedy
+    return "transient: the task was retried and failed every time; check the task log and the databases, then clear it"
