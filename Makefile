@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench
+.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags
 
 # Bytecode is compiled at install: every Airflow task is a fresh process, and with
 # PYTHONDONTWRITEBYTECODE=1 (set here and in many images) it would recompile scikit-learn, SciPy
@@ -43,6 +43,9 @@ test-e2e: $(STAMP)                 ## a real scheduler, dag-processor and API se
 
 airflow: $(STAMP)                 ## start the Airflow UI + scheduler on the local stack (background)
 	$(BIN)/python -m batchscore airflow up
+
+dags: $(STAMP)                    ## write one DAG file per include/pipelines/*.yaml (after adding or removing one)
+	$(BIN)/python -m batchscore dags sync
 
 psql: $(STAMP)                    ## SQL shell on the scores database (ROLE=warehouse for the source)
 	$(BIN)/python -m batchscore db psql --role $(or $(ROLE),scores)

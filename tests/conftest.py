@@ -30,6 +30,7 @@ STACK = LocalStack(
     api_port=API_PORT,
     external_url=None,
     pg_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+    dags_dir=TEST_ROOT / "dags",  # the test pipelines' generated DAG files, beside the project's check file
 )
 os.environ.update(STACK.env())
 os.environ.pop("BATCHSCORE_PG_URL", None)
@@ -54,8 +55,16 @@ def _write_pipelines() -> None:
     (PIPELINES / f"{SLICED}.yaml").write_text(yaml.safe_dump(sliced, sort_keys=False))
 
 
+def _write_dag_files() -> None:
+    from batchscore.dag_files import sync
+
+    sync(PIPELINES, STACK.dags_dir)
+    shutil.copy(Path(__file__).resolve().parents[1] / "dags" / "pipeline_files.py", STACK.dags_dir)
+
+
 _write_pipelines()
 os.environ["BATCHSCORE_PIPELINES_DIR"] = str(PIPELINES)
+_write_dag_files()
 
 # The demo warehouse every database test reads: 18 days x 3,000 customers, ending before WAREHOUSE_END.
 # Days by use: the first 2 train the model; integration tests rescore the last 9; the e2e tests

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from batchscore import settings
 
@@ -138,6 +139,17 @@ def cmd_validate(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_dags(args: argparse.Namespace) -> None:
+    from batchscore.dag_files import sync
+
+    folder = Path(args.dags_dir) if args.dags_dir else settings.PROJECT_ROOT / "dags"
+    result = sync(settings.pipelines_dir(), folder)
+    print(
+        f"DAG files in {folder}: wrote {', '.join(result.written) or 'none'}; "
+        f"removed {', '.join(result.removed) or 'none'}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchscore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-url")
     p.add_argument("--scores-url")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("dags", help="write one DAG file per pipeline file (and remove those of deleted pipelines)")
+    p.add_argument("action", choices=["sync"])
+    p.add_argument("--dags-dir", help="the Airflow DAG folder (default: this project's dags/)")
+    p.set_defaults(func=cmd_dags)
 
     p = sub.add_parser("validate", help="validate every pipeline config")
     p.set_defaults(func=cmd_validate)

@@ -242,11 +242,7 @@ class LoadedPipelines:
 
 
 def load_each(folder: Path) -> LoadedPipelines:
-    """Every ``*.yaml`` pipeline in ``folder``, each validated on its own: a broken file stops only itself.
-
-    Two files that write one output table are both refused (neither may replace the other's
-    windows), each error naming the other file.
-    """
+    """Every ``*.yaml`` pipeline in ``folder``, each validated on its own: a broken file stops only itself."""
     configs: dict[str, PipelineConfig] = {}
     errors: dict[str, str] = {}
     for path in sorted(folder.glob("*.yaml")):
@@ -254,21 +250,31 @@ def load_each(folder: Path) -> LoadedPipelines:
             configs[path.stem] = load_config(path)
         except ConfigError as exc:
             errors[path.stem] = str(exc)
-    writers: dict[str, list[str]] = {}
-    for name, config in configs.items():
-        writers.setdefault(config.output.table, []).append(name)
-    for table, names in writers.items():
-        if len(names) > 1:
-            for name in names:
-                others = ", ".join(f"{folder / other}.yaml" for other in names if other != name)
-                errors[name] = f"{folder / name}.yaml: output.table: {table} is also written by {others}"
-                del configs[name]
     return LoadedPipelines(tuple(configs[name] for name in sorted(configs)), errors)
 
 
+def table_clashes(folder: Path, configs: tuple[PipelineConfig, ...] | list[PipelineConfig]) -> list[str]:
+    """One message per output table that more than one pipeline writes.
+
+    Reported (by ``batchscore validate`` and the DAG folder's check file), but no DAG is
+    stopped for it: a new file must not silence the pipeline that already owns the table.
+    At run time, ``plan`` refuses to write a table that another pipeline has published to.
+    """
+    writers: dict[str, list[str]] = {}
+    for config in configs:
+        writers.setdefault(config.output.table, []).append(config.name)
+    return [
+        f"{', '.join(f'{folder / name}.yaml' for name in names)}: output.table: all write {table}; "
+        "only the pipeline that published there first may run"
+        for table, names in sorted(writers.items())
+        if len(names) > 1
+    ]
+
+
 def load_all(folder: Path) -> list[PipelineConfig]:
-    """Every pipeline in ``folder``, or a :class:`ConfigError` listing every broken file (the CLI's check)."""
+    """Every pipeline in ``folder``, or a :class:`ConfigError` listing every broken file and clash (the CLI's check)."""
     loaded = load_each(folder)
-    if loaded.errors:
-        raise ConfigError("\n".join(loaded.errors.values()))
+    problems = [*loaded.errors.values(), *table_clashes(folder, loaded.configs)]
+    if problems:
+        raise ConfigError("\n".join(problems))
     return list(loaded.configs)

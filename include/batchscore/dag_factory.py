@@ -6,14 +6,13 @@ scikit-learn are imported only inside the tasks.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+from batchscore import settings
 from batchscore.config import MODEL_REF, ConfigError, PipelineConfig, load_each
 
 
@@ -155,38 +154,18 @@ def build_dag(config: PipelineConfig) -> DAG:
     return scoring()
 
 
-class BrokenPipelineDag(DAG):
-    """Stands in for a pipeline whose file is invalid: it fails Airflow's per-DAG validation.
+def dag_for_pipeline(name: str) -> DAG:
+    """The DAG of the pipeline file ``<name>.yaml`` (what each generated DAG file calls at parse time).
 
-    Airflow validates each DAG of a file on its own as it collects them, records a failure
-    as the file's import error and keeps the file's other DAGs. So the error (every broken
-    file, with the field) appears in the UI's import errors, the broken pipeline's DAG is
-    not loaded, and the healthy pipelines of the same folder keep their schedules.
+    Every pipeline file is read, so a clash between two files (one output table) is caught;
+    an error in this pipeline raises a :class:`ConfigError` naming its file and fields,
+    which Airflow shows as this DAG file's import error, and only this DAG stops.
     """
-
-    def validate(self) -> None:
-        raise ConfigError(self.doc_md or "invalid pipeline file")
-
-
-def build_isolated(folder: Path) -> dict[str, DAG]:
-    """``score_<name>`` for every pipeline file in ``folder``; a broken file yields a :class:`BrokenPipelineDag`."""
+    folder = settings.pipelines_dir()
     loaded = load_each(folder)
-    errors = dict(loaded.errors)
-    dags: dict[str, DAG] = {}
+    if name in loaded.errors:
+        raise ConfigError(loaded.errors[name])
     for config in loaded.configs:
-        try:
-            dags[config.dag_id] = build_dag(config)
-        except Exception as exc:  # a valid config Airflow still refuses (e.g. its schedule): only this one fails
-            errors[config.name] = f"{folder / config.name}.yaml: {type(exc).__name__}: {exc}"
-    if errors:
-        summary = "\n".join(
-            [
-                f"{len(errors)} pipeline file{'s are' if len(errors) > 1 else ' is'} invalid; "
-                "the other pipelines are not affected",
-                *(errors[name] for name in sorted(errors)),
-            ]
-        )
-        for name in errors:
-            dag_id = "score_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # any file name: never fail the file here
-            dags[dag_id] = BrokenPipelineDag(dag_id=dag_id, schedule=None, doc_md=summary)
-    return dags
+        if config.name == name:
+            return build_dag(config)
+    raise ConfigError(f"{folder / name}.yaml: no such pipeline file; run `batchscore dags sync` to remove its DAG file")

@@ -42,6 +42,13 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def port_in_use(port: int) -> bool:
+    """True when something already listens on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     return free_ports(1)[0]
@@ -95,6 +102,11 @@ class EmbeddedPostgres:
         """
         if self.is_running():
             return self
+        if port_in_use(self.port):
+            raise RuntimeError(
+                f"cannot start PostgreSQL on 127.0.0.1:{self.port}: the port is in use (another local server "
+                "still running?); stop it (make stop) or choose another port with BATCHSCORE_PG_PORT=<port>"
+            )
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -107,22 +119,28 @@ class EmbeddedPostgres:
         for name, value in self.settings.items():
             options += f" -c {name}={value}"
         log = self.datadir / "server.log"
-        self._run_as_server_user(
-            [
-                str(self._bin / "pg_ctl"),
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(self.datadir),
-                "-l",
-                str(log),
-                "-o",
-                options,
-                "start",
-            ],
-            timeout=90,
-        )
+        try:
+            self._run_as_server_user(
+                [
+                    str(self._bin / "pg_ctl"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(self.datadir),
+                    "-l",
+                    str(log),
+                    "-o",
+                    options,
+                    "start",
+                ],
+                timeout=90,
+            )
+        except subprocess.CalledProcessError:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            raise RuntimeError(
+                f"PostgreSQL did not start on 127.0.0.1:{self.port}: {' | '.join(tail) or 'no log'} (full log: {log})"
+            ) from None
         deadline = time.monotonic() + 30
         while not self.is_running():
             if time.monotonic() > deadline:

@@ -14,6 +14,11 @@ class PermanentError(Exception):
 
     remedy: str = "fix the cause named in the error, then clear the failed task or trigger the run again"
 
+    def __init__(self, *args: object, remedy: str | None = None) -> None:
+        super().__init__(*args)
+        if remedy:
+            self.remedy = remedy
+
 
 def one_line(error: BaseException | str, limit: int = 500) -> str:
     """``Type: message`` on one line (its lines joined by "; "), at most ``limit`` characters."""

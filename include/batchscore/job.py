@@ -143,6 +143,21 @@ def _check_model(config: PipelineConfig, registry: ModelRegistry, manifest: Mode
         check_features_fit(config, manifest)
 
 
+def _check_table_owner(conn: Any, config: PipelineConfig) -> None:
+    """Refuse a scores table that another pipeline has published to: it would replace that pipeline's windows."""
+    row = conn.execute(
+        "SELECT pipeline FROM scoring.lineage WHERE output_table = %s AND pipeline <> %s "
+        "AND published_at IS NOT NULL LIMIT 1",
+        (config.output.table, config.name),
+    ).fetchone()
+    if row:
+        raise PlanError(
+            f"pipeline {config.name}: output table {config.output.table} belongs to pipeline {row[0]}, which has "
+            "published scores there",
+            remedy="give this pipeline an output.table of its own",
+        )
+
+
 def plan_run(
     config: PipelineConfig,
     endpoints: Endpoints,
@@ -192,6 +207,7 @@ def plan_run(
     )
     with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
         runs.apply_schema(conn)
+        _check_table_owner(conn, config)
         ensure_output_table(
             conn, config.output.table, config.entity_key, pg_key_type(schema.field(config.entity_key).type)
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import WAREHOUSE_END, Services, day_window
+from tests.conftest import STACK, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import count, expected_scores, run_record, stored_scores
 
 pytestmark = pytest.mark.airflow
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def churn_dag(airflow_db: Services):
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO / "dags")).dags["score_churn"]
+    return DagBag(dag_folder=str(STACK.dags_dir)).dags["score_churn"]
 
 
 def test_dag_test_scores_the_window_from_the_trigger_form(churn_dag, airflow_db: Services) -> None:
@@ -83,7 +83,7 @@ def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: 
     from batchscore.windows import Window
     from tests.conftest import PIPELINES, SLICED, SLICED_TABLE
 
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags[f"score_{SLICED}"]
+    dag = DagBag(dag_folder=str(STACK.dags_dir)).dags[f"score_{SLICED}"]
     start, end = day_window(WAREHOUSE_END - timedelta(days=4))
     run = dag.test(run_conf={"window_start": start.isoformat(), "window_end": end.isoformat()})
     assert run.state == "success"

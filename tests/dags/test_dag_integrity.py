@@ -1,6 +1,8 @@
 """Every DAG file imports cleanly, stays light at parse time, and builds the expected graph."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +16,32 @@ PIPELINES = sorted((REPO / "include" / "pipelines").glob("*.yaml"))
 
 @pytest.fixture(scope="module")
 def dagbag():
+    """The project's own dags/ over its own include/pipelines (the test session points elsewhere)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO / "dags"))
+    before = os.environ.get("BATCHSCORE_PIPELINES_DIR")
+    os.environ["BATCHSCORE_PIPELINES_DIR"] = str(REPO / "include" / "pipelines")
+    try:
+        return DagBag(dag_folder=str(REPO / "dags"))
+    finally:
+        if before is None:
+            os.environ.pop("BATCHSCORE_PIPELINES_DIR")
+        else:
+            os.environ["BATCHSCORE_PIPELINES_DIR"] = before
+
+
+def test_no_import_errors(dagbag) -> None:
+    assert dagbag.import_errors == {}
+
+
+def test_generated_dag_files_are_current() -> None:
+    """`make dags` was run: one DAG file per pipeline file, exactly as generated, and none left over."""
+    from batchscore.dag_files import dag_file_name, render
+
+    generated = {p.name for p in (REPO / "dags").glob("score_*.py")}
+    assert generated == {dag_file_name(p.stem) for p in PIPELINES}
+    for path in PIPELINES:
+        assert (REPO / "dags" / dag_file_name(path.stem)).read_text() == render(path.stem)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -49,7 +74,8 @@ def test_dag_file_does_not_import_heavy_libraries(path: Path) -> None:
         "import json, runpy, sys; runpy.run_path(sys.argv[1]);"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'pandas','sklearn','pyarrow','polars'})))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    env = {**os.environ, "BATCHSCORE_PIPELINES_DIR": str(REPO / "include" / "pipelines")}
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True, env=env)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
@@ -72,24 +98,33 @@ def test_trigger_form_rejects_hostile_values(dagbag, name: str, value: object, m
 
 
 def test_a_broken_pipeline_file_stops_only_its_own_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Airflow's own DagBag: the broken file is an import error naming file and fields; churn still loads."""
+    """Airflow's own DagBag: each broken file is its own DAG file's import error, naming the fields;
+    a pipeline without a DAG file is named by the check file; churn loads untouched."""
     import yaml
     from airflow.dag_processing.dagbag import DagBag
 
+    from batchscore.dag_files import sync
+
+    pipelines, dags = tmp_path / "pipelines", tmp_path / "dags"
+    pipelines.mkdir()
     churn = yaml.safe_load((REPO / "include" / "pipelines" / "churn.yaml").read_text())
-    (tmp_path / "churn.yaml").write_text(yaml.safe_dump(churn))
+    (pipelines / "churn.yaml").write_text(yaml.safe_dump(churn))
     broken = {k: v for k, v in churn.items() if k not in ("model", "entity_key")} | {"name": "broken"}
-    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(broken))
-    (tmp_path / "typo.yaml").write_text("name: typo\nschedule: [")
-    monkeypatch.setenv("BATCHSCORE_PIPELINES_DIR", str(tmp_path))
+    (pipelines / "broken.yaml").write_text(yaml.safe_dump(broken))
+    (pipelines / "typo.yaml").write_text("name: typo\nschedule: [")
+    sync(pipelines, dags)
+    shutil.copy(REPO / "dags" / "pipeline_files.py", dags)
+    (pipelines / "added.yaml").write_text(yaml.safe_dump(churn | {"name": "added"}))  # no `make dags` yet
+    monkeypatch.setenv("BATCHSCORE_PIPELINES_DIR", str(pipelines))
 
-    bag = DagBag(dag_folder=str(REPO / "dags"))
+    bag = DagBag(dag_folder=str(dags))
 
-    assert "score_churn" in bag.dags
+    assert set(bag.dags) == {"score_churn"}
     assert set(bag.dags["score_churn"].task_ids) == {"plan", "score_slice", "publish"}
-    assert "score_broken" not in bag.dags and "score_typo" not in bag.dags
-    (error,) = bag.import_errors.values()
-    assert error.startswith("ConfigError: 2 pipeline files are invalid; the other pipelines are not affected")
-    assert "broken.yaml: entity_key: Field required" in error
-    assert "broken.yaml: model: Field required" in error
-    assert "typo.yaml: not valid YAML" in error
+    errors = {Path(path).name: error for path, error in bag.import_errors.items()}
+    assert set(errors) == {"score_broken.py", "score_typo.py", "pipeline_files.py"}
+    assert "broken.yaml: entity_key: Field required" in errors["score_broken.py"]
+    assert "broken.yaml: model: Field required" in errors["score_broken.py"]
+    assert "typo.yaml: not valid YAML" in errors["score_typo.py"]
+    assert "added.yaml has no DAG file" in errors["pipeline_files.py"]
+    assert "all write scoring.churn_scores" in errors["pipeline_files.py"]  # reported; churn keeps running

@@ -1,6 +1,13 @@
 import pytest
 
-from batchscore.airflow_glue import ParamError, run_params
+from batchscore.airflow_glue import ParamError, failing_fast, run_params
+from batchscore.config import ConfigError
+from batchscore.errors import one_line, remedy_of, root_cause
+from batchscore.features import SchemaMismatch
+from batchscore.job import PlanError
+from batchscore.publish import RejectThresholdExceeded
+from batchscore.registry import RegistryError
+from batchscore.windows import WindowError
 
 
 def test_empty_form_means_defaults() -> None:
@@ -73,3 +80,44 @@ def test_slices_times_threads_never_exceed_the_cores(
     config = config.model_copy(update={"execution": config.execution.model_copy(update=execution)})
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert slice_workers(config, slices) == expected
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ParamError("param dry_run must be true or false"),
+        WindowError("window_start '2026-10-01; drop table x' is not an ISO date-time"),
+        ConfigError("churn.yaml: model: Field required"),
+        RegistryError("model churn v9: artifact sha256 abc does not match its manifest"),
+        PlanError("model churn v1 does not fit pipeline churn"),
+        SchemaMismatch("source has no column tenure_days"),
+        RejectThresholdExceeded("40 of 100 rows failed validation"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_no_retry_can_fix_fail_the_task_at_once(error: Exception) -> None:
+    """Raised through the tasks' guard they become AirflowFailException (no retries), keeping cause and remedy."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException) as info, failing_fast():
+        raise error
+    assert str(info.value) == f"{type(error).__name__}: {error}"
+    assert root_cause(info.value) is error
+    assert remedy_of(info.value) == error.remedy  # type: ignore[attr-defined]
+    assert not remedy_of(info.value).startswith("transient")
+
+
+@pytest.mark.parametrize(
+    "error", [ConnectionError("server closed the connection"), TimeoutError("lock timeout"), OSError("disk")]
+)
+def test_transient_errors_pass_through_to_be_retried(error: Exception) -> None:
+    with pytest.raises(type(error)), failing_fast():
+        raise error
+    assert remedy_of(error).startswith("transient")
+
+
+def test_one_line_joins_a_multi_line_error_and_caps_its_length() -> None:
+    error = ConfigError("a.yaml: model: Field required\na.yaml: entity_key: Field required")
+    assert one_line(error) == "ConfigError: a.yaml: model: Field required; a.yaml: entity_key: Field required"
+    assert len(one_line(RuntimeError("x" * 2000))) == 500
+    assert one_line(KeyError()) == "KeyError"

@@ -122,8 +122,8 @@ def test_load_all_reports_every_broken_file_and_shared_tables(tmp_path: Path) ->
         load_all(tmp_path)
     message = str(info.value)
     assert "broken.yaml: schedule" in message
-    assert "churn.yaml: output.table: scoring.churn_scores is also written by" in message
-    assert "churn2.yaml: output.table: scoring.churn_scores is also written by" in message
+    assert "churn.yaml, " in message
+    assert "churn2.yaml: output.table: all write scoring.churn_scores" in message
 
 
 def test_each_pipeline_file_is_loaded_on_its_own(tmp_path: Path) -> None:

@@ -124,7 +124,9 @@ def summary(stack: LocalStack) -> str:
             (config.name,),
         ).fetchall()
         for day, written, rejected, mean, model, run_id in rows:
-            lines.append(f"{day!s:<12} {written:>9,} {rejected:>9,} {mean:>14.4f}  {model:<8} {run_id}")
+            # An empty window (a quiet day, a late upstream load) has no mean: shown as such, never a crash.
+            shown = f"{mean:>14.4f}" if mean is not None else f"{'(no rows)':>14}"
+            lines.append(f"{day!s:<12} {written or 0:>9,} {rejected or 0:>9,} {shown}  {model:<8} {run_id}")
         reasons = conn.execute(
             "SELECT reason, count(*) FROM scoring.rejects WHERE pipeline = %s GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
             (config.name,),
