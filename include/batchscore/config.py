@@ -103,6 +103,9 @@ class ValidationConfig(_Strict):
 
     max_reject_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
     unseen_categories: Literal["reject", "score"] = "reject"
+    # A key seen more than once in a window: every copy rejected (counted against the threshold),
+    # the first copy (in the source's order) kept and the others rejected, or the run failed.
+    duplicate_keys: Literal["reject", "keep_first", "fail"] = "reject"
 
 
 class ExecutionConfig(_Strict):

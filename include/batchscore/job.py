@@ -26,7 +26,14 @@ from batchscore.config import PipelineConfig
 from batchscore.errors import PermanentError, one_line, remedy_of, root_cause
 from batchscore.extract import estimate_rows, probe_schema, render_query, source_batches
 from batchscore.features import conform, staged_schema
-from batchscore.load import RejectWriter, drop_run_slices, ingest_scores, prepare_slice
+from batchscore.load import (
+    RejectWriter,
+    drop_run_slices,
+    enforce_unique_keys,
+    ingest_scores,
+    prepare_slice,
+    read_scores,
+)
 from batchscore.output_table import ensure_output_table, pg_key_type
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
 from batchscore.progress import Progress
@@ -353,6 +360,13 @@ def score_slice(
         ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
     finally:
         rejects.close()
+    duplicates = enforce_unique_keys(endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys)
+    if duplicates:  # the summary counted those rows: summarise what the slice now holds
+        counts["scored"] -= duplicates
+        counts["rejected"] += duplicates
+        summary = ScoreSummary()
+        for batch in read_scores(endpoints.scores_url, target):
+            summary.add(batch)
     seconds = time.perf_counter() - started
     first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
     log.info(

@@ -20,12 +20,19 @@ import pyarrow as pa
 from psycopg import sql
 
 from batchscore import db
+from batchscore.errors import PermanentError
 from batchscore.output_table import slice_table_name, table_ident, window_check
 from batchscore.registry import ModelManifest
 from batchscore.slices import KeySlice
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
+
+
+class DuplicateKeys(PermanentError):
+    """The window holds a key more than once and the pipeline says ``duplicate_keys: fail``."""
+
+    remedy = "make the source query return each key once per window, or set validation.duplicate_keys"
 
 
 @dataclass(frozen=True)
@@ -175,3 +182,76 @@ class RejectWriter:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def enforce_unique_keys(url: str, target: SliceTarget, key: str, policy: str) -> int:
+    """One score row per key in the slice, proven by a unique index on the key; returns the rows moved to rejects.
+
+    Slices are disjoint key ranges, so a unique key per slice is a unique key per window.
+    The index is built after the load (one sort, cheaper than checking row by row) and
+    also serves lookups of one entity's score. When it finds duplicates, ``policy``
+    decides: ``reject`` moves every copy to the rejects, ``keep_first`` keeps the first
+    copy in the source's order (the load keeps it) and rejects the others, ``fail``
+    raises :class:`DuplicateKeys`. Nothing of this is visible before publish.
+    """
+    table, column = target.scores_ident, sql.Identifier(key)
+    index = sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(sql.Identifier(f"{target.table}_key"), table, column)
+    with db.pg_connect(url, autocommit=True) as conn:
+        try:
+            conn.execute(index)
+            return 0
+        except psycopg.errors.UniqueViolation:
+            pass
+        duplicated = sql.SQL("SELECT {k} FROM {t} GROUP BY {k} HAVING count(*) > 1").format(k=column, t=table)
+        if policy == "fail":
+            row = conn.execute(
+                sql.SQL("SELECT count(*), string_agg(k::text, ', ') FILTER (WHERE n <= 5) FROM ")
+                + sql.SQL(
+                    "(SELECT {k} AS k, row_number() OVER (ORDER BY {k}) AS n FROM ({d}) AS d) AS numbered"
+                ).format(k=column, d=duplicated)
+            ).fetchone()
+            assert row is not None
+            raise DuplicateKeys(
+                f"{row[0]:,} key(s) appear more than once in the window (first: {row[1]}); "
+                "validation.duplicate_keys is fail, so nothing is published"
+            )
+        first_kept = policy == "keep_first"
+        with conn.transaction():
+            moved = conn.execute(
+                sql.SQL(
+                    """
+                    WITH copies AS (
+                        SELECT ctid AS row_ctid, row_number() OVER (PARTITION BY {k} ORDER BY ctid) AS copy_no,
+                               count(*) OVER (PARTITION BY {k}) AS copies
+                        FROM {t} WHERE {k} IN ({d})
+                    ), moved AS (
+                        DELETE FROM {t} AS s USING copies AS c
+                        WHERE s.ctid = c.row_ctid AND (NOT {first_kept} OR c.copy_no > 1)
+                        RETURNING s.{k} AS k, s.score, s.label, c.copy_no, c.copies
+                    )
+                    INSERT INTO {rejects} (entity_key, reason, row_data)
+                    SELECT k::text,
+                           'duplicate key: ' || copies || ' copies in the window'
+                               || CASE WHEN {first_kept} THEN ' (the first was kept)' ELSE '' END,
+                           json_build_object({key_name}, k, 'score', score, 'label', label, 'copy', copy_no)::text
+                    FROM moved
+                    """
+                ).format(
+                    k=column,
+                    t=table,
+                    d=duplicated,
+                    first_kept=sql.Literal(first_kept),
+                    rejects=target.rejects_ident,
+                    key_name=sql.Literal(key),
+                )
+            ).rowcount
+            conn.execute(index)
+    log.info("%s: %d row(s) with a duplicated key moved to the rejects (duplicate_keys: %s)", table, moved, policy)
+    return int(moved)
+
+
+def read_scores(url: str, target: SliceTarget) -> Iterator[pa.RecordBatch]:
+    """The slice's stored scores and labels (to summarise again after duplicates were taken out)."""
+    with db.adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT score, label FROM {}").format(target.scores_ident).as_string(None))
+        yield from cur.fetch_record_batch()

@@ -71,7 +71,17 @@ def test_bad_trigger_param_fails_the_run_before_anything_is_written(churn_dag, a
     )
     assert run.state == "failed"
     assert stored_scores(airflow_db.scores_url, "scoring.churn_scores", start, end).equals(before)
-    assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.scoring_runs WHERE run_id = %s", run.run_id) == 0
+    assert count(airflow_db.scores_url, "SELECT count(*) FROM scoring.lineage WHERE run_id = %s", run.run_id) == 0
+    plan = run.get_task_instance("plan")
+    assert plan is not None
+    assert (plan.state, plan.try_number) == ("failed", 1), "a bad parameter is not retried"
+    record = run_record(airflow_db.scores_url, "churn", run.run_id)
+    assert record is not None, "a run failing in plan is recorded"
+    assert (record["status"], record["failed_stage"], record["window_start"]) == ("failed", "plan", None)
+    assert (
+        record["error"]
+        == f"WindowError: window start {start.isoformat()} must be before end {(start - timedelta(days=1)).isoformat()}"
+    )
 
 
 def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: Services) -> None:

@@ -210,7 +210,7 @@ def test_dry_run_publishes_nothing(services: Services) -> None:
 
 
 def test_too_many_rejects_publish_nothing_and_keep_the_old_scores(services: Services) -> None:
-    window = Window(day(7).start, day(5).end)
+    window = day(6)  # one day: each customer has one row a day, so a longer window would repeat every key
     first = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__before_strict")
     assert first.rows_rejected > 0
     before = stored_scores(services.scores_url, TABLE, window.start, window.end)
@@ -221,8 +221,17 @@ def test_too_many_rejects_publish_nothing_and_keep_the_old_scores(services: Serv
     pd.testing.assert_frame_equal(before, after)
     record = run_record(services.scores_url, "churn", "it__strict")
     assert record is not None
-    assert record["status"] == "failed"
-    assert "RejectThresholdExceeded" in record["error"]
+    assert (record["status"], record["failed_stage"]) == ("failed", "publish")
+    assert record["error"].startswith("RejectThresholdExceeded: ")
+    assert "max_reject_fraction" in record["remedy"]
+    assert (record["rows_read"], record["rows_rejected"]) == (
+        first.rows_written + first.rows_rejected,
+        first.rows_rejected,
+    )
+    kept = count(
+        services.scores_url, "SELECT count(*) FROM scoring.rejects WHERE pipeline = 'churn' AND run_id = 'it__strict'"
+    )
+    assert kept == first.rows_rejected, "a failed run's bad rows are kept aside, under its run id"
 
 
 def test_corrupted_model_fails_before_anything_is_written(services: Services, tmp_path: Path) -> None:
@@ -236,7 +245,12 @@ def test_corrupted_model_fails_before_anything_is_written(services: Services, tm
     with pytest.raises(RegistryError, match="does not match its manifest"):
         run_pipeline(churn_config(), endpoints(services, registry=str(registry)), window=window, run_id="it__corrupt")
     pd.testing.assert_frame_equal(before, stored_scores(services.scores_url, TABLE, window.start, window.end))
-    assert run_record(services.scores_url, "churn", "it__corrupt") is None
+    record = run_record(services.scores_url, "churn", "it__corrupt")
+    assert record is not None, "a run failing in plan is recorded too"
+    assert (record["status"], record["failed_stage"], record["window_start"]) == ("failed", "plan", window.start)
+    assert record["error"].startswith("RegistryError: ")
+    assert "does not match its manifest" in record["error"]
+    assert "sha256" in record["remedy"]
 
 
 def test_model_that_does_not_fit_the_pipeline_fails_at_plan(services: Services) -> None:
