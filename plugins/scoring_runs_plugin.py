@@ -65,9 +65,12 @@ def runs_page(
         cells = [
             run["pipeline"],
             run["run_id"],
-            f"{run['window_start']:%Y-%m-%d %H:%M} → {run['window_end']:%Y-%m-%d %H:%M}",
-            run["status"],
-            f"{run['model_name']} v{run['model_version']}",
+            # A run that failed in plan may have no window or model yet.
+            f"{run['window_start']:%Y-%m-%d %H:%M} → {run['window_end']:%Y-%m-%d %H:%M}"
+            if run["window_start"] and run["window_end"]
+            else None,
+            run["status"] if not run.get("failed_stage") else f"{run['status']} in {run['failed_stage']}",
+            f"{run['model_name']} v{run['model_version']}" if run["model_name"] else None,
             run["rows_read"],
             run["rows_scored"],
             run["rows_rejected"],
@@ -76,7 +79,7 @@ def runs_page(
             run["predict_seconds"],
             run["load_seconds"],
             None if mean is None else f"{mean:.4f}",
-            run["error"],
+            run["error"] if not run.get("remedy") else f"{run['error']} (remedy: {run['remedy']})",
         ]
         rows.append(
             f"<tr class='{html.escape(str(run['status']))}'>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>"
