@@ -360,7 +360,9 @@ def score_slice(
         ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
     finally:
         rejects.close()
+    indexing = time.perf_counter()
     duplicates = enforce_unique_keys(endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys)
+    unique_key_seconds = time.perf_counter() - indexing
     if duplicates:  # the summary counted those rows: summarise what the slice now holds
         counts["scored"] -= duplicates
         counts["rejected"] += duplicates
@@ -371,7 +373,7 @@ def score_slice(
     first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
     log.info(
         "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs, first row at %.1fs "
-        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s)",
+        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s), unique key index %.1fs",
         key_slice.describe(),
         counts["in"],
         counts["scored"],
@@ -383,6 +385,7 @@ def score_slice(
         stream.read.seconds,
         score_seconds[0],
         workers,
+        unique_key_seconds,
     )
     return SliceResult(
         index=key_slice.index,
@@ -400,6 +403,7 @@ def score_slice(
         score_seconds=round(score_seconds[0], 3),
         startup_seconds=round(startup, 3),
         first_row_seconds=round(first_row, 3),
+        unique_key_seconds=round(unique_key_seconds, 3),
         host=socket.gethostname(),
         summary=summary.partial(),
     )

@@ -87,7 +87,16 @@ def _run_record(url: str, run_id: str) -> dict[str, Any]:
         ).fetchone()
     if row is None:
         return {}
-    keep = ("index", "rows_in", "seconds", "startup_seconds", "first_row_seconds", "read_seconds", "score_seconds")
+    keep = (
+        "index",
+        "rows_in",
+        "seconds",
+        "startup_seconds",
+        "first_row_seconds",
+        "read_seconds",
+        "score_seconds",
+        "unique_key_seconds",
+    )
     return {
         "rows": row[0],
         "plan_seconds": row[1],
