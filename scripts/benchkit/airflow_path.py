@@ -133,7 +133,8 @@ def through_airflow(
             "AIRFLOW_CONN_BENCH_DB": url,
         }
     )
-    stack = LocalStack(root=bench_dir, external_url=url, api_port=free_port())
+    # The bench pipeline's generated DAG file goes to a DAG folder of its own (never the project's).
+    stack = LocalStack(root=bench_dir, external_url=url, api_port=free_port(), dags_dir=bench_dir / "dags")
     stack.migrate()
     stack.start_services()
     try:
