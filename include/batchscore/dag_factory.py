@@ -21,6 +21,13 @@ def scores_asset(config: PipelineConfig) -> Asset:
     return Asset(name=f"scores_{config.name}", uri=f"batchscore://{config.output.conn_id}/{config.output.table}")
 
 
+# ISO 8601 date or date-time (what the form's date-time picker and the REST API send), or empty.
+# Airflow checks `pattern` when a run is triggered, unlike `format: date-time` (which needs an
+# optional checker); the window's other rules (both ends or neither, start before end, length,
+# not in the future) need both fields and are checked again in `plan`.
+ISO_DATE_TIME = r"^$|^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
+
+
 def trigger_params() -> dict[str, Param]:
     """The trigger form: all optional; empty fields mean 'the run's own window and the configured model'."""
     return {
@@ -28,6 +35,8 @@ def trigger_params() -> dict[str, Param]:
             None,
             type=["null", "string"],
             format="date-time",
+            pattern=ISO_DATE_TIME,
+            maxLength=40,
             title="Window start (UTC, inclusive)",
             description="Score this window instead of the run's data interval. Give both ends or neither.",
         ),
@@ -35,6 +44,8 @@ def trigger_params() -> dict[str, Param]:
             None,
             type=["null", "string"],
             format="date-time",
+            pattern=ISO_DATE_TIME,
+            maxLength=40,
             title="Window end (UTC, exclusive)",
             description="End of the window to score (exclusive).",
         ),

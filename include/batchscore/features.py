@@ -35,8 +35,10 @@ def _string_like(t: pa.DataType) -> bool:
 def canonical_type(spec: FeatureSpec, source: pa.DataType) -> pa.DataType:
     """The staged type of a feature: float64 for numbers, string for categories.
 
-    A numeric feature that arrives as text stays text here; validation parses it row by
-    row so a bad value rejects its row with a reason instead of failing the run.
+    A numeric feature that was text in the training data too stays text here; validation
+    parses it row by row, so a bad value rejects its row with a reason. One that was numbers
+    when the model was trained and is text now is a changed source contract: it fails here,
+    before any row is read, naming both types.
     """
     if pa.types.is_null(source):
         return pa.float64() if spec.kind == "numeric" else pa.string()
@@ -44,6 +46,11 @@ def canonical_type(spec: FeatureSpec, source: pa.DataType) -> pa.DataType:
         if _numeric_like(source):
             return pa.float64()
         if _string_like(source):
+            if spec.source_type and not spec.source_type.startswith(("string", "large_string", "dictionary")):
+                raise SchemaMismatch(
+                    f"feature {spec.name!r} is {source} in the source but was {spec.source_type} when the model "
+                    f"was trained; cast it back in the source query (e.g. {spec.name}::float8)"
+                )
             return pa.string()
     elif _string_like(source) or pa.types.is_integer(source) or pa.types.is_boolean(source):
         return pa.string()

@@ -29,10 +29,11 @@ from batchscore.features import conform, staged_schema
 from batchscore.load import (
     RejectWriter,
     drop_run_slices,
-    enforce_unique_keys,
+    has_duplicate_keys,
     ingest_scores,
     prepare_slice,
     read_scores,
+    remove_duplicate_keys,
 )
 from batchscore.output_table import ensure_output_table, pg_key_type
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
@@ -187,9 +188,11 @@ def plan_run(
     manifest = registry.resolve(config.model.name, model_ref or config.model.version)
     with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
         checking = pool.submit(_check_model, config, registry, manifest, preload)
-        schema = staged_schema(
-            probe_schema(endpoints.source_url, config.source.query, window), config.entity_key, manifest.features
-        )
+        source_schema = probe_schema(endpoints.source_url, config.source.query, window)
+        schema = staged_schema(source_schema, config.entity_key, manifest.features)
+        unused = [c for c in source_schema.names if c not in schema.names]
+        if unused:  # not an error (a query may carry columns for other uses), but never silently ignored
+            log.warning("plan: the source query returns columns the model does not use: %s", ", ".join(unused))
         estimated = estimate_rows(endpoints.source_url, config.source.query, window)
         count = slices.slice_count(estimated, config.execution.slice_rows, max_slices or config.execution.max_slices)
         key_slices = slices.cut(
@@ -227,6 +230,7 @@ def plan_run(
             model_version=manifest.version,
             model_sha256=manifest.sha256,
             output_table=config.output.table,
+            unused_columns=unused,
         )
         seconds = time.perf_counter() - started
         runs.record_plan_seconds(conn, pipeline=config.name, run_id=run_id, seconds=seconds)
@@ -345,11 +349,13 @@ def score_slice(
     progress = Progress(log, key_slice.describe(), slice_estimate, estimated=True)
     counts = {"in": 0, "scored": 0, "rejected": 0}
     rejects = RejectWriter(endpoints.scores_url, target)
+    keys: list[pa.ChunkedArray] = []  # the scored keys: 8 bytes a row for integer keys, checked once at the end
 
     def scored_batches():  # type: ignore[no-untyped-def]
         for result in stream:
             rejects.write(result.rejects)
             summary.add(result.scores)
+            keys.append(result.scores.column(config.entity_key))
             counts["in"] += result.rows_in
             counts["scored"] += result.scores.num_rows
             counts["rejected"] += result.rejects.num_rows
@@ -360,9 +366,13 @@ def score_slice(
         ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
     finally:
         rejects.close()
-    indexing = time.perf_counter()
-    duplicates = enforce_unique_keys(endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys)
-    unique_key_seconds = time.perf_counter() - indexing
+    checking = time.perf_counter()
+    duplicates = 0
+    if has_duplicate_keys(keys):
+        duplicates = remove_duplicate_keys(
+            endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys
+        )
+    unique_key_seconds = time.perf_counter() - checking
     if duplicates:  # the summary counted those rows: summarise what the slice now holds
         counts["scored"] -= duplicates
         counts["rejected"] += duplicates
@@ -373,7 +383,7 @@ def score_slice(
     first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
     log.info(
         "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs, first row at %.1fs "
-        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s), unique key index %.1fs",
+        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s), key check %.1fs",
         key_slice.describe(),
         counts["in"],
         counts["scored"],

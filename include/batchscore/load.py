@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 from batchscore import db
@@ -184,29 +186,38 @@ class RejectWriter:
         self._conn.close()
 
 
-def enforce_unique_keys(url: str, target: SliceTarget, key: str, policy: str) -> int:
-    """One score row per key in the slice, proven by a unique index on the key; returns the rows moved to rejects.
+def has_duplicate_keys(keys: list[pa.Array | pa.ChunkedArray]) -> bool:
+    """True when a key occurs twice among the slice's scored keys (the engine's proof of one row per key).
 
-    Slices are disjoint key ranges, so a unique key per slice is a unique key per window.
-    The index is built after the load (one sort, cheaper than checking row by row) and
-    also serves lookups of one entity's score. When it finds duplicates, ``policy``
-    decides: ``reject`` moves every copy to the rejects, ``keep_first`` keeps the first
-    copy in the source's order (the load keeps it) and rejects the others, ``fail``
+    Integer keys are sorted as one NumPy array (0.3 s for 5M keys, 8 bytes a key: far
+    cheaper than a unique index on the freshly loaded table, measured at 3.6-4.1 s per 5M-row
+    slice on the bench); other keys are counted distinct by Arrow's hash kernel.
+    """
+    chunks = [chunk for part in keys for chunk in (part.chunks if isinstance(part, pa.ChunkedArray) else [part])]
+    total = sum(len(c) for c in chunks)
+    if total < 2:
+        return False
+    column = pa.chunked_array(chunks)
+    if pa.types.is_integer(column.type):
+        values = np.sort(column.to_numpy())
+        return bool((values[1:] == values[:-1]).any())
+    return int(pc.count_distinct(column).as_py()) < total
+
+
+def remove_duplicate_keys(url: str, target: SliceTarget, key: str, policy: str) -> int:
+    """Apply ``policy`` to the keys the slice holds more than once; returns the rows moved to the rejects.
+
+    ``reject`` moves every copy to the slice's rejects, ``keep_first`` keeps the first copy
+    in the source's order (the load kept that order) and rejects the others, ``fail``
     raises :class:`DuplicateKeys`. Nothing of this is visible before publish.
     """
     table, column = target.scores_ident, sql.Identifier(key)
-    index = sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(sql.Identifier(f"{target.table}_key"), table, column)
+    duplicated = sql.SQL("SELECT {k} FROM {t} GROUP BY {k} HAVING count(*) > 1").format(k=column, t=table)
     with db.pg_connect(url, autocommit=True) as conn:
-        try:
-            conn.execute(index)
-            return 0
-        except psycopg.errors.UniqueViolation:
-            pass
-        duplicated = sql.SQL("SELECT {k} FROM {t} GROUP BY {k} HAVING count(*) > 1").format(k=column, t=table)
         if policy == "fail":
             row = conn.execute(
-                sql.SQL("SELECT count(*), string_agg(k::text, ', ') FILTER (WHERE n <= 5) FROM ")
-                + sql.SQL(
+                sql.SQL(
+                    "SELECT count(*), string_agg(k::text, ', ') FILTER (WHERE n <= 5) FROM "
                     "(SELECT {k} AS k, row_number() OVER (ORDER BY {k}) AS n FROM ({d}) AS d) AS numbered"
                 ).format(k=column, d=duplicated)
             ).fetchone()
@@ -216,36 +227,34 @@ def enforce_unique_keys(url: str, target: SliceTarget, key: str, policy: str) ->
                 "validation.duplicate_keys is fail, so nothing is published"
             )
         first_kept = policy == "keep_first"
-        with conn.transaction():
-            moved = conn.execute(
-                sql.SQL(
-                    """
-                    WITH copies AS (
-                        SELECT ctid AS row_ctid, row_number() OVER (PARTITION BY {k} ORDER BY ctid) AS copy_no,
-                               count(*) OVER (PARTITION BY {k}) AS copies
-                        FROM {t} WHERE {k} IN ({d})
-                    ), moved AS (
-                        DELETE FROM {t} AS s USING copies AS c
-                        WHERE s.ctid = c.row_ctid AND (NOT {first_kept} OR c.copy_no > 1)
-                        RETURNING s.{k} AS k, s.score, s.label, c.copy_no, c.copies
-                    )
-                    INSERT INTO {rejects} (entity_key, reason, row_data)
-                    SELECT k::text,
-                           'duplicate key: ' || copies || ' copies in the window'
-                               || CASE WHEN {first_kept} THEN ' (the first was kept)' ELSE '' END,
-                           json_build_object({key_name}, k, 'score', score, 'label', label, 'copy', copy_no)::text
-                    FROM moved
-                    """
-                ).format(
-                    k=column,
-                    t=table,
-                    d=duplicated,
-                    first_kept=sql.Literal(first_kept),
-                    rejects=target.rejects_ident,
-                    key_name=sql.Literal(key),
+        moved = conn.execute(
+            sql.SQL(
+                """
+                WITH copies AS (
+                    SELECT ctid AS row_ctid, row_number() OVER (PARTITION BY {k} ORDER BY ctid) AS copy_no,
+                           count(*) OVER (PARTITION BY {k}) AS copies
+                    FROM {t} WHERE {k} IN ({d})
+                ), moved AS (
+                    DELETE FROM {t} AS s USING copies AS c
+                    WHERE s.ctid = c.row_ctid AND (NOT {first_kept} OR c.copy_no > 1)
+                    RETURNING s.{k} AS k, s.score, s.label, c.copy_no, c.copies
                 )
-            ).rowcount
-            conn.execute(index)
+                INSERT INTO {rejects} (entity_key, reason, row_data)
+                SELECT k::text,
+                       'duplicate key: ' || copies || ' copies in the window'
+                           || CASE WHEN {first_kept} THEN ' (the first was kept)' ELSE '' END,
+                       json_build_object({key_name}, k, 'score', score, 'label', label, 'copy', copy_no)::text
+                FROM moved
+                """
+            ).format(
+                k=column,
+                t=table,
+                d=duplicated,
+                first_kept=sql.Literal(first_kept),
+                rejects=target.rejects_ident,
+                key_name=sql.Literal(key),
+            )
+        ).rowcount
     log.info("%s: %d row(s) with a duplicated key moved to the rejects (duplicate_keys: %s)", table, moved, policy)
     return int(moved)
 

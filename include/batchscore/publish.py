@@ -65,7 +65,7 @@ class SliceResult:
     first_row_seconds: float  # process start to the first row read
     host: str
     summary: dict[str, Any]
-    unique_key_seconds: float = 0.0  # building the slice's unique key index (and handling duplicates)
+    unique_key_seconds: float = 0.0  # proving one row per key (and handling duplicates)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

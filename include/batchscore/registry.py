@@ -59,12 +59,18 @@ class RegistryError(PermanentError, RuntimeError):
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One model input: ``kind`` numeric or categorical; categories seen in training."""
+    """One model input: ``kind`` numeric or categorical; categories seen in training.
+
+    ``source_type`` is the column's Arrow type in the training data (``double``, ``string``...),
+    when known: a run whose source changed it in a way that loses meaning (numbers now text)
+    fails in ``plan`` naming both types.
+    """
 
     name: str
     kind: Literal["numeric", "categorical"]
     nullable: bool = True
     categories: tuple[str, ...] = ()
+    source_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +252,13 @@ class ModelRegistry:
             )
 
     def _verified_bytes(self, manifest: ModelManifest) -> bytes:
-        data = storage.read_bytes(self._url(manifest.name, "versions", str(manifest.version), manifest.artifact))
+        url = self._url(manifest.name, "versions", str(manifest.version), manifest.artifact)
+        try:
+            data = storage.read_bytes(url)
+        except FileNotFoundError:
+            raise RegistryError(
+                f"model {manifest.name} v{manifest.version}: its artifact {url} is missing (deleted or never copied)"
+            ) from None
         actual = sha256_hex(data)
         if actual != manifest.sha256:
             raise RegistryError(

@@ -37,25 +37,40 @@ def record_start(
     model_version: int,
     model_sha256: str,
     output_table: str,
+    unused_columns: list[str] | None = None,
 ) -> None:
-    """Mark the run as running (a rerun of the same Airflow run resets its row)."""
+    """Mark the run as running (a rerun of the same Airflow run resets its row).
+
+    ``unused_columns``: what the source query returns that the model does not use.
+    """
     conn.execute(
         """
         INSERT INTO scoring.scoring_runs AS r
             (pipeline, run_id, window_start, window_end, status, model_name, model_version,
-             model_sha256, output_table)
-        VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s)
+             model_sha256, output_table, unused_columns)
+        VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, %s)
         ON CONFLICT (pipeline, run_id) DO UPDATE SET
             window_start = excluded.window_start, window_end = excluded.window_end, status = 'running',
             model_name = excluded.model_name, model_version = excluded.model_version,
             model_sha256 = excluded.model_sha256, output_table = excluded.output_table,
+            unused_columns = excluded.unused_columns,
             rows_read = NULL, rows_scored = NULL, rows_rejected = NULL, rows_written = NULL,
             extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL, plan_seconds = NULL,
             slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, failed_stage = NULL,
             remedy = NULL, started_at = now(),
             finished_at = NULL
         """,
-        (pipeline, run_id, window.start, window.end, model_name, model_version, model_sha256, output_table),
+        (
+            pipeline,
+            run_id,
+            window.start,
+            window.end,
+            model_name,
+            model_version,
+            model_sha256,
+            output_table,
+            unused_columns or [],
+        ),
     )
 
 
@@ -176,6 +191,7 @@ RUN_COLUMNS = (
     "error",
     "failed_stage",
     "remedy",
+    "unused_columns",
     "started_at",
     "finished_at",
 )

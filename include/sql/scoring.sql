@@ -60,7 +60,8 @@ BEGIN
             ('lineage', 'key_lower', 'text'),                            -- the slice's key range; NULL is open
             ('lineage', 'key_upper', 'text'),
             ('scoring_runs', 'failed_stage', 'text'),                    -- plan, score_slice or publish
-            ('scoring_runs', 'remedy', 'text')                           -- what to do about the error
+            ('scoring_runs', 'remedy', 'text'),                          -- what to do about the error
+            ('scoring_runs', 'unused_columns', 'text[]')                 -- source columns the model does not use
         ) AS t (tab, col, definition)
         WHERE NOT EXISTS (
             SELECT 1 FROM information_schema.columns c

@@ -119,7 +119,7 @@ def dag_lines(airflow: dict[str, Any]) -> str:
             f"  slice {part['index']}: {part['rows_in']:,} rows in {part['seconds']:.1f}s; process start-up "
             f"{part['startup_seconds']:.1f}s, first row {part['first_row_seconds']:.1f}s after process start, "
             f"read {part['read_seconds']:.1f}s, scoring {part['score_seconds']:.1f} thread-s, "
-            f"unique key index {part.get('unique_key_seconds', 0.0):.1f}s"
+            f"key check {part.get('unique_key_seconds', 0.0):.1f}s"
         )
     return "\n".join(lines)
 

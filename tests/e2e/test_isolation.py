@@ -59,14 +59,28 @@ def test_a_broken_pipeline_file_leaves_the_other_pipelines_scheduled(
     _wait_for(lambda: not _errors_about(client, "broken.yaml"), "the import error did not clear")
 
 
-def test_a_hostile_window_fails_in_plan_once_and_is_recorded(client: AirflowClient, airflow_db: Services) -> None:
+def test_a_hostile_window_is_refused_when_triggered(client: AirflowClient) -> None:
+    before = {r["dag_run_id"] for r in client.dag_runs(DAG_ID)}
+    with pytest.raises(RuntimeError, match=r"-> 400: .*does not match"):
+        client.send(
+            "POST",
+            f"/dags/{DAG_ID}/dagRuns",
+            {
+                "logical_date": None,
+                "conf": {"window_start": "2026-10-01'; drop table heldout.tumors; --", "window_end": "2026-10-02"},
+            },
+        )
+    assert {r["dag_run_id"] for r in client.dag_runs(DAG_ID)} == before, "no run was created"
+
+
+def test_a_window_ending_before_it_starts_fails_in_plan_once_and_is_recorded(
+    client: AirflowClient, airflow_db: Services
+) -> None:
+    """Well-formed fields that together make no window pass the form; plan refuses them, once."""
     run = client.send(
         "POST",
         f"/dags/{DAG_ID}/dagRuns",
-        {
-            "logical_date": None,
-            "conf": {"window_start": "2026-10-01'; drop table heldout.tumors; --", "window_end": "2026-10-02"},
-        },
+        {"logical_date": None, "conf": {"window_start": "2026-10-02T00:00:00+00:00", "window_end": "2026-10-01"}},
     )
     run_id = str(run["dag_run_id"])
     began = time.monotonic()

@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import numpy as np
 import psycopg
+import pyarrow as pa
 import pytest
 
 from batchscore.config import PipelineConfig
 from batchscore.job import Endpoints, run_pipeline
-from batchscore.load import DuplicateKeys
+from batchscore.load import DuplicateKeys, has_duplicate_keys
 from batchscore.windows import Window
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, expected_scores, run_record, stored_scores
@@ -101,19 +102,16 @@ def test_fail_policy_fails_the_run_and_publishes_nothing(services: Services) -> 
     assert "duplicate_keys" in record["remedy"]
 
 
-def test_the_published_slices_prove_one_row_per_key(services: Services) -> None:
-    """Each leaf of the window carries a unique index on the key; the leaves are disjoint key ranges."""
-    config = duplicating("reject")
-    run_pipeline(config, endpoints(services), window=WINDOW, run_id="it__dup_index", max_slices=3)
-    with psycopg.connect(services.scores_url) as conn:
-        leaves = conn.execute(
-            """
-            SELECT c.relname, bool_or(i.indisunique)
-            FROM pg_partition_tree(%s::regclass) AS t JOIN pg_class c ON c.oid = t.relid
-            LEFT JOIN pg_index i ON i.indrelid = c.oid
-            WHERE t.isleaf GROUP BY c.relname
-            """,
-            (config.output.table,),
-        ).fetchall()
-    assert len(leaves) == 3
-    assert all(unique for _, unique in leaves)
+@pytest.mark.parametrize(
+    ("keys", "duplicated"),
+    [
+        ([pa.array([3, 1, 2]), pa.array([5, 4])], False),
+        ([pa.array([3, 1, 2]), pa.array([5, 1])], True),
+        ([pa.chunked_array([pa.array(["a", "b"]), pa.array(["c"])])], False),
+        ([pa.array(["a", "b"]), pa.array(["b"])], True),
+        ([pa.array([], pa.int64())], False),
+        ([], False),
+    ],
+)
+def test_the_engine_proves_one_row_per_key(keys: list, duplicated: bool) -> None:
+    assert has_duplicate_keys(keys) is duplicated

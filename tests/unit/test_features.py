@@ -51,3 +51,12 @@ def test_model_frame_uses_nan_for_missing_in_both_kinds() -> None:
     assert frame["c"].dtype == object
     assert frame["c"][0] == "a"
     assert frame["c"][1] is np.nan  # noqa: PLW0177 (identity with the sentinel is the point)
+
+
+def test_numbers_turned_into_text_since_training_fail_naming_both_types() -> None:
+    trained = (FeatureSpec("x", "numeric", source_type="double"), FeatureSpec("c", "categorical", source_type="string"))
+    source = pa.schema([("id", pa.int64()), ("x", pa.string()), ("c", pa.string())])
+    with pytest.raises(SchemaMismatch, match=r"feature 'x' is string in the source but was double when the model"):
+        staged_schema(source, "id", trained)
+    as_trained = pa.schema([("id", pa.int64()), ("x", pa.int32()), ("c", pa.int64())])  # still numbers: fine
+    assert staged_schema(as_trained, "id", trained).field("x").type == pa.float64()

@@ -63,10 +63,14 @@ def feature_specs(train: pa.Table) -> tuple[FeatureSpec, ...]:
             "categorical",
             nullable=name not in NOT_NULL_CATEGORIES,
             categories=tuple(sorted(v for v in pc.unique(train.column(name)).to_pylist() if v is not None)),
+            source_type=str(train.schema.field(name).type),
         )
         for name in CATEGORICAL_FEATURES
     ]
-    specs += [FeatureSpec(name, "numeric", nullable=True) for name in NUMERIC_FEATURES]
+    specs += [
+        FeatureSpec(name, "numeric", nullable=True, source_type=str(train.schema.field(name).type))
+        for name in NUMERIC_FEATURES
+    ]
     return tuple(specs)
 
 
