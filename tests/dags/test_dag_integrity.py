@@ -88,7 +88,7 @@ def test_dag_file_does_not_import_heavy_libraries(path: Path) -> None:
         ("window_start", 20261101, "is not of type 'null', 'string'"),
         ("window_start", "2026-10-01'; drop table heldout.tumors; --", "does not match"),
         ("window_end", "tomorrow", "does not match"),
-        ("window_end", "2026-11-01T00:00:00+00:00" + " " * 40, "is too long"),
+        ("window_end", "2026-11-01T00:00:00+00:00; --", "does not match"),
     ],
 )
 def test_trigger_form_rejects_hostile_values(dagbag, name: str, value: object, message: str) -> None:
