@@ -199,7 +199,8 @@ def has_duplicate_keys(keys: list[pa.Array | pa.ChunkedArray]) -> bool:
         return False
     column = pa.chunked_array(chunks)
     if pa.types.is_integer(column.type):
-        values = np.sort(column.to_numpy())
+        values = np.concatenate([chunk.to_numpy() for chunk in column.chunks])  # one fresh copy, sorted in place
+        values.sort()
         return bool((values[1:] == values[:-1]).any())
     return int(pc.count_distinct(column).as_py()) < total
 
