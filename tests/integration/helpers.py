@@ -21,6 +21,19 @@ def churn_config(**changes: object) -> PipelineConfig:
     return config.model_copy(update=changes) if changes else config
 
 
+def churn_variant(name: str, query: str, **validation: object) -> PipelineConfig:
+    """churn under another name, reading ``query``, writing ``scoring.<name>_scores``, with validation changes."""
+    base = churn_config()
+    return base.model_copy(
+        update={
+            "name": name,
+            "source": base.source.model_copy(update={"query": query}),
+            "output": base.output.model_copy(update={"table": f"scoring.{name}_scores"}),
+            "validation": base.validation.model_copy(update=validation),
+        }
+    )
+
+
 def expected_scores(warehouse_url: str, registry: str, start: datetime, end: datetime) -> tuple[pd.DataFrame, set[int]]:
     """The model's own predict_proba on the window's rows, read here with psycopg and pandas.
 

@@ -18,6 +18,7 @@ import pytest
 
 from batchscore.airflow_glue import ParamError, run_params
 from batchscore.config import ConfigError, PipelineConfig, parse_config
+from batchscore.demo.warehouse import FEATURES
 from batchscore.features import SchemaMismatch
 from batchscore.job import Endpoints, PlanError, fail_run, plan_run, run_pipeline, score_slice
 from batchscore.load import DuplicateKeys
@@ -25,25 +26,19 @@ from batchscore.publish import RejectThresholdExceeded
 from batchscore.registry import RegistryError
 from batchscore.windows import Window, WindowError, resolve_window
 from tests.conftest import WAREHOUSE_END, Services, day_window
-from tests.integration.helpers import REPO, churn_config, count, expected_scores, run_record, stored_scores
+from tests.integration.helpers import (
+    REPO,
+    churn_config,
+    churn_variant,
+    count,
+    expected_scores,
+    run_record,
+    stored_scores,
+)
 
 pytestmark = pytest.mark.integration
 WINDOW = Window(*day_window(WAREHOUSE_END - timedelta(days=1)))
-COLUMNS = [
-    "customer_id",
-    "plan",
-    "region",
-    "channel",
-    "tenure_days",
-    "monthly_spend",
-    "txn_count_7d",
-    "txn_amount_7d",
-    "support_tickets_30d",
-    "days_since_last_login",
-    "avg_session_minutes",
-    "discount_rate",
-    "late_payments_90d",
-]
+COLUMNS = ("customer_id", *FEATURES)
 BASE_TABLE = "scoring.bad_input_scores"
 
 
@@ -53,14 +48,8 @@ def rewritten(
     """churn, its query wrapped so some columns are replaced by ``exprs`` (SQL over the original row)."""
     base = churn_config()
     select = ", ".join(f"{exprs.get(c, c)} AS {c}" for c in COLUMNS if c not in drop) + extra
-    query = f"SELECT {select} FROM ({base.source.query}) AS original {tail}"
-    return base.model_copy(
-        update={
-            "name": name,
-            "source": base.source.model_copy(update={"query": query}),
-            "output": base.output.model_copy(update={"table": f"scoring.{name}_scores"}),
-            "validation": base.validation.model_copy(update={"max_reject_fraction": 0.2}),
-        }
+    return churn_variant(
+        name, f"SELECT {select} FROM ({base.source.query}) AS original {tail}", max_reject_fraction=0.2
     )
 
 

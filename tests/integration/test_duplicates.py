@@ -14,7 +14,7 @@ from batchscore.job import Endpoints, run_pipeline
 from batchscore.load import DuplicateKeys, has_duplicate_keys
 from batchscore.windows import Window
 from tests.conftest import WAREHOUSE_END, Services, day_window
-from tests.integration.helpers import churn_config, expected_scores, run_record, stored_scores
+from tests.integration.helpers import churn_config, churn_variant, expected_scores, run_record, stored_scores
 
 pytestmark = pytest.mark.integration
 WINDOW = Window(*day_window(WAREHOUSE_END - timedelta(days=2)))
@@ -26,16 +26,8 @@ def duplicating(policy: str) -> PipelineConfig:
     query = f"SELECT * FROM ({base.source.query}) AS q UNION ALL SELECT * FROM ({base.source.query}) AS r " + (
         "WHERE customer_id % 100 = 7"
     )
-    name = f"churn_dup_{policy}"
-    return base.model_copy(
-        update={
-            "name": name,
-            "source": base.source.model_copy(update={"query": query}),
-            "output": base.output.model_copy(update={"table": f"scoring.{name}_scores"}),
-            "validation": base.validation.model_copy(update={"duplicate_keys": policy, "max_reject_fraction": 0.2}),
-            "execution": base.execution.model_copy(update={"slice_rows": 1_000}),  # max_slices decides
-        }
-    )
+    config = churn_variant(f"churn_dup_{policy}", query, duplicate_keys=policy, max_reject_fraction=0.2)
+    return config.model_copy(update={"execution": base.execution.model_copy(update={"slice_rows": 1_000})})
 
 
 def rejects_of(services: Services, pipeline: str, run_id: str) -> list[tuple]:
