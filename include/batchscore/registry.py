@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,7 +34,11 @@ TRUSTED_MODULE_PREFIXES = ("sklearn.",)
 TRUSTED_EXACT_TYPES = frozenset({"numpy.dtype"})
 
 
-_LOADED: dict[tuple[str, str, int, str], Any] = {}
+# Verified models kept by this process, least recently used first. A long-lived worker (Celery)
+# scores many pipelines and model versions for weeks: the cache is bounded, so its memory is too.
+# Keyed by the artifact's sha256: two registries or names holding the same bytes share one entry.
+LOADED_MODELS_KEPT = int(os.environ.get("BATCHSCORE_LOADED_MODELS", "4"))
+_LOADED: OrderedDict[str, Any] = OrderedDict()
 _LOAD_LOCK = threading.Lock()  # threads of one process (the in-process runner) share one load
 
 
@@ -224,15 +230,21 @@ class ModelRegistry:
     def load(self, manifest: ModelManifest, pinned_sha256: str | None = None) -> Any:
         """Deserialise the artifact after checking its sha256; only allowlisted types are built.
 
-        A verified model is kept for the life of the process (keyed by its sha256), so the
-        stages of one run, and the parts one worker scores, load and check it once.
+        The last ``BATCHSCORE_LOADED_MODELS`` (4) verified models are kept by this process,
+        keyed by their sha256, so the slices one worker scores load and check a model once,
+        and a worker that meets many model versions over weeks keeps a bounded number.
         """
         self._check_pin(manifest, pinned_sha256)
-        key = (self.root, manifest.name, manifest.version, manifest.sha256)
+        key = manifest.sha256
         with _LOAD_LOCK:
-            if key not in _LOADED:
-                _LOADED[key] = self._load_verified(manifest)
-            return _LOADED[key]
+            if key in _LOADED:
+                _LOADED.move_to_end(key)
+                return _LOADED[key]
+            model = self._load_verified(manifest)  # checks the bytes against this sha256 first
+            _LOADED[key] = model
+            while len(_LOADED) > max(1, LOADED_MODELS_KEPT):
+                _LOADED.popitem(last=False)
+            return model
 
     def verify(self, manifest: ModelManifest, pinned_sha256: str | None = None) -> None:
         """Check the artifact's bytes against its manifest (and a pin) without deserialising it.

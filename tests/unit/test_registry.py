@@ -142,3 +142,37 @@ def test_hostile_artifact_placed_in_the_registry_is_refused_at_load(registry: Mo
     registry.verify(swapped)  # the bytes match the (rewritten) manifest ...
     with pytest.raises(RegistryError, match=r"outside the allowlist: .*system"):
         registry.load(swapped)  # ... but deserialising refuses the callable
+
+
+def test_loaded_models_are_bounded_and_memory_stays_flat(
+    registry: ModelRegistry, data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-lived worker meeting 5 model versions 50 times keeps at most N of them (an LRU by sha256)."""
+    import gc
+
+    import psutil
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from batchscore import registry as module
+
+    x, y = data
+    manifests = [
+        registry.register("lru", HistGradientBoostingClassifier(max_iter=60, random_state=seed).fit(x, y), FEATURES)
+        for seed in range(5)
+    ]
+    monkeypatch.setattr(module, "LOADED_MODELS_KEPT", 2)
+    module._LOADED.clear()
+    process = psutil.Process()
+    rss = []
+    for i in range(50):
+        manifest = manifests[i % 5]
+        model = registry.load(manifest)
+        assert model.predict_proba(x.head(3)).shape == (3, 2)
+        assert len(module._LOADED) <= 2
+        assert next(reversed(module._LOADED)) == manifest.sha256  # the one just used is the newest
+        del model
+        gc.collect()
+        rss.append(process.memory_info().rss)
+    growth = (rss[-1] - rss[9]) / 2**20
+    assert growth < 20, f"memory grew {growth:.1f} MB from the 10th to the 50th load"
+    assert registry.load(manifests[4]) is registry.load(manifests[4]), "a hit returns the kept model"
