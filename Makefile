@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags
+.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags redis-server
 
 # Bytecode is compiled at install: every Airflow task is a fresh process, and with
 # PYTHONDONTWRITEBYTECODE=1 (set here and in many images) it would recompile scikit-learn, SciPy
@@ -22,7 +22,13 @@ install: $(STAMP)                 ## create .venv with the pinned dependencies
 demo: $(STAMP)                    ## the whole job end to end on the embedded PostgreSQL + a real Airflow
 	$(BIN)/python -m batchscore demo
 
-test: $(STAMP) lint typecheck     ## the whole test suite (lint, types, unit, integration, Airflow, end to end)
+# The Celery tests run a real Redis broker: Debian's redis-server, installed here when missing (as root).
+redis-server:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || \
+	  { echo "the Celery tests need redis-server: sudo apt-get install redis-server"; exit 1; }
+
+test: $(STAMP) redis-server lint typecheck     ## the whole test suite (lint, types, unit, integration, Airflow, end to end)
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)
@@ -38,7 +44,7 @@ test-unit: $(STAMP)                ## no services: unit tests and the DAG integr
 test-integration: $(STAMP)         ## the engine and dag.test() on the embedded PostgreSQL
 	$(BIN)/python -m pytest tests/integration tests/airflow
 
-test-e2e: $(STAMP)                 ## a real scheduler, dag-processor and API server
+test-e2e: $(STAMP) redis-server    ## a real scheduler, dag-processor and API server; Celery workers
 	$(BIN)/python -m pytest tests/e2e
 
 airflow: $(STAMP)                 ## start the Airflow UI + scheduler on the local stack (background)

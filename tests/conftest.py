@@ -40,6 +40,9 @@ os.environ.pop("BATCHSCORE_PG_URL", None)
 PIPELINES = TEST_ROOT / "pipelines"
 SLICED = "churn_sliced"
 SLICED_TABLE = "scoring.churn_sliced_scores"
+# Scored by two Celery workers: 4 slices of a test day.
+CELERY = "churn_celery"
+CELERY_TABLE = "scoring.churn_celery_scores"
 
 
 def _write_pipelines() -> None:
@@ -53,6 +56,9 @@ def _write_pipelines() -> None:
     sliced.update(name=SLICED, tags=["churn", "test"], output={"conn_id": "scores_db", "table": SLICED_TABLE})
     sliced["execution"].update(slice_rows=1_000, max_slices=3, retries=2, retry_delay_seconds=1)
     (PIPELINES / f"{SLICED}.yaml").write_text(yaml.safe_dump(sliced, sort_keys=False))
+    celery = {**sliced, "name": CELERY, "output": {"conn_id": "scores_db", "table": CELERY_TABLE}}
+    celery["execution"] = {**sliced["execution"], "slice_rows": 700, "max_slices": 4, "threads_per_slice": 1}
+    (PIPELINES / f"{CELERY}.yaml").write_text(yaml.safe_dump(celery, sort_keys=False))
 
 
 def _write_dag_files() -> None:

@@ -118,7 +118,7 @@ class ExecutionConfig(_Strict):
     executor gives the run (see the README's "How the work is cut").
     """
 
-    slice_rows: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 2_000_000
+    slice_rows: Annotated[int, Field(ge=100, le=1_000_000_000)] = 2_000_000
     max_slices: Annotated[int, Field(ge=1, le=1024)] = 8
     parallel_slices: Annotated[int, Field(ge=1, le=1024)] | None = None
     threads_per_slice: Annotated[int, Field(ge=1, le=256)] | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from batchscore import db, runs, slices
+from batchscore import db, runs, settings, slices
 from batchscore.config import PipelineConfig
 from batchscore.errors import PermanentError, one_line, remedy_of, root_cause
 from batchscore.extract import estimate_rows, probe_schema, render_query, source_batches
@@ -414,7 +413,7 @@ def score_slice(
         startup_seconds=round(startup, 3),
         first_row_seconds=round(first_row, 3),
         unique_key_seconds=round(unique_key_seconds, 3),
-        host=socket.gethostname(),
+        host=settings.host_name(),
         summary=summary.partial(),
     )
 

@@ -9,6 +9,7 @@ LocalExecutor, exactly as in production minus Celery.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -58,10 +59,14 @@ class LocalStack:
     pg_settings: dict[str, str] = field(default_factory=dict)
     parallelism: int = 4
     dags_dir: Path = field(default_factory=lambda: settings.PROJECT_ROOT / "dags")
+    name: str = "airflow"  # AIRFLOW_HOME's folder under root and the metadata database's name
+    executor: str = "LocalExecutor"
+    broker_url: str | None = None  # CeleryExecutor: the Redis broker
+    heartbeat_timeout: int | None = None  # seconds before a task whose worker vanished is failed (and retried)
 
     @property
     def home(self) -> Path:
-        return self.root / "airflow"
+        return self.root / self.name
 
     @property
     def pg(self) -> EmbeddedPostgres:
@@ -71,14 +76,14 @@ class LocalStack:
         """URL of the ``airflow``, ``warehouse`` or ``scores`` database."""
         if self.external_url:
             return self.external_url
-        return self.pg.url(role)
+        return self.pg.url(self.name if role == "airflow" else role)
 
     def start_database(self) -> None:
         """Start the embedded server (unless an external one is configured) and create the databases."""
         if self.external_url:
             return
         pg = self.pg.start()
-        for name in ("airflow", "warehouse", "scores"):
+        for name in (self.name, "warehouse", "scores"):
             pg.ensure_database(name)
 
     def _secret(self, name: str) -> str:
@@ -98,12 +103,24 @@ class LocalStack:
         passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
         metadata = libpq_url(self.database_url("airflow")).replace("postgresql://", "postgresql+psycopg2://", 1)
         api = f"http://127.0.0.1:{self.api_port}"
-        return {
+        extra: dict[str, str] = {}
+        if self.executor == "CeleryExecutor":
+            if not self.broker_url:
+                raise ValueError("CeleryExecutor needs a broker_url (redis://host:port/0)")
+            extra |= {
+                "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata.replace("+psycopg2", "", 1),
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            }
+        if self.heartbeat_timeout:
+            extra["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout)
+        return extra | {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "batchscore.settings.host_name",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
             "AIRFLOW__CORE__AUTH_MANAGER": (
@@ -216,9 +233,44 @@ class LocalStack:
             time.sleep(2)
         raise TimeoutError(f"Airflow did not become healthy in {timeout:.0f}s (last health: {last})")
 
+    def start_worker(self, hostname: str) -> Path:
+        """Start ``airflow celery worker`` as ``hostname``, in a working directory of its own; returns it.
+
+        Nothing of a task's data passes through this directory (tasks hand over through the
+        databases): it holds the worker's own logs. Each worker serves its logs on its own port.
+        """
+        from batchscore.embedded_pg import free_port
+
+        workdir = self.root / f"{self.name}-worker-{hostname}"
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **self.env(),
+            "AIRFLOW_HOME": str(workdir),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(workdir / "logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "BATCHSCORE_WORKER_NAME": hostname,
+        }
+        airflow_bin = str(Path(sys.executable).with_name("airflow"))
+        args = [airflow_bin, "celery", "worker", "--celery-hostname", f"{hostname}@%h", "--concurrency", "1"]
+        log = (workdir / "worker.log").open("ab")
+        proc = subprocess.Popen(
+            args, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._pidfile(f"worker-{hostname}").write_text(str(proc.pid))
+        return workdir
+
+    def kill_worker(self, hostname: str) -> None:
+        """SIGKILL a worker's whole process group, as a lost machine would vanish."""
+        pidfile = self._pidfile(f"worker-{hostname}")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+
     def stop_services(self) -> None:
-        """Stop the Airflow services this stack started (their whole process groups)."""
-        for service in SERVICES:
+        """Stop the Airflow services and workers this stack started (their whole process groups)."""
+        workers = [p.stem for p in self.home.glob("worker-*.pid")] if self.home.exists() else []
+        for service in (*SERVICES, *workers):
             pidfile = self._pidfile(service)
             if not pidfile.exists():
                 continue

@@ -15,6 +15,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DIR = Path(os.environ.get("BATCHSCORE_LOCAL_DIR", PROJECT_ROOT / ".local"))
 
 
+def host_name() -> str:
+    """This worker's name: ``BATCHSCORE_WORKER_NAME``, else the host's (Airflow's hostname_callable too)."""
+    import socket
+
+    return os.environ.get("BATCHSCORE_WORKER_NAME") or socket.getfqdn()
+
+
 def pipelines_dir() -> Path:
     """Folder holding one YAML file per scoring pipeline."""
     return Path(os.environ.get("BATCHSCORE_PIPELINES_DIR", PROJECT_ROOT / "include" / "pipelines"))

@@ -13,71 +13,19 @@ import signal
 import time
 from datetime import timedelta
 
-import psutil
 import psycopg
 import pytest
 
 from batchscore.local import AirflowClient
 from tests.conftest import SLICED, SLICED_TABLE, WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, assert_exact, trigger, utc_day
+from tests.e2e.holds import DISARM_HOLD, HOLD_KEY, arm_hold, loading_backend, process_with_local_port
 from tests.integration.helpers import run_record
 
 pytestmark = pytest.mark.e2e
 
 SLICED_DAG = f"score_{SLICED}"
-HOLD_KEY = 4242
 SCHEMA, TABLE_NAME = SLICED_TABLE.split(".")
-# Arms each new slice table (``<table>_l<lineage id>``, not its ``_rej`` table) with a row trigger
-# that waits, at the 200th row of a session, for the advisory lock the test holds.
-ARM_HOLD = f"""
-CREATE OR REPLACE FUNCTION public.test_hold_load() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE seen int := coalesce(nullif(current_setting('test.hold_rows', true), ''), '0')::int + 1;
-BEGIN
-    PERFORM set_config('test.hold_rows', seen::text, false);
-    IF seen = 200 THEN
-        PERFORM pg_advisory_xact_lock({HOLD_KEY});
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE OR REPLACE FUNCTION public.test_arm_hold() RETURNS event_trigger LANGUAGE plpgsql AS $$
-DECLARE created record;
-BEGIN
-    FOR created IN SELECT object_identity FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
-        IF created.object_identity ~ '^{SCHEMA}\\.{TABLE_NAME}_l[0-9]+$' THEN
-            EXECUTE format(
-                'CREATE TRIGGER test_hold BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION public.test_hold_load()',
-                created.object_identity
-            );
-        END IF;
-    END LOOP;
-END $$;
-DROP EVENT TRIGGER IF EXISTS test_arm_hold;
-CREATE EVENT TRIGGER test_arm_hold ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
-    EXECUTE FUNCTION public.test_arm_hold();
-"""
-DISARM_HOLD = "DROP EVENT TRIGGER IF EXISTS test_arm_hold"
-
-
-def _loading_backend(scores_url: str, timeout: float = 300) -> int:
-    """The client port of a slice task's COPY once it waits mid-load on the test's advisory lock."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(scores_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT client_port FROM pg_stat_activity WHERE wait_event = 'advisory' AND query ILIKE %s",
-                (f"%COPY%{TABLE_NAME}_l%",),
-            ).fetchone()
-            if row:
-                return int(row[0])
-            time.sleep(0.2)
-    raise TimeoutError("no slice task reached the held row of its load")
-
-
-def _process_with_local_port(port: int) -> psutil.Process:
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.laddr and conn.laddr.port == port and conn.pid:
-            return psutil.Process(conn.pid)
-    raise LookupError(f"no process holds a TCP connection from port {port}")
 
 
 def _unattached_slice_tables(scores_url: str, run_id: str) -> list[str]:
@@ -102,13 +50,13 @@ def test_slice_task_killed_mid_load_is_retried_and_the_window_is_exact(
     client.send("PATCH", f"/dags/{SLICED_DAG}", {"is_paused": False})
     start, end = utc_day(WAREHOUSE_END - timedelta(days=3))
     with psycopg.connect(airflow_db.scores_url, autocommit=True) as admin:
-        admin.execute(ARM_HOLD)
+        admin.execute(arm_hold(SLICED_TABLE))
         holder = psycopg.connect(airflow_db.scores_url, autocommit=True)
         try:
             holder.execute("SELECT pg_advisory_lock(%s)", (HOLD_KEY,))
             run_id = trigger(client, start, end, dag_id=SLICED_DAG)
-            port = _loading_backend(airflow_db.scores_url)
-            task = _process_with_local_port(port)
+            port = loading_backend(airflow_db.scores_url, SLICED_TABLE)
+            task = process_with_local_port(port)
             os.kill(task.pid, signal.SIGKILL)
             task.wait(timeout=30)
         finally:

@@ -42,7 +42,7 @@ def test_shipped_config_is_valid() -> None:
         (("timezone",), "Mars/Olympus", "unknown time zone"),
         (("model", "version"), "../../etc/passwd", "String should match pattern"),
         (("validation", "max_reject_fraction"), 1.5, "less than or equal to 1"),
-        (("execution", "slice_rows"), 10, "greater than or equal to 1000"),
+        (("execution", "slice_rows"), 10, "greater than or equal to 100"),
         (("entity_key",), "Customer-ID", "must be a lower-case SQL identifier"),
         (("source", "query"), "SELECT 1 WHERE :window_start < :window_end; DELETE FROM t", "single SELECT"),
     ],

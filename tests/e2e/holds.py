@@ -1,0 +1,71 @@
+"""Stopping a slice task mid-load, deterministically, inside PostgreSQL.
+
+An event trigger arms every slice table a pipeline creates with a row trigger that, at its
+200th row, waits on an advisory lock the test holds. Each slice task's COPY then stops
+mid-load with rows already sent, where the test can find it (``pg_stat_activity``) and
+kill its process, or its whole worker.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import psycopg
+
+HOLD_KEY = 4242
+DISARM_HOLD = "DROP EVENT TRIGGER IF EXISTS test_arm_hold"
+
+
+def arm_hold(table: str) -> str:
+    """SQL arming each new slice table of ``schema.table`` (``<table>_l<id>``, not its ``_rej`` table)."""
+    schema, name = table.split(".")
+    return f"""
+CREATE OR REPLACE FUNCTION public.test_hold_load() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE seen int := coalesce(nullif(current_setting('test.hold_rows', true), ''), '0')::int + 1;
+BEGIN
+    PERFORM set_config('test.hold_rows', seen::text, false);
+    IF seen = 200 THEN
+        PERFORM pg_advisory_xact_lock({HOLD_KEY});
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE FUNCTION public.test_arm_hold() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE created record;
+BEGIN
+    FOR created IN SELECT object_identity FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
+        IF created.object_identity ~ '^{schema}\\.{name}_l[0-9]+$' THEN
+            EXECUTE format(
+                'CREATE TRIGGER test_hold BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION public.test_hold_load()',
+                created.object_identity
+            );
+        END IF;
+    END LOOP;
+END $$;
+DROP EVENT TRIGGER IF EXISTS test_arm_hold;
+CREATE EVENT TRIGGER test_arm_hold ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+    EXECUTE FUNCTION public.test_arm_hold();
+"""
+
+
+def loading_backend(scores_url: str, table: str, timeout: float = 300) -> int:
+    """The client port of a slice task's COPY once it waits mid-load on the test's advisory lock."""
+    name = table.split(".")[1]
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(scores_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT client_port FROM pg_stat_activity WHERE wait_event = 'advisory' AND query ILIKE %s",
+                (f"%COPY%{name}_l%",),
+            ).fetchone()
+            if row:
+                return int(row[0])
+            time.sleep(0.2)
+    raise TimeoutError("no slice task reached the held row of its load")
+
+
+def process_with_local_port(port: int) -> psutil.Process:
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid)
+    raise LookupError(f"no process holds a TCP connection from port {port}")

@@ -1,0 +1,151 @@
+"""Past one machine: the DAG on CeleryExecutor with two real workers, and a worker lost mid-window.
+
+A real Redis broker (Debian's redis-server), Airflow's metadata and the Celery result backend
+on the embedded PostgreSQL, a scheduler, a dag-processor, an api-server, and two
+``airflow celery worker`` processes with distinct hostnames, ``worker_concurrency`` 1 and working
+directories of their own. Nothing passes between tasks but XCom and the databases.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from batchscore.embedded_pg import free_ports
+from batchscore.local import AirflowClient, LocalStack
+from tests.conftest import CELERY, CELERY_TABLE, PG_PORT, STACK, TEST_ROOT, WAREHOUSE_END, Services
+from tests.e2e.conftest import assert_exact, trigger, utc_day
+from tests.e2e.holds import DISARM_HOLD, HOLD_KEY, arm_hold, loading_backend, process_with_local_port
+from tests.integration.helpers import run_record
+
+pytestmark = pytest.mark.e2e
+CELERY_DAG = f"score_{CELERY}"
+WORKERS = ("worker1", "worker2")
+
+
+def _wait_for_log(path: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(1)
+    tail = path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+    raise TimeoutError(f"{path} never said {text!r}:\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def celery(airflow_db: Services) -> Iterator[tuple[LocalStack, AirflowClient]]:
+    redis_bin = shutil.which("redis-server")
+    assert redis_bin, "redis-server is installed by the project's setup (make test / .ci/run)"
+    redis_port, api_port = free_ports(2)
+    redis_dir = TEST_ROOT / "redis"
+    redis_dir.mkdir(exist_ok=True)
+    redis = subprocess.Popen(
+        [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=redis_dir,
+        stdout=(redis_dir / "redis.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    stack = LocalStack(
+        root=TEST_ROOT,
+        pg_port=PG_PORT,
+        api_port=api_port,
+        external_url=None,
+        pg_settings=STACK.pg_settings,
+        dags_dir=STACK.dags_dir,
+        name="airflow_celery",
+        executor="CeleryExecutor",
+        broker_url=f"redis://127.0.0.1:{redis_port}/0",
+        heartbeat_timeout=20,
+    )
+    try:
+        stack.migrate()
+        stack.start_services(timeout=240)
+        for name in WORKERS:
+            workdir = stack.start_worker(name)
+            _wait_for_log(workdir / "worker.log", "ready.")
+        api = AirflowClient(f"http://127.0.0.1:{api_port}")
+        api.wait_for_dag(CELERY_DAG, timeout=120)
+        api.send("PATCH", f"/dags/{CELERY_DAG}", {"is_paused": False})
+    except BaseException:
+        for log in sorted(TEST_ROOT.glob("airflow_celery*/**/*.log"))[:8]:
+            print(f"--- {log}\n{log.read_text(errors='replace')[-3000:]}")
+        stack.stop_services()
+        redis.terminate()
+        raise
+    try:
+        yield stack, api
+    finally:
+        stack.stop_services()
+        redis.terminate()
+        redis.wait(timeout=30)
+
+
+def _slice_instances(api: AirflowClient, run_id: str) -> list[dict]:
+    listed = api.get(f"/dags/{CELERY_DAG}/dagRuns/{run_id}/taskInstances", limit=100)["task_instances"]
+    return [t for t in listed if t["task_id"] == "score_slice"]
+
+
+def test_two_celery_workers_share_the_slices_and_the_window_is_exact(
+    celery: tuple[LocalStack, AirflowClient], airflow_db: Services
+) -> None:
+    _, api = celery
+    start, end = utc_day(WAREHOUSE_END - timedelta(days=11))
+    run_id = trigger(api, start, end, dag_id=CELERY_DAG)
+    api.wait_for_runs(CELERY_DAG, {run_id}, timeout=600, poll=1)
+
+    assert_exact(airflow_db, start, end, run_id, table=CELERY_TABLE, pipeline=CELERY)
+    slices = _slice_instances(api, run_id)
+    assert len(slices) == 4
+    assert {t["hostname"] for t in slices} == set(WORKERS), "both workers scored slices"
+    record = run_record(airflow_db.scores_url, CELERY, run_id)
+    assert record is not None
+    assert {s["host"] for s in record["slices"]} == set(WORKERS)
+
+
+def _worker_of(stack: LocalStack, process: psutil.Process) -> str:
+    """Which test worker ``process`` (a task's process) runs under: its ancestors hold the worker's main pid."""
+    lineage = {process.pid, *(p.pid for p in process.parents())}
+    for name in WORKERS:
+        if int((stack.home / f"worker-{name}.pid").read_text()) in lineage:
+            return name
+    raise LookupError(f"process {process.pid} belongs to no test worker")
+
+
+def test_a_worker_lost_mid_window_is_replaced_by_the_other_and_the_window_is_exact(
+    celery: tuple[LocalStack, AirflowClient], airflow_db: Services
+) -> None:
+    stack, api = celery
+    start, end = utc_day(WAREHOUSE_END - timedelta(days=12))
+    with psycopg.connect(airflow_db.scores_url, autocommit=True) as admin:
+        admin.execute(arm_hold(CELERY_TABLE))
+        holder = psycopg.connect(airflow_db.scores_url, autocommit=True)
+        try:
+            holder.execute("SELECT pg_advisory_lock(%s)", (HOLD_KEY,))
+            run_id = trigger(api, start, end, dag_id=CELERY_DAG)
+            task = process_with_local_port(loading_backend(airflow_db.scores_url, CELERY_TABLE))
+            lost = _worker_of(stack, task)
+            stack.kill_worker(lost)  # the whole worker, as a lost machine: its task process too
+        finally:
+            admin.execute(DISARM_HOLD)
+            holder.execute("SELECT pg_advisory_unlock(%s)", (HOLD_KEY,))
+            holder.close()
+    api.wait_for_runs(CELERY_DAG, {run_id}, timeout=600, poll=1)
+
+    assert_exact(airflow_db, start, end, run_id, table=CELERY_TABLE, pipeline=CELERY)
+    survivor = next(name for name in WORKERS if name != lost)
+    slices = _slice_instances(api, run_id)
+    retried = [t for t in slices if t["try_number"] > 1]
+    assert len(retried) == 1, [(t["map_index"], t["try_number"], t["hostname"]) for t in slices]
+    assert retried[0]["hostname"] == survivor, "the lost worker's slice was scored again by the other worker"
+    record = run_record(airflow_db.scores_url, CELERY, run_id)
+    assert record is not None
+    assert len(record["slices"]) == 4
