@@ -94,6 +94,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--through-airflow", action="store_true", help="also time the window through the DAG on a real scheduler"
     )
+    parser.add_argument(
+        "--celery-workers",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[],
+        help="with --through-airflow: also run the DAG on CeleryExecutor with each of these worker counts (e.g. 1,2)",
+    )
     # Worker mode: the harness re-runs this script with --path for each measurement.
     parser.add_argument("--path", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -158,8 +164,8 @@ def run_all(paths: Sequence[str], url: str, ns: argparse.Namespace) -> Report:
     return report
 
 
-def airflow_measurement(url: str, ns: argparse.Namespace) -> dict[str, Any]:
-    """The same window through the scoring DAG on a real scheduler (see bench_airflow.py)."""
+def airflow_measurement(url: str, ns: argparse.Namespace, celery_workers: int = 0) -> dict[str, Any]:
+    """The same window through the scoring DAG on a real scheduler (benchkit/airflow_path.py)."""
     from benchkit.airflow_path import through_airflow
 
     drop_table(url, "airflow_scores")
@@ -173,6 +179,7 @@ def airflow_measurement(url: str, ns: argparse.Namespace) -> dict[str, Any]:
         rows=ns.rows,
         window=(WINDOW_START, WINDOW_END),
         part_rows=ns.part_rows,
+        celery_workers=celery_workers,
     )
 
 
@@ -210,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             warm_cache(url)
         report = run_all(paths, url, ns) if paths else None
         airflow = airflow_measurement(url, ns) if ns.through_airflow else None
+        if airflow is not None and ns.celery_workers:
+            airflow["celery"] = {n: airflow_measurement(url, ns, celery_workers=n) for n in ns.celery_workers}
         profiled = profile_measurement(url, ns) if ns.profile else None
     finally:
         if not ns.keep_server:

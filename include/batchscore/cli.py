@@ -66,6 +66,18 @@ def cmd_airflow(args: argparse.Namespace) -> None:
     print(f"Logs: {stack.home / 'logs'}.  Stop with: make stop")
 
 
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    from batchscore.demo.run import prepare_data
+
+    prepare_data(
+        args.url,
+        settings.model_registry_root(),
+        rows_per_day=args.rows_per_day,
+        days=args.days,
+        today=datetime.now(UTC).date(),
+    )
+
+
 def cmd_seed(args: argparse.Namespace) -> None:
     from batchscore.demo.warehouse import seed_warehouse
     from batchscore.local import LocalStack
@@ -168,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("airflow", help="the local Airflow services")
     p.add_argument("action", choices=["up", "down", "env"])
     p.set_defaults(func=cmd_airflow)
+
+    p = sub.add_parser(
+        "demo-data", help="seed the demo warehouse at --url and register the demo model, each only if missing"
+    )
+    p.add_argument("--url", required=True, help="the warehouse database URL")
+    p.add_argument("--rows-per-day", type=int, default=int(os.environ.get("DEMO_ROWS_PER_DAY", "100000")))
+    p.add_argument("--days", type=int, default=60)
+    p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("seed", help="(re)generate the demo warehouse")
     p.add_argument("--rows-per-day", type=int, default=100_000)

@@ -292,6 +292,47 @@ class LocalStack:
             self.pg.stop()
 
 
+def start_redis(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """A Redis server on 127.0.0.1:``port`` for the Celery broker (Debian's ``redis-server``), no persistence.
+
+    Waits until it answers; the caller terminates it.
+    """
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("CeleryExecutor needs redis-server: sudo apt-get install redis-server")
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=folder,
+        stdout=(folder / "redis.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while not port_in_use(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not start on port {port}; see {folder / 'redis.log'}")
+        time.sleep(0.1)
+    return proc
+
+
+def group_cpu_seconds(leader: int) -> float:
+    """CPU seconds used so far by the process group of ``leader`` (a worker and the task processes it ran)."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) != leader:
+                continue
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        except (ProcessLookupError, psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
 class AirflowClient:
     """A minimal REST API v2 client with a bearer token (SimpleAuthManager login)."""
 

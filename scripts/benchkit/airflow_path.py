@@ -21,8 +21,14 @@ import yaml
 DAG_NAME = "bench_airflow"
 
 
-def pipeline_file(folder: Path, *, query: str, features: list[str], rows: int, part_rows: int | None) -> Path:
-    """The bench pipeline as a config file (start_date in the future: unpausing schedules nothing)."""
+def pipeline_file(
+    folder: Path, *, query: str, features: list[str], rows: int, part_rows: int | None, workers: int = 0
+) -> Path:
+    """The bench pipeline as a config file (start_date in the future: unpausing schedules nothing).
+
+    ``workers``: Celery workers of concurrency 1 sharing this machine (0: LocalExecutor); the
+    slices are the same, and each slice task gets the cores of its worker's share.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.yaml"):
         old.unlink()
@@ -42,7 +48,8 @@ def pipeline_file(folder: Path, *, query: str, features: list[str], rows: int, p
             "slice_rows": part_rows or max(250_000, math.ceil(rows / cores)),
             "max_slices": cores,
             "batch_rows": 100_000,
-            "parallel_slices": cores,
+            "parallel_slices": workers or cores,
+            **({"threads_per_slice": max(1, cores // workers)} if workers else {}),
             "retries": 0,
             "max_window_days": 2,
         },
@@ -114,18 +121,21 @@ def through_airflow(
     rows: int,
     window: tuple[datetime, datetime],
     part_rows: int | None,
+    celery_workers: int = 0,
 ) -> dict[str, Any]:
     """Time the bench DAG on a real scheduler: a small window (first run after start, then again), then the window.
 
     The first run after the stack starts pays one-off costs (the API server's first
     requests, cold caches); the second small run and the full window are what a
-    long-running deployment's nightly runs see.
+    long-running deployment's nightly runs see. With ``celery_workers``, the stack runs
+    CeleryExecutor with that many workers (concurrency 1, a Redis broker), and the result
+    holds each worker's CPU seconds during the full window.
     """
-    from batchscore.embedded_pg import free_port
-    from batchscore.local import AirflowClient, LocalStack
+    from batchscore.embedded_pg import free_ports
+    from batchscore.local import AirflowClient, LocalStack, group_cpu_seconds, start_redis
 
     pipelines = bench_dir / "pipelines"
-    pipeline_file(pipelines, query=query, features=features, rows=rows, part_rows=part_rows)
+    pipeline_file(pipelines, query=query, features=features, rows=rows, part_rows=part_rows, workers=celery_workers)
     os.environ.update(
         {
             "BATCHSCORE_PIPELINES_DIR": str(pipelines),
@@ -133,10 +143,23 @@ def through_airflow(
             "AIRFLOW_CONN_BENCH_DB": url,
         }
     )
+    api_port, redis_port = free_ports(2)
+    redis = start_redis(bench_dir / "redis", redis_port) if celery_workers else None
     # The bench pipeline's generated DAG file goes to a DAG folder of its own (never the project's).
-    stack = LocalStack(root=bench_dir, external_url=url, api_port=free_port(), dags_dir=bench_dir / "dags")
+    stack = LocalStack(
+        root=bench_dir,
+        external_url=url,
+        api_port=api_port,
+        dags_dir=bench_dir / "dags",
+        name="airflow_celery" if celery_workers else "airflow",
+        executor="CeleryExecutor" if celery_workers else "LocalExecutor",
+        broker_url=f"redis://127.0.0.1:{redis_port}/0" if celery_workers else None,
+    )
     stack.migrate()
     stack.start_services()
+    workers = [f"worker{i + 1}" for i in range(celery_workers)]
+    for name in workers:
+        _wait_ready(stack.start_worker(name) / "worker.log")
     try:
         client = AirflowClient(f"http://127.0.0.1:{stack.api_port}")
         dag_id = f"score_{DAG_NAME}"
@@ -145,9 +168,14 @@ def through_airflow(
         small_window = (window[0], window[0] + (window[1] - window[0]) * SMALL_FRACTION)
         first = _trigger(client, dag_id, small_window)
         small = _trigger(client, dag_id, small_window)
+        leaders = {name: int((stack.home / f"worker-{name}.pid").read_text()) for name in workers}
+        before = {name: group_cpu_seconds(pid) for name, pid in leaders.items()}
         full = _trigger(client, dag_id, window)
+        cpu = {name: round(group_cpu_seconds(pid) - before[name], 1) for name, pid in leaders.items()}
         return {
             **full,
+            "workers": celery_workers,
+            "worker_cpu_seconds": cpu,
             **_run_record(url, full["run_id"]),
             "small": {
                 "first_run_seconds": first["seconds"],
@@ -157,3 +185,16 @@ def through_airflow(
         }
     finally:
         stack.stop_services()
+        if redis is not None:
+            redis.terminate()
+            redis.wait(timeout=30)
+
+
+def _wait_ready(log: Path, timeout: float = 120) -> None:
+    """Until a Celery worker says it is ready (its log's ``ready.``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and "ready." in log.read_text(errors="replace"):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the Celery worker never became ready; see {log}")

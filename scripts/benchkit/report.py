@@ -121,6 +121,13 @@ def dag_lines(airflow: dict[str, Any]) -> str:
             f"read {part['read_seconds']:.1f}s, scoring {part['score_seconds']:.1f} thread-s, "
             f"key check {part.get('unique_key_seconds', 0.0):.1f}s"
         )
+    for workers, run in sorted((airflow.get("celery") or {}).items()):
+        cpu = ", ".join(f"{name} {seconds:.1f} CPU-s" for name, seconds in run.get("worker_cpu_seconds", {}).items())
+        lines.append(
+            f"through Celery, {workers} worker(s) of concurrency 1: the window {run['seconds']:.1f}s trigger to "
+            f"success (tasks: {', '.join(f'{k} {v}' for k, v in run['task_seconds'].items())}; {cpu}); "
+            f"small window {run.get('small', {}).get('seconds', math.nan):.1f}s"
+        )
     return "\n".join(lines)
 
 
@@ -137,6 +144,8 @@ def result_line(report: Report, airflow: dict[str, Any] | None = None) -> str:
         speedup = dag["dag_speedup_vs_best_handwritten"]
         line += f" dag_seconds={dag['dag_seconds']:.1f} dag_speedup_vs_best_handwritten={speedup:.2f}"
         line += f" dag_vs_engine={dag['dag_vs_engine']:.2f} dag_small_seconds={dag['dag_small_seconds']:.1f}"
+    for workers, run in sorted(((airflow or {}).get("celery") or {}).items()):
+        line += f" dag_celery{workers}_seconds={run['seconds']:.1f}"
     return line
 
 

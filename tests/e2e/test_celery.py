@@ -8,8 +8,6 @@ directories of their own. Nothing passes between tasks but XCom and the database
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,7 +18,7 @@ import psycopg
 import pytest
 
 from batchscore.embedded_pg import free_ports
-from batchscore.local import AirflowClient, LocalStack
+from batchscore.local import AirflowClient, LocalStack, start_redis
 from tests.conftest import CELERY, CELERY_TABLE, PG_PORT, STACK, TEST_ROOT, WAREHOUSE_END, Services
 from tests.e2e.conftest import assert_exact, trigger, utc_day
 from tests.e2e.holds import DISARM_HOLD, HOLD_KEY, arm_hold, loading_backend, process_with_local_port
@@ -43,17 +41,8 @@ def _wait_for_log(path: Path, text: str, timeout: float = 120) -> None:
 
 @pytest.fixture(scope="module")
 def celery(airflow_db: Services) -> Iterator[tuple[LocalStack, AirflowClient]]:
-    redis_bin = shutil.which("redis-server")
-    assert redis_bin, "redis-server is installed by the project's setup (make test / .ci/run)"
     redis_port, api_port = free_ports(2)
-    redis_dir = TEST_ROOT / "redis"
-    redis_dir.mkdir(exist_ok=True)
-    redis = subprocess.Popen(
-        [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=redis_dir,
-        stdout=(redis_dir / "redis.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    redis = start_redis(TEST_ROOT / "redis", redis_port)
     stack = LocalStack(
         root=TEST_ROOT,
         pg_port=PG_PORT,

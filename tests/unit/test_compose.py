@@ -367,3 +367,24 @@ def test_dockerfile_ships_project_code_and_pythonpath():
         ("plugins/", "/opt/airflow/plugins/"),
     } <= copies
     assert ("ENV", "PYTHONPATH=/opt/airflow/include") in instructions
+
+
+def test_airflow_init_seeds_the_demo_and_registers_its_model(services):
+    """`docker compose up` ends with scores: the init prepares the warehouse and the model the DAG needs."""
+    script = "\n".join(services["airflow-init"]["command"])
+    assert script.index("airflow db migrate") < script.index("python -m batchscore demo-data")
+    assert '--url "$${AIRFLOW_CONN_WAREHOUSE_DB}"' in script
+
+
+def test_env_example_names_every_variable_and_env_is_never_committed():
+    text = (REPO_ROOT / "docker-compose.yaml").read_text()
+    referenced = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}", text))
+    example = {
+        line.split("=", 1)[0]
+        for line in (REPO_ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    optional = {"AIRFLOW_PROJ_DIR", "BATCHSCORE_IMAGE_NAME", "AIRFLOW_SIMPLE_AUTH_USERS"}
+    assert referenced - optional <= example, f"missing from .env.example: {sorted(referenced - optional - example)}"
+    assert ".env" in (REPO_ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in (REPO_ROOT / ".dockerignore").read_text().splitlines()

@@ -176,3 +176,14 @@ def test_loaded_models_are_bounded_and_memory_stays_flat(
     growth = (rss[-1] - rss[9]) / 2**20
     assert growth < 20, f"memory grew {growth:.1f} MB from the 10th to the 50th load"
     assert registry.load(manifests[4]) is registry.load(manifests[4]), "a hit returns the kept model"
+
+
+def test_the_registry_works_from_an_object_store_url(data: tuple) -> None:
+    """Workers on other hosts read the registry from a URL (fsspec): here fsspec's in-memory store."""
+    x, y = data
+    remote = ModelRegistry("memory://batchscore-test/registry")
+    manifest = remote.register("m", LogisticRegression().fit(x, y), FEATURES, aliases=("champion",))
+    again = ModelRegistry("memory://batchscore-test/registry")  # another process would see the same objects
+    assert again.resolve("m", "champion") == manifest
+    again.verify(manifest, pinned_sha256=manifest.sha256)
+    assert again.load(manifest).predict_proba(x.head(2)).shape == (2, 2)

@@ -46,14 +46,30 @@ def prepare(stack: LocalStack, *, rows_per_day: int, days: int, today: date, res
     stack.start_database()
     _say("migrating the Airflow metadata database")
     stack.migrate()
-    warehouse = stack.database_url("warehouse")
+    prepare_data(
+        stack.database_url("warehouse"),
+        stack.env()["BATCHSCORE_MODEL_REGISTRY"],
+        rows_per_day=rows_per_day,
+        days=days,
+        today=today,
+        reseed=reseed,
+    )
+
+
+def prepare_data(
+    warehouse: str, registry_root: str, *, rows_per_day: int, days: int, today: date, reseed: bool = False
+) -> None:
+    """The demo warehouse up to yesterday and a registered 'churn' champion, each only if missing (idempotent).
+
+    What ``make demo`` and the docker-compose init service both run.
+    """
     seeded_rows, last_day = _warehouse_days(warehouse)
     if reseed or last_day != today - timedelta(days=1) or seeded_rows < rows_per_day:
         _say(f"seeding the warehouse: {days} days x {rows_per_day:,} customers")
         started = time.perf_counter()
         total = seed_warehouse(warehouse, end=today, days=days, rows_per_day=rows_per_day)
         _say(f"seeded {total:,} rows in {time.perf_counter() - started:.0f}s")
-    registry = ModelRegistry(stack.env()["BATCHSCORE_MODEL_REGISTRY"])
+    registry = ModelRegistry(registry_root)
     try:
         manifest = registry.resolve("churn", "champion")
     except RegistryError:
