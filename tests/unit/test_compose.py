@@ -168,7 +168,7 @@ def test_airflow_service_core_environment(services, name):
         "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
     )
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
-    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "true"
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "${AIRFLOW_DAGS_PAUSED_AT_CREATION:-false}"
     assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
     assert VAR_REF_WITH_DEFAULT.fullmatch(env["AIRFLOW__API_AUTH__JWT_SECRET"])
     assert env["PYTHONPATH"] == "/opt/airflow/include"
