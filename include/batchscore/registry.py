@@ -230,17 +230,20 @@ class ModelRegistry:
     def load(self, manifest: ModelManifest, pinned_sha256: str | None = None) -> Any:
         """Deserialise the artifact after checking its sha256; only allowlisted types are built.
 
-        The last ``BATCHSCORE_LOADED_MODELS`` (4) verified models are kept by this process,
-        keyed by their sha256, so the slices one worker scores load and check a model once,
-        and a worker that meets many model versions over weeks keeps a bounded number.
+        The artifact's bytes are read and checked against the manifest (and pin) on every
+        call, so a changed, truncated or missing file fails even when this process has
+        loaded that model before. Deserialising is what is cached: the last
+        ``BATCHSCORE_LOADED_MODELS`` (4) models, keyed by their sha256, so a process that
+        meets many model versions keeps a bounded number.
         """
         self._check_pin(manifest, pinned_sha256)
+        data = self._verified_bytes(manifest)  # every load reads and checks the bytes (ms): a swapped file fails
         key = manifest.sha256
         with _LOAD_LOCK:
             if key in _LOADED:
                 _LOADED.move_to_end(key)
                 return _LOADED[key]
-            model = self._load_verified(manifest)  # checks the bytes against this sha256 first
+            model = _deserialise(f"model {manifest.name} v{manifest.version}", data)
             _LOADED[key] = model
             while len(_LOADED) > max(1, LOADED_MODELS_KEPT):
                 _LOADED.popitem(last=False)
@@ -278,9 +281,6 @@ class ModelRegistry:
                 f"its manifest ({manifest.sha256}); the file was changed or corrupted"
             )
         return data
-
-    def _load_verified(self, manifest: ModelManifest) -> Any:
-        return _deserialise(f"model {manifest.name} v{manifest.version}", self._verified_bytes(manifest))
 
 
 def _deserialise(what: str, data: bytes) -> Any:

@@ -9,6 +9,8 @@ kill its process, or its whole worker.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psutil
 import psycopg
@@ -69,3 +71,17 @@ def process_with_local_port(port: int) -> psutil.Process:
         if conn.laddr and conn.laddr.port == port and conn.pid:
             return psutil.Process(conn.pid)
     raise LookupError(f"no process holds a TCP connection from port {port}")
+
+
+@contextmanager
+def held_mid_load(scores_url: str, table: str) -> Iterator[None]:
+    """Within: every new slice load of ``table`` stops at its 200th row. On exit: disarmed and released."""
+    with psycopg.connect(scores_url, autocommit=True) as admin:
+        admin.execute(arm_hold(table))
+        with psycopg.connect(scores_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (HOLD_KEY,))
+            try:
+                yield
+            finally:
+                admin.execute(DISARM_HOLD)
+                holder.execute("SELECT pg_advisory_unlock(%s)", (HOLD_KEY,))

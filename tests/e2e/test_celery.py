@@ -14,14 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import psutil
-import psycopg
 import pytest
 
 from batchscore.embedded_pg import free_ports
 from batchscore.local import AirflowClient, LocalStack, start_redis
 from tests.conftest import CELERY, CELERY_TABLE, PG_PORT, STACK, TEST_ROOT, WAREHOUSE_END, Services
 from tests.e2e.conftest import assert_exact, trigger, utc_day
-from tests.e2e.holds import DISARM_HOLD, HOLD_KEY, arm_hold, loading_backend, process_with_local_port
+from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port
 from tests.integration.helpers import run_record
 
 pytestmark = pytest.mark.e2e
@@ -114,19 +113,11 @@ def test_a_worker_lost_mid_window_is_replaced_by_the_other_and_the_window_is_exa
 ) -> None:
     stack, api = celery
     start, end = utc_day(WAREHOUSE_END - timedelta(days=12))
-    with psycopg.connect(airflow_db.scores_url, autocommit=True) as admin:
-        admin.execute(arm_hold(CELERY_TABLE))
-        holder = psycopg.connect(airflow_db.scores_url, autocommit=True)
-        try:
-            holder.execute("SELECT pg_advisory_lock(%s)", (HOLD_KEY,))
-            run_id = trigger(api, start, end, dag_id=CELERY_DAG)
-            task = process_with_local_port(loading_backend(airflow_db.scores_url, CELERY_TABLE))
-            lost = _worker_of(stack, task)
-            stack.kill_worker(lost)  # the whole worker, as a lost machine: its task process too
-        finally:
-            admin.execute(DISARM_HOLD)
-            holder.execute("SELECT pg_advisory_unlock(%s)", (HOLD_KEY,))
-            holder.close()
+    with held_mid_load(airflow_db.scores_url, CELERY_TABLE):
+        run_id = trigger(api, start, end, dag_id=CELERY_DAG)
+        task = process_with_local_port(loading_backend(airflow_db.scores_url, CELERY_TABLE))
+        lost = _worker_of(stack, task)
+        stack.kill_worker(lost)  # the whole worker, as a lost machine: its task process too
     api.wait_for_runs(CELERY_DAG, {run_id}, timeout=600, poll=1)
 
     assert_exact(airflow_db, start, end, run_id, table=CELERY_TABLE, pipeline=CELERY)

@@ -19,7 +19,7 @@ import pytest
 from batchscore.local import AirflowClient
 from tests.conftest import SLICED, SLICED_TABLE, WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, assert_exact, trigger, utc_day
-from tests.e2e.holds import DISARM_HOLD, HOLD_KEY, arm_hold, loading_backend, process_with_local_port
+from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port
 from tests.integration.helpers import run_record
 
 pytestmark = pytest.mark.e2e
@@ -49,20 +49,11 @@ def test_slice_task_killed_mid_load_is_retried_and_the_window_is_exact(
     client.wait_for_dag(SLICED_DAG, timeout=240)
     client.send("PATCH", f"/dags/{SLICED_DAG}", {"is_paused": False})
     start, end = utc_day(WAREHOUSE_END - timedelta(days=3))
-    with psycopg.connect(airflow_db.scores_url, autocommit=True) as admin:
-        admin.execute(arm_hold(SLICED_TABLE))
-        holder = psycopg.connect(airflow_db.scores_url, autocommit=True)
-        try:
-            holder.execute("SELECT pg_advisory_lock(%s)", (HOLD_KEY,))
-            run_id = trigger(client, start, end, dag_id=SLICED_DAG)
-            port = loading_backend(airflow_db.scores_url, SLICED_TABLE)
-            task = process_with_local_port(port)
-            os.kill(task.pid, signal.SIGKILL)
-            task.wait(timeout=30)
-        finally:
-            admin.execute(DISARM_HOLD)
-            holder.execute("SELECT pg_advisory_unlock(%s)", (HOLD_KEY,))
-            holder.close()
+    with held_mid_load(airflow_db.scores_url, SLICED_TABLE):
+        run_id = trigger(client, start, end, dag_id=SLICED_DAG)
+        task = process_with_local_port(loading_backend(airflow_db.scores_url, SLICED_TABLE))
+        os.kill(task.pid, signal.SIGKILL)
+        task.wait(timeout=30)
     client.wait_for_runs(SLICED_DAG, {run_id}, timeout=400)
 
     assert_exact(airflow_db, start, end, run_id, table=SLICED_TABLE, pipeline=SLICED)

@@ -73,7 +73,10 @@ def published(services: Services) -> pd.DataFrame:
 
 def assert_untouched(services: Services, before: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(before, stored_scores(services.scores_url, BASE_TABLE, WINDOW.start, WINDOW.end))
-    unpublished = count(services.scores_url, "SELECT count(*) FROM scoring.lineage WHERE published_at IS NULL")
+    unpublished = count(
+        services.scores_url,
+        "SELECT count(*) FROM scoring.lineage WHERE published_at IS NULL AND pipeline = 'bad_input'",
+    )
     assert unpublished == 0, "a failed run leaves no slice table behind"
 
 

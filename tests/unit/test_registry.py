@@ -187,3 +187,17 @@ def test_the_registry_works_from_an_object_store_url(data: tuple) -> None:
     assert again.resolve("m", "champion") == manifest
     again.verify(manifest, pinned_sha256=manifest.sha256)
     assert again.load(manifest).predict_proba(x.head(2)).shape == (2, 2)
+
+
+def test_a_file_changed_after_its_model_was_loaded_still_fails(registry: ModelRegistry, data: tuple) -> None:
+    """The cache holds deserialised models, never a pass: every load checks the bytes again."""
+    x, y = data
+    manifest = registry.register("m", LogisticRegression().fit(x, y), FEATURES)
+    registry.load(manifest)
+    path = artifact(registry, "m", 1)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(RegistryError, match="does not match its manifest"):
+        registry.load(manifest)
+    path.unlink()
+    with pytest.raises(RegistryError, match="is missing"):
+        registry.load(manifest)
