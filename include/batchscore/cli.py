@@ -7,6 +7,7 @@ training, and scoring a window without a scheduler.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -162,6 +163,79 @@ def cmd_dags(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    """``batchscore models register|list|show|promote|which``: the registry for the people who feed it."""
+    from batchscore.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry(settings.model_registry_root())
+    if args.action == "register":
+        from batchscore.config import IDENTIFIER
+        from batchscore.model_intake import features_of, read_model_file
+
+        if not IDENTIFIER.match(args.name):
+            raise RegistryError(f"model name {args.name!r} must be a lower-case identifier ([a-z_][a-z0-9_]*)")
+        estimator, source = read_model_file(Path(args.file), trust_pickle=args.trust_pickle)
+        manifest = registry.register(
+            args.name, estimator, features_of(estimator), training={"source": source}, aliases=tuple(args.alias)
+        )
+        kinds = ", ".join(f"{f.name} ({f.kind})" for f in manifest.features)
+        print(f"registered {manifest.name} v{manifest.version} ({manifest.task}) sha256 {manifest.sha256}")
+        print(f"features: {kinds}")
+    elif args.action == "list":
+        for name in registry.names():
+            aliases = registry.aliases(name)
+            named = ", ".join(f"{a}->v{v}" for a, v in sorted(aliases.items())) or "no aliases"
+            print(f"{name}: versions {registry.versions(name)}; {named}")
+    elif args.action == "show":
+        manifest = registry.resolve(args.name, args.version or "latest")
+        from batchscore.config import load_each
+
+        users = [c.name for c in load_each(settings.pipelines_dir()).configs if c.model.name == args.name]
+        print(manifest.to_json())
+        print(f"aliases: {json.dumps(registry.aliases(args.name))}")
+        print(f"used by pipelines: {', '.join(users) or 'none'}")
+        for change in registry.alias_history(args.name)[-5:]:
+            print(f"alias change: {change['alias']} v{change['from']} -> v{change['to']} at {change['at']}")
+    elif args.action == "promote":
+        if not args.version.isdigit():
+            raise RegistryError(f"--version {args.version!r} must be a version number")
+        previous = registry.promote(args.name, args.alias, int(args.version), by=os.environ.get("USER", ""))
+        print(f"{args.name}: {args.alias} -> v{args.version} (was {f'v{previous}' if previous else 'unset'})")
+    else:
+        _which(args)
+
+
+def _which(args: argparse.Namespace) -> None:
+    """Which model version, artifact and Airflow run scored one entity on one day."""
+    from datetime import timedelta
+
+    import psycopg
+    from psycopg import sql
+
+    from batchscore import db
+    from batchscore.config import load_config
+    from batchscore.local import LocalStack
+    from batchscore.output_table import lineage_view
+
+    config = load_config(settings.pipelines_dir() / f"{args.pipeline}.yaml")
+    day = datetime.combine(date.fromisoformat(args.date), datetime.min.time(), tzinfo=UTC)
+    url = args.scores_url or LocalStack().database_url("scores")
+    view = sql.Identifier(config.output.schema_name, lineage_view(config.output.table))
+    query = sql.SQL(
+        "SELECT window_start, window_end, score, label, model_name, model_version, model_sha256, run_id "
+        "FROM {view} WHERE {key}::text = %s AND window_start < %s AND window_end > %s ORDER BY window_start"
+    ).format(view=view, key=sql.Identifier(config.entity_key))
+    with psycopg.connect(db.libpq_url(url)) as conn:
+        rows = conn.execute(query, (args.key, day + timedelta(days=1), day)).fetchall()
+    if not rows:
+        print(f"no score for {config.entity_key} {args.key} in a window of {args.date} ({config.output.table})")
+    for start, end, score, label, model, version, sha256, run_id in rows:
+        print(
+            f"{config.entity_key} {args.key} window [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}): score {score} "
+            f"label {label}; model {model} v{version} sha256 {sha256}; Airflow run {run_id}"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchscore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +293,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["sync"])
     p.add_argument("--dags-dir", help="the Airflow DAG folder (default: this project's dags/)")
     p.set_defaults(func=cmd_dags)
+
+    p = sub.add_parser("models", help="register, list, show, promote models; which model scored an entity")
+    models = p.add_subparsers(dest="action", required=True)
+    m = models.add_parser("register", help="register a .skops file (or .joblib/.pkl with --trust-pickle)")
+    m.add_argument("--name", required=True)
+    m.add_argument("--file", required=True)
+    m.add_argument("--alias", action="append", default=[], help="point this alias at the new version (repeatable)")
+    m.add_argument("--trust-pickle", action="store_true", help="load a joblib/pickle file (runs code from it)")
+    models.add_parser("list", help="every model, its versions and aliases")
+    m = models.add_parser("show", help="a version's manifest, the aliases and the pipelines using the model")
+    m.add_argument("name")
+    m.add_argument("version", nargs="?", help="a version number or alias (default: latest)")
+    m = models.add_parser("promote", help="point an alias (e.g. champion) at a version, atomically")
+    m.add_argument("name")
+    m.add_argument("--alias", required=True)
+    m.add_argument("--version", required=True)
+    m = models.add_parser("which", help="which model version and Airflow run scored an entity on a day")
+    m.add_argument("--pipeline", required=True)
+    m.add_argument("--key", required=True)
+    m.add_argument("--date", required=True, help="YYYY-MM-DD")
+    m.add_argument("--scores-url")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("validate", help="validate every pipeline config")
     p.set_defaults(func=cmd_validate)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -55,6 +56,9 @@ def _skops_io() -> Any:
     import skops.io
 
     return skops.io
+
+
+MODEL_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 class RegistryError(PermanentError, RuntimeError):
@@ -147,6 +151,39 @@ class ModelRegistry:
             int(p.rstrip("/").rsplit("/", 1)[-1]) for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].isdigit()
         )
 
+    def names(self) -> list[str]:
+        """Every model name in the registry."""
+        fs, path = storage.filesystem(self.root)
+        if not fs.exists(path):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if fs.isdir(p))
+
+    def promote(self, name: str, alias: str, version: int, *, by: str = "") -> int | None:
+        """Point ``alias`` at ``version`` and log the change (``alias_history.json``); returns the old target.
+
+        The alias file is replaced in one write (temp file, then rename, where the store allows),
+        so a run resolving the alias sees the old version or the new one.
+        """
+        previous = self.aliases(name).get(alias)
+        self.set_alias(name, alias, version)
+        url = self._url(name, "alias_history.json")
+        history = json.loads(storage.read_bytes(url)) if storage.exists(url) else []
+        history.append(
+            {
+                "alias": alias,
+                "from": previous,
+                "to": version,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "by": by,
+            }
+        )
+        storage.write_bytes(url, json.dumps(history, indent=2).encode())
+        return previous
+
+    def alias_history(self, name: str) -> list[dict[str, Any]]:
+        url = self._url(name, "alias_history.json")
+        return list(json.loads(storage.read_bytes(url))) if storage.exists(url) else []
+
     def aliases(self, name: str) -> dict[str, int]:
         url = self._url(name, "aliases.json")
         if not storage.exists(url):
@@ -155,6 +192,8 @@ class ModelRegistry:
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point ``alias`` at ``version`` (e.g. promote a challenger to champion)."""
+        if not MODEL_ALIAS.match(alias):
+            raise RegistryError(f"alias {alias!r} must be an identifier (letters, digits, _ and -, from a letter)")
         if alias.isdigit() or alias == "latest":
             raise RegistryError(f"alias {alias!r} is reserved: use a name that is not a number or 'latest'")
         if version not in self.versions(name):

@@ -1,0 +1,88 @@
+"""Bringing a data scientist's model file into the registry: read it safely, derive its features.
+
+A skops file is read under the registry's allowlist. A joblib or pickle file runs code when it
+is read, so it is read only with ``trust_pickle`` (a deliberate human step); it is then stored
+as skops like any other version, and the pickle's sha256 is kept in the manifest beside it.
+The features come from the estimator itself: ``feature_names_in_`` gives the names (so the
+model must have been fitted on a DataFrame), encoders inside a ColumnTransformer mark their
+columns categorical with the categories they were fitted on, everything else is numeric.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from batchscore.config import IDENTIFIER
+from batchscore.registry import FeatureSpec, RegistryError, _deserialise, sha256_hex
+
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+def read_model_file(path: Path, *, trust_pickle: bool = False) -> tuple[Any, dict[str, str]]:
+    """The estimator in ``path`` and what to record about the file it came from."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read: {exc.strerror}") from None
+    source = {"file": path.name, "file_sha256": sha256_hex(data)}
+    if path.suffix == ".skops":
+        return _deserialise(str(path), data), source | {"format": "skops"}
+    if path.suffix in PICKLE_SUFFIXES:
+        if not trust_pickle:
+            raise RegistryError(
+                f"{path}: a {path.suffix} file runs code when it is loaded; save the model with skops "
+                "(skops.io.dump), or pass --trust-pickle if you trust where this file comes from"
+            )
+        import joblib
+
+        return joblib.load(path), source | {"format": path.suffix.lstrip(".")}
+    raise RegistryError(
+        f"{path}: unknown model format {path.suffix!r}; use .skops (or .joblib/.pkl with --trust-pickle)"
+    )
+
+
+def _missing(value: Any) -> bool:
+    """None or NaN: an encoder's category for missing values, not a category a row may have."""
+    return value is None or (isinstance(value, float) and value != value)  # noqa: PLR0124 (NaN test)
+
+
+def _encoded_columns(estimator: Any) -> dict[str, tuple[str, ...]]:
+    """Columns a ColumnTransformer (anywhere in a Pipeline) sends to a categorical encoder, with their categories."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    found: dict[str, tuple[str, ...]] = {}
+    stack = [estimator]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Pipeline):
+            stack.extend(step for _, step in current.steps)
+        elif isinstance(current, ColumnTransformer):
+            for _, transformer, columns in current.transformers_:
+                last = transformer.steps[-1][1] if isinstance(transformer, Pipeline) else transformer
+                if isinstance(last, (OneHotEncoder, OrdinalEncoder)) and isinstance(columns, (list, tuple)):
+                    for column, categories in zip(columns, last.categories_, strict=False):
+                        found[str(column)] = tuple(str(c) for c in categories if not _missing(c))
+    return found
+
+
+def features_of(estimator: Any) -> tuple[FeatureSpec, ...]:
+    """The model's inputs, from the fitted estimator (names from ``feature_names_in_``)."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        raise RegistryError(
+            f"{type(estimator).__name__} has no feature names: fit it on a pandas DataFrame whose columns "
+            "are the pipeline's features"
+        )
+    bad = [str(n) for n in names if not IDENTIFIER.match(str(n))]
+    if bad:
+        raise RegistryError(f"feature names must be lower-case SQL identifiers: {', '.join(bad)}")
+    encoded = _encoded_columns(estimator)
+    return tuple(
+        FeatureSpec(str(name), "categorical", categories=encoded[str(name)])
+        if str(name) in encoded
+        else FeatureSpec(str(name), "numeric")
+        for name in names
+    )
