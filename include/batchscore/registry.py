@@ -192,10 +192,10 @@ class ModelRegistry:
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point ``alias`` at ``version`` (e.g. promote a challenger to champion)."""
-        if not MODEL_ALIAS.match(alias):
-            raise RegistryError(f"alias {alias!r} must be an identifier (letters, digits, _ and -, from a letter)")
         if alias.isdigit() or alias == "latest":
             raise RegistryError(f"alias {alias!r} is reserved: use a name that is not a number or 'latest'")
+        if not MODEL_ALIAS.match(alias):
+            raise RegistryError(f"alias {alias!r} must be an identifier (letters, digits, _ and -, from a letter)")
         if version not in self.versions(name):
             raise RegistryError(f"model {name!r} has no version {version}")
         aliases = self.aliases(name) | {alias: version}
