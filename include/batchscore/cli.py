@@ -112,8 +112,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from batchscore.config import load_config
-    from batchscore.job import Endpoints, run_pipeline
+    from batchscore.job import run_pipeline
     from batchscore.local import LocalStack
+    from batchscore.planning import Endpoints
     from batchscore.windows import Window
 
     config = load_config(settings.pipelines_dir() / f"{args.pipeline}.yaml")
@@ -174,7 +175,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
         if not IDENTIFIER.match(args.name):
             raise RegistryError(f"model name {args.name!r} must be a lower-case identifier ([a-z_][a-z0-9_]*)")
-        estimator, source = read_model_file(Path(args.file), trust_pickle=args.trust_pickle)
+        estimator, source = read_model_file(Path(args.file), trust_sha256=args.trust_pickle)
         manifest = registry.register(
             args.name, estimator, features_of(estimator), training={"source": source}, aliases=tuple(args.alias)
         )
@@ -300,7 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--name", required=True)
     m.add_argument("--file", required=True)
     m.add_argument("--alias", action="append", default=[], help="point this alias at the new version (repeatable)")
-    m.add_argument("--trust-pickle", action="store_true", help="load a joblib/pickle file (runs code from it)")
+    m.add_argument(
+        "--trust-pickle",
+        metavar="SHA256",
+        help="load a joblib/pickle file (it runs code) whose sha256 is this one (sha256sum model.joblib)",
+    )
     models.add_parser("list", help="every model, its versions and aliases")
     m = models.add_parser("show", help="a version's manifest, the aliases and the pipelines using the model")
     m.add_argument("name")

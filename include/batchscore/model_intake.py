@@ -1,8 +1,9 @@
 """Bringing a data scientist's model file into the registry: read it safely, derive its features.
 
 A skops file is read under the registry's allowlist. A joblib or pickle file runs code when it
-is read, so it is read only with ``trust_pickle`` (a deliberate human step); it is then stored
-as skops like any other version, and the pickle's sha256 is kept in the manifest beside it.
+is read, so it is read only when a person vouches for it by giving its sha256
+(``trust_sha256``, a deliberate human step), and only after the file's bytes match it; it is
+then stored as skops like any other version, and the pickle's sha256 is kept in the manifest.
 The features come from the estimator itself: ``feature_names_in_`` gives the names (so the
 model must have been fitted on a DataFrame), encoders inside a ColumnTransformer mark their
 columns categorical with the categories they were fitted on, everything else is numeric.
@@ -19,7 +20,7 @@ from batchscore.registry import FeatureSpec, RegistryError, _deserialise, sha256
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
 
-def read_model_file(path: Path, *, trust_pickle: bool = False) -> tuple[Any, dict[str, str]]:
+def read_model_file(path: Path, *, trust_sha256: str | None = None) -> tuple[Any, dict[str, str]]:
     """The estimator in ``path`` and what to record about the file it came from."""
     try:
         data = path.read_bytes()
@@ -29,14 +30,22 @@ def read_model_file(path: Path, *, trust_pickle: bool = False) -> tuple[Any, dic
     if path.suffix == ".skops":
         return _deserialise(str(path), data), source | {"format": "skops"}
     if path.suffix in PICKLE_SUFFIXES:
-        if not trust_pickle:
+        if not trust_sha256:
             raise RegistryError(
                 f"{path}: a {path.suffix} file runs code when it is loaded; save the model with skops "
-                "(skops.io.dump), or pass --trust-pickle if you trust where this file comes from"
+                "(skops.io.dump), or pass --trust-pickle <its sha256> if you trust where this file comes from"
             )
+        if source["file_sha256"] != trust_sha256.lower():
+            raise RegistryError(
+                f"{path}: sha256 {source['file_sha256']} is not the one given to --trust-pickle ({trust_sha256}); "
+                "the file is not the one you vouched for, so it is not loaded"
+            )
+        import io
+
         import joblib
 
-        return joblib.load(path), source | {"format": path.suffix.lstrip(".")}
+        # The verified bytes themselves are loaded (not the path again: the file could change meanwhile).
+        return joblib.load(io.BytesIO(data)), source | {"format": path.suffix.lstrip(".")}
     raise RegistryError(
         f"{path}: unknown model format {path.suffix!r}; use .skops (or .joblib/.pkl with --trust-pickle)"
     )

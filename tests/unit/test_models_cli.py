@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -65,11 +66,15 @@ def test_a_pickle_needs_trust_and_is_stored_as_skops(
     assert run("register", "--name", "m", "--file", str(path)) == 1
     assert "runs code when it is loaded" in capsys.readouterr().err
     assert registry.versions("m") == []
-    assert run("register", "--name", "m", "--file", str(path), "--trust-pickle") == 0
+    assert run("register", "--name", "m", "--file", str(path), "--trust-pickle", "0" * 64) == 1
+    assert "is not the one given to --trust-pickle" in capsys.readouterr().err
+    assert registry.versions("m") == []
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert run("register", "--name", "m", "--file", str(path), "--trust-pickle", digest) == 0
     manifest = registry.resolve("m", "1")
     assert manifest.artifact.endswith(".skops")
     assert manifest.training["source"]["format"] == "joblib"
-    assert len(manifest.training["source"]["file_sha256"]) == 64
+    assert manifest.training["source"]["file_sha256"] == digest
 
 
 def test_list_show_and_promote_record_the_old_target(
