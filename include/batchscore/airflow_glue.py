@@ -16,7 +16,7 @@ from urllib.parse import quote
 from batchscore import settings
 from batchscore.config import MODEL_REF, PipelineConfig
 from batchscore.errors import PermanentError, one_line
-from batchscore.job import Endpoints
+from batchscore.planning import Endpoints
 from batchscore.windows import Window, resolve_window
 
 log = logging.getLogger(__name__)

@@ -101,7 +101,7 @@ def build_dag(config: PipelineConfig) -> DAG:
             which the mapped ``score_slice`` expands over.
             """
             from batchscore import airflow_glue
-            from batchscore.job import plan_run
+            from batchscore.planning import plan_run
 
             context = get_current_context()
             with airflow_glue.failing_fast():
@@ -124,7 +124,8 @@ def build_dag(config: PipelineConfig) -> DAG:
         def score_slice(assignment: dict[str, Any]) -> dict[str, Any]:
             """Read, score and load one slice of the window (one mapped task per slice, in parallel)."""
             from batchscore import airflow_glue
-            from batchscore.job import RunPlan, score_slice
+            from batchscore.job import score_slice
+            from batchscore.planning import RunPlan
             from batchscore.slices import KeySlice
 
             planned = RunPlan.from_dict(assignment["run"])
@@ -141,7 +142,8 @@ def build_dag(config: PipelineConfig) -> DAG:
         def publish(assignments: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
             """Make the slices the window's scores in one transaction and finish the run record."""
             from batchscore import airflow_glue
-            from batchscore.job import RunPlan, publish_run
+            from batchscore.job import publish_run
+            from batchscore.planning import RunPlan
             from batchscore.publish import SliceResult
 
             with airflow_glue.failing_fast():

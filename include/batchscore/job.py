@@ -1,4 +1,4 @@
-"""A scoring run's stages as plain functions: plan, score a slice, publish.
+"""A scoring run's stages as plain functions: plan (:mod:`batchscore.planning`), score a slice, publish.
 
 The Airflow tasks and the command line call exactly these: the DAG maps
 :func:`score_slice` over the plan's slices on the executor's slots, the in-process
@@ -14,16 +14,13 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any
 
 import pyarrow as pa
 
-from batchscore import db, runs, settings, slices
+from batchscore import runs, settings
 from batchscore.config import PipelineConfig
-from batchscore.errors import PermanentError, one_line, remedy_of, root_cause
-from batchscore.extract import estimate_rows, probe_schema, render_query, source_batches
+from batchscore.errors import one_line, remedy_of, root_cause
+from batchscore.extract import source_batches
 from batchscore.features import conform, staged_schema
 from batchscore.load import (
     RejectWriter,
@@ -34,7 +31,7 @@ from batchscore.load import (
     read_scores,
     remove_duplicate_keys,
 )
-from batchscore.output_table import ensure_output_table, pg_key_type
+from batchscore.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
 from batchscore.progress import Progress
 from batchscore.publish import PublishResult, SliceResult, publish_window
@@ -47,52 +44,6 @@ from batchscore.windows import Window
 log = logging.getLogger(__name__)
 
 
-class PlanError(PermanentError, ValueError):
-    """The run cannot start: its model does not fit the pipeline or the source."""
-
-    remedy = "register a model trained on the pipeline's features, or change the pipeline's features or model"
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Resolved locations for one run: database URLs and the model registry."""
-
-    source_url: str
-    scores_url: str
-    registry: str
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What a run will do, fixed before it starts; serialisable for XCom."""
-
-    pipeline: str
-    run_id: str
-    window_start: str
-    window_end: str
-    model_name: str
-    model_version: int
-    model_sha256: str
-    dry_run: bool
-    slices: tuple[dict[str, Any], ...] = (slices.WHOLE.to_dict(),)
-    estimated_rows: int | None = None  # the planner's estimate: slice count and progress ETAs only
-
-    @property
-    def window(self) -> Window:
-        return Window(datetime.fromisoformat(self.window_start), datetime.fromisoformat(self.window_end))
-
-    @property
-    def key_slices(self) -> tuple[KeySlice, ...]:
-        return tuple(KeySlice.from_dict(s) for s in self.slices)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunPlan:
-        return cls(**{**data, "slices": tuple(data.get("slices", ()))})
-
-
 def _manifest(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> ModelManifest:
     manifest = ModelRegistry(endpoints.registry).resolve(config.model.name, str(plan.model_version))
     if manifest.sha256 != plan.model_sha256:
@@ -101,150 +52,6 @@ def _manifest(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> Mo
             f"(sha256 {manifest.sha256} != {plan.model_sha256})"
         )
     return manifest
-
-
-def check_features_fit(config: PipelineConfig, manifest: ModelManifest) -> None:
-    """The model's features (from its manifest) are exactly the pipeline's."""
-    expected, actual = set(config.features), set(manifest.feature_names)
-    if expected != actual:
-        parts = []
-        if actual - expected:
-            parts.append(f"the model needs {', '.join(sorted(actual - expected))} which the pipeline does not list")
-        if expected - actual:
-            parts.append(f"the pipeline lists {', '.join(sorted(expected - actual))} which the model does not use")
-        raise PlanError(
-            f"model {manifest.name} v{manifest.version} does not fit pipeline {config.name}: {'; '.join(parts)}"
-        )
-
-
-def check_model_fits(config: PipelineConfig, manifest: ModelManifest, model: Any) -> None:
-    """The model's features are exactly the pipeline's, and it can produce what its task needs."""
-    check_features_fit(config, manifest)
-    method = "predict_proba" if manifest.task == "classifier" else "predict"
-    if not callable(getattr(model, method, None)):
-        raise PlanError(f"model {manifest.name} v{manifest.version} is a {manifest.task} without {method}()")
-
-
-def _load_model(
-    config: PipelineConfig, registry: ModelRegistry, manifest: ModelManifest, pinned: str | None, warm: bool
-) -> Any:
-    model = registry.load(manifest, pinned_sha256=pinned)
-    check_model_fits(config, manifest, model)
-    if warm:  # this process scores next: build the (compiled) scorer now
-        scorer(model, manifest)
-    return model
-
-
-def _check_model(config: PipelineConfig, registry: ModelRegistry, manifest: ModelManifest, preload: bool) -> None:
-    """Planning's model check: the full load when this process scores next, else the bytes and the manifest.
-
-    A DAG's ``plan`` task does not score, so it skips importing scikit-learn and
-    deserialising (seconds on the run's critical path): the artifact was proven loadable
-    under the allowlist at registration and its sha256 proves these are the same bytes.
-    Each slice task loads and checks it fully before writing anything.
-    """
-    if preload:
-        _load_model(config, registry, manifest, config.model.sha256, warm=True)
-    else:
-        registry.verify(manifest, pinned_sha256=config.model.sha256)
-        check_features_fit(config, manifest)
-
-
-def _check_table_owner(conn: Any, config: PipelineConfig) -> None:
-    """Refuse a scores table that another pipeline has published to: it would replace that pipeline's windows."""
-    row = conn.execute(
-        "SELECT pipeline FROM scoring.lineage WHERE output_table = %s AND pipeline <> %s "
-        "AND published_at IS NOT NULL LIMIT 1",
-        (config.output.table, config.name),
-    ).fetchone()
-    if row:
-        raise PlanError(
-            f"pipeline {config.name}: output table {config.output.table} belongs to pipeline {row[0]}, which has "
-            "published scores there",
-            remedy="give this pipeline an output.table of its own",
-        )
-
-
-def plan_run(
-    config: PipelineConfig,
-    endpoints: Endpoints,
-    *,
-    window: Window,
-    run_id: str,
-    model_ref: str | None = None,
-    dry_run: bool = False,
-    max_slices: int | None = None,
-    preload: bool = False,
-) -> RunPlan:
-    """Resolve and verify everything the run needs, cut the window into slices, record the run as running.
-
-    The model is checked (see :func:`_check_model`; loaded too with ``preload``) on a thread
-    while the source is probed, so a bad model or schema fails here, once, before anything
-    is written.
-    """
-    started = time.perf_counter()
-    registry = ModelRegistry(endpoints.registry)
-    manifest = registry.resolve(config.model.name, model_ref or config.model.version)
-    with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
-        checking = pool.submit(_check_model, config, registry, manifest, preload)
-        source_schema = probe_schema(endpoints.source_url, config.source.query, window)
-        schema = staged_schema(source_schema, config.entity_key, manifest.features)
-        unused = [c for c in source_schema.names if c not in schema.names]
-        if unused:  # not an error (a query may carry columns for other uses), but never silently ignored
-            log.warning("plan: the source query returns columns the model does not use: %s", ", ".join(unused))
-        estimated = estimate_rows(endpoints.source_url, config.source.query, window)
-        count = slices.slice_count(estimated, config.execution.slice_rows, max_slices or config.execution.max_slices)
-        key_slices = slices.cut(
-            endpoints.source_url,
-            render_query(config.source.query, window),
-            config.entity_key,
-            count,
-            estimated or 0,
-        )
-        checking.result()
-    plan = RunPlan(
-        pipeline=config.name,
-        run_id=run_id,
-        window_start=window.start.isoformat(),
-        window_end=window.end.isoformat(),
-        model_name=manifest.name,
-        model_version=manifest.version,
-        model_sha256=manifest.sha256,
-        dry_run=dry_run,
-        slices=tuple(s.to_dict() for s in key_slices),
-        estimated_rows=estimated,
-    )
-    with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
-        runs.apply_schema(conn)
-        _check_table_owner(conn, config)
-        ensure_output_table(
-            conn, config.output.table, config.entity_key, pg_key_type(schema.field(config.entity_key).type)
-        )
-        runs.record_start(
-            conn,
-            pipeline=config.name,
-            run_id=run_id,
-            window=window,
-            model_name=manifest.name,
-            model_version=manifest.version,
-            model_sha256=manifest.sha256,
-            output_table=config.output.table,
-            unused_columns=unused,
-        )
-        seconds = time.perf_counter() - started
-        runs.record_plan_seconds(conn, pipeline=config.name, run_id=run_id, seconds=seconds)
-    log.info(
-        "plan: %s window %s model %s v%d, ~%s rows in %d slice(s)%s, %.1fs",
-        config.name,
-        window,
-        manifest.name,
-        manifest.version,
-        f"{estimated:,}" if estimated is not None else "?",
-        len(key_slices),
-        " (dry run)" if dry_run else "",
-        seconds,
-    )
-    return plan
 
 
 MIN_BATCH_ROWS = 10_000
@@ -301,7 +108,7 @@ def score_slice(
     registry = ModelRegistry(endpoints.registry)
     slice_estimate = -(-plan.estimated_rows // len(plan.slices)) if plan.estimated_rows else None
     with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
-        loading = pool.submit(_load_model, config, registry, manifest, plan.model_sha256, True)
+        loading = pool.submit(load_model, config, registry, manifest, plan.model_sha256, True)
         source_schema, batches = source_batches(
             endpoints.source_url,
             config.source.query,

@@ -195,7 +195,8 @@ def engine_kwargs(run_pipeline: Callable[..., Any]) -> dict[str, Any]:
 
 def work_engine(args: WorkerArgs) -> Timed:
     """This pipeline's engine, all stages in one process, exactly as the command line runs it."""
-    from batchscore.job import Endpoints, run_pipeline
+    from batchscore.job import run_pipeline
+    from batchscore.planning import Endpoints
     from batchscore.windows import Window
 
     endpoints = Endpoints(source_url=args.url, scores_url=args.url, registry=str(REGISTRY))

@@ -89,7 +89,8 @@ def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: 
     from airflow.dag_processing.dagbag import DagBag
 
     from batchscore.config import load_config
-    from batchscore.job import Endpoints, run_pipeline
+    from batchscore.job import run_pipeline
+    from batchscore.planning import Endpoints
     from batchscore.windows import Window
     from tests.conftest import PIPELINES, SLICED, SLICED_TABLE
 

@@ -20,8 +20,9 @@ from batchscore.airflow_glue import ParamError, run_params
 from batchscore.config import ConfigError, PipelineConfig, parse_config
 from batchscore.demo.warehouse import FEATURES
 from batchscore.features import SchemaMismatch
-from batchscore.job import Endpoints, PlanError, fail_run, plan_run, run_pipeline, score_slice
+from batchscore.job import fail_run, run_pipeline, score_slice
 from batchscore.load import DuplicateKeys
+from batchscore.planning import Endpoints, PlanError, plan_run
 from batchscore.publish import RejectThresholdExceeded
 from batchscore.registry import RegistryError
 from batchscore.windows import Window, WindowError, resolve_window

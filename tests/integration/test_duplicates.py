@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 
 from batchscore.config import PipelineConfig
-from batchscore.job import Endpoints, run_pipeline
+from batchscore.job import run_pipeline
 from batchscore.load import DuplicateKeys, has_duplicate_keys
+from batchscore.planning import Endpoints
 from batchscore.windows import Window
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, churn_variant, expected_scores, run_record, stored_scores

@@ -14,7 +14,8 @@ import pytest
 
 from batchscore.extract import estimate_rows
 from batchscore.features import SchemaMismatch
-from batchscore.job import Endpoints, PlanError, plan_run, run_pipeline
+from batchscore.job import run_pipeline
+from batchscore.planning import Endpoints, PlanError, plan_run
 from batchscore.publish import RejectThresholdExceeded
 from batchscore.registry import ModelRegistry, RegistryError
 from batchscore.windows import Window

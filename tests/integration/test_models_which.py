@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from batchscore.cli import main
-from batchscore.job import Endpoints, run_pipeline
+from batchscore.job import run_pipeline
+from batchscore.planning import Endpoints
 from batchscore.registry import ModelRegistry
 from batchscore.windows import Window
 from tests.conftest import WAREHOUSE_END, Services, day_window

@@ -10,7 +10,8 @@ import pytest
 
 from batchscore import slices
 from batchscore.extract import render_query, source_batches
-from batchscore.job import Endpoints, plan_run, publish_run, run_pipeline, score_slice
+from batchscore.job import publish_run, run_pipeline, score_slice
+from batchscore.planning import Endpoints, plan_run
 from batchscore.windows import Window
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, count, stored_scores

@@ -4,7 +4,7 @@ from batchscore.airflow_glue import ParamError, failing_fast, run_params
 from batchscore.config import ConfigError
 from batchscore.errors import one_line, remedy_of, root_cause
 from batchscore.features import SchemaMismatch
-from batchscore.job import PlanError
+from batchscore.planning import PlanError
 from batchscore.publish import RejectThresholdExceeded
 from batchscore.registry import RegistryError
 from batchscore.windows import WindowError
