@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from batchscore import settings
-from batchscore.config import MODEL_REF, ConfigError, PipelineConfig, load_each
+from batchscore.config import MODEL_REF, ConfigError, PipelineConfig, load_config
 
 
 def scores_asset(config: PipelineConfig) -> Asset:
@@ -170,15 +170,11 @@ def build_dag(config: PipelineConfig) -> DAG:
 def dag_for_pipeline(name: str) -> DAG:
     """The DAG of the pipeline file ``<name>.yaml`` (what each generated DAG file calls at parse time).
 
-    Every pipeline file is read, so a clash between two files (one output table) is caught;
-    an error in this pipeline raises a :class:`ConfigError` naming its file and fields,
-    which Airflow shows as this DAG file's import error, and only this DAG stops.
+    Only this pipeline's file is read. An error in it raises a :class:`ConfigError` naming
+    the file and its fields, which Airflow shows as this DAG file's import error: only this
+    DAG stops. (Clashes between files are reported by the DAG folder's check file.)
     """
-    folder = settings.pipelines_dir()
-    loaded = load_each(folder)
-    if name in loaded.errors:
-        raise ConfigError(loaded.errors[name])
-    for config in loaded.configs:
-        if config.name == name:
-            return build_dag(config)
-    raise ConfigError(f"{folder / name}.yaml: no such pipeline file; run `batchscore dags sync` to remove its DAG file")
+    path = settings.pipelines_dir() / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"{path}: no such pipeline file; run `batchscore dags sync` to remove its DAG file")
+    return build_dag(load_config(path))
