@@ -57,7 +57,7 @@ def record_start(
             rows_read = NULL, rows_scored = NULL, rows_rejected = NULL, rows_written = NULL,
             extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL, plan_seconds = NULL,
             slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, failed_stage = NULL,
-            remedy = NULL, started_at = now(),
+            remedy = NULL, drift_status = NULL, drift_max_psi = NULL, shadow = NULL, started_at = now(),
             finished_at = NULL
         """,
         (
@@ -192,6 +192,10 @@ RUN_COLUMNS = (
     "failed_stage",
     "remedy",
     "unused_columns",
+    "drift_status",
+    "drift_max_psi",
+    "shadow",
+    "model_source",
     "started_at",
     "finished_at",
 )

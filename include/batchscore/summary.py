@@ -103,11 +103,15 @@ def merge(partials: Sequence[dict[str, Any]]) -> dict[str, object]:
     with_rows = [p for p in partials if p["count"] and p["sample"]]
     quantiles: list[float | None] = [None, None, None]
     sampled = 0
+    histogram: dict[str, list[float]] | None = None
     if with_rows:
         values = np.concatenate([np.asarray(p["sample"], dtype=np.float64) for p in with_rows])
         weights = np.concatenate([np.full(len(p["sample"]), p["count"] / len(p["sample"])) for p in with_rows])
         quantiles = list(_weighted_quantiles(values, weights, (0.1, 0.5, 0.9)))
         sampled = len(values)
+        low = min(float(p["min"]) for p in with_rows)
+        high = max(float(p["max"]) for p in with_rows)
+        histogram = _histogram(values, weights, low, high)
     return {
         "count": count,
         "mean": sum(float(p["sum"]) for p in partials) / count if count else None,
@@ -118,4 +122,19 @@ def merge(partials: Sequence[dict[str, Any]]) -> dict[str, object]:
         "p90": quantiles[2],
         "quantiles_from": sampled,
         "labels": dict(labels.most_common(50)),
+        "histogram": histogram,
     }
+
+
+HISTOGRAM_BINS = 20
+
+
+def _histogram(values: np.ndarray, weights: np.ndarray, low: float, high: float) -> dict[str, list[float]]:
+    """The score distribution as ``HISTOGRAM_BINS`` equal-width bins from the exact min to max (for the UI's charts).
+
+    ``counts`` are estimated rows per bin (the weighted sample), so they sum to about the run's count.
+    """
+    if high <= low:
+        high = low + 1e-9
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high), weights=weights)
+    return {"edges": [float(e) for e in edges], "counts": [round(float(c)) for c in counts]}

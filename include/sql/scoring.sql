@@ -61,7 +61,11 @@ BEGIN
             ('lineage', 'key_upper', 'text'),
             ('scoring_runs', 'failed_stage', 'text'),                    -- plan, score_slice or publish
             ('scoring_runs', 'remedy', 'text'),                          -- what to do about the error
-            ('scoring_runs', 'unused_columns', 'text[]')                 -- source columns the model does not use
+            ('scoring_runs', 'unused_columns', 'text[]'),                -- source columns the model does not use
+            ('scoring_runs', 'drift_status', 'text'),                    -- ok, warn or held; NULL: no reference
+            ('scoring_runs', 'drift_max_psi', 'double precision'),       -- the largest PSI of the run's drift rows
+            ('scoring_runs', 'shadow', 'jsonb'),                         -- the challenger: model, table, agreement
+            ('scoring_runs', 'model_source', 'jsonb')                    -- where the model came from (MLflow: uri, version, run)
         ) AS t (tab, col, definition)
         WHERE NOT EXISTS (
             SELECT 1 FROM information_schema.columns c
@@ -95,3 +99,22 @@ CREATE TABLE IF NOT EXISTS scoring.rejects (
     rejected_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS rejects_window_idx ON scoring.rejects (pipeline, window_start);
+
+-- Drift per run: for each feature, and for the model's output (feature '(score)'), the PSI of the
+-- window's distribution against the model's training reference, with both distributions as
+-- fractions over the same bins. Written with the run's record (the publish transaction).
+CREATE TABLE IF NOT EXISTS scoring.drift (
+    pipeline      text             NOT NULL,
+    run_id        text             NOT NULL,
+    window_start  timestamptz      NOT NULL,
+    window_end    timestamptz      NOT NULL,
+    feature       text             NOT NULL,
+    kind          text             NOT NULL CHECK (kind IN ('numeric', 'categorical', 'score')),
+    psi           double precision NOT NULL,
+    threshold     double precision NOT NULL,
+    drifted       boolean          NOT NULL,
+    bins          jsonb            NOT NULL,  -- {"labels": [...], "reference": [...], "observed": [...]}
+    computed_at   timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, run_id, feature)
+);
+CREATE INDEX IF NOT EXISTS drift_window_idx ON scoring.drift (pipeline, window_start);
