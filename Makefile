@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags redis-server
+.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags redis-server \
+	chromium screenshots
 
 # Bytecode is compiled at install: every Airflow task is a fresh process, and with
 # PYTHONDONTWRITEBYTECODE=1 (set here and in many images) it would recompile scikit-learn, SciPy
@@ -35,7 +36,14 @@ redis-server:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || \
 	  { echo "the Celery tests need redis-server: sudo apt-get install redis-server"; exit 1; }
 
-test: $(STAMP) $(COMPOSE_SPEC) redis-server lint typecheck     ## the whole test suite (lint, types, unit, integration, Airflow, end to end)
+# The UI tests drive Debian's chromium (headless, through Playwright's executable_path): installed here
+# when missing (as root); no browser is ever downloaded from elsewhere.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "the browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
+
+test: $(STAMP) $(COMPOSE_SPEC) redis-server chromium lint typecheck     ## the whole test suite (lint, types, unit, integration, Airflow, end to end)
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)
@@ -51,7 +59,7 @@ test-unit: $(STAMP) $(COMPOSE_SPEC) ## no services: unit tests and the DAG integ
 test-integration: $(STAMP)         ## the engine and dag.test() on the embedded PostgreSQL
 	$(BIN)/python -m pytest tests/integration tests/airflow
 
-test-e2e: $(STAMP) redis-server    ## a real scheduler, dag-processor and API server; Celery workers
+test-e2e: $(STAMP) redis-server chromium   ## a real scheduler, dag-processor and API server; Celery workers
 	$(BIN)/python -m pytest tests/e2e
 
 airflow: $(STAMP)                 ## start the Airflow UI + scheduler on the local stack (background)

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -94,6 +95,26 @@ def window_from_context(config: PipelineConfig, context: Any) -> Window:
         run_after=context["dag_run"].run_after,
         data_interval_start=context.get("data_interval_start"),
         data_interval_end=context.get("data_interval_end"),
+        param_start=start,
+        param_end=end,
+        max_days=config.execution.max_window_days,
+    )
+
+
+def check_trigger_conf(config: PipelineConfig, conf: dict[str, Any], run_after: datetime) -> Window | None:
+    """The window a trigger's ``conf`` asks for, checked as ``plan`` will check it; None when it names none.
+
+    Called by the UI plugin when a run is triggered (REST API or the trigger form), so a window
+    that ends after ``run_after``, an end before the start or one end alone is refused before
+    any run exists. Raises :class:`ParamError` or :class:`~batchscore.windows.WindowError`.
+    """
+    start, end, _, _ = run_params(conf)
+    if start is None and end is None:
+        return None
+    return resolve_window(
+        schedule=config.schedule,
+        tz=config.timezone,
+        run_after=run_after,
         param_start=start,
         param_end=end,
         max_days=config.execution.max_window_days,

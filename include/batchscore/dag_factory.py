@@ -6,7 +6,10 @@ scikit-learn are imported only inside the tasks.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,15 +24,50 @@ def scores_asset(config: PipelineConfig) -> Asset:
     return Asset(name=f"scores_{config.name}", uri=f"batchscore://{config.output.conn_id}/{config.output.table}")
 
 
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # as registry.MODEL_ALIAS
+
 # ISO 8601 date or date-time (what the form's date-time picker and the REST API send), or empty.
-# Airflow checks `pattern` when a run is triggered, unlike `format: date-time` (which needs an
-# optional checker); the window's other rules (both ends or neither, start before end, length,
-# not in the future) need both fields and are checked again in `plan`.
+# Airflow checks `pattern` when a run is triggered, unlike `format: date-time` (which only picks
+# the form's widget); the window's other rules (both ends or neither, start before end, length,
+# not in the future) need both fields and the clock: the UI plugin checks them when the run is
+# triggered (batchscore.airflow_glue.check_trigger_conf), and `plan` checks them again.
 ISO_DATE_TIME = r"^$|^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
 
 
-def trigger_params() -> dict[str, Param]:
-    """The trigger form: all optional; empty fields mean 'the run's own window and the configured model'."""
+def model_suggestions(root: str, name: str, limit: int = 20) -> list[str]:
+    """Aliases, then version numbers newest first, of model ``name`` in a registry on a local folder.
+
+    For the trigger form's suggestions at DAG-parse time: it reads one folder listing and one
+    small file, never an object store or the network, and never raises (an unreadable or remote
+    registry gives no suggestions, not a broken DAG). The registry module itself is not imported:
+    it brings fsspec, which parsing does not need.
+    """
+    if "://" in root and not root.startswith("file://"):
+        return []
+    folder = Path(root.removeprefix("file://")) / name
+    try:
+        aliases = json.loads((folder / "aliases.json").read_text()) if (folder / "aliases.json").is_file() else {}
+        versions = (
+            sorted((int(p.name) for p in (folder / "versions").iterdir() if p.name.isdigit()), reverse=True)
+            if (folder / "versions").is_dir()
+            else []
+        )
+        refs = [alias for alias in sorted(aliases) if isinstance(alias, str) and _ALIAS.match(alias)]
+    except (OSError, ValueError, TypeError):  # unreadable, not JSON, or not a mapping of aliases
+        return []
+    return (refs + [str(v) for v in versions])[:limit]
+
+
+def trigger_params(config: PipelineConfig) -> dict[str, Param]:
+    """The trigger form: all optional; empty fields mean 'the run's own window and the configured model'.
+
+    The model field suggests the registry's aliases and versions when the registry is a local
+    folder (read at parse time, cheap); any other value matching the pattern is still accepted.
+    """
+    model = f"{config.model.name}:{config.model.version}"
+    refs = model_suggestions(settings.model_registry_root(), config.model.name)
+    # Param's extra keywords are its JSON schema: `examples` makes the form's field a free-text box with a list.
+    suggestions: dict[str, Any] = {"examples": refs} if refs else {}
     return {
         "window_start": Param(
             None,
@@ -37,8 +75,9 @@ def trigger_params() -> dict[str, Param]:
             format="date-time",
             pattern=ISO_DATE_TIME,
             maxLength=40,
-            title="Window start (UTC, inclusive)",
-            description="Score this window instead of the run's data interval. Give both ends or neither.",
+            title="Window start (inclusive)",
+            description="Score this window instead of the run's own interval. Give both ends or neither; "
+            f"a time without an offset is read in {config.timezone}. Example: 2026-11-01T00:00:00Z.",
         ),
         "window_end": Param(
             None,
@@ -46,16 +85,19 @@ def trigger_params() -> dict[str, Param]:
             format="date-time",
             pattern=ISO_DATE_TIME,
             maxLength=40,
-            title="Window end (UTC, exclusive)",
-            description="End of the window to score (exclusive).",
+            title="Window end (exclusive)",
+            description="End of the window, after its start and not in the future; at most "
+            f"{config.execution.max_window_days} days after the start.",
         ),
         "model_version": Param(
             None,
             type=["null", "string"],
             pattern=MODEL_REF.pattern,
             maxLength=64,
-            title="Model version or alias",
-            description="A version number (e.g. 3) or an alias (e.g. challenger). Empty: the configured model.",
+            title=f"Model {config.model.name}: version or alias",
+            description=f"A version number (e.g. 3) or an alias (e.g. challenger) of model {config.model.name}. "
+            f"Empty: the configured {model}.",
+            **suggestions,
         ),
         "dry_run": Param(
             False,
@@ -81,7 +123,7 @@ def build_dag(config: PipelineConfig) -> DAG:
         start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=ZoneInfo(config.timezone)),
         catchup=config.catchup,
         max_active_runs=config.execution.max_active_runs,
-        params=trigger_params(),
+        params=trigger_params(config),
         tags=["batch-scoring", *config.tags],
         default_args={
             "owner": config.owner,

@@ -1,0 +1,238 @@
+"""The plugin's FastAPI app, mounted by Airflow's api-server at ``/scoring``.
+
+Pages (shown inside Airflow's UI as iframes): ``/runs`` (the overview), ``/run`` (one run: its
+charts, drift, challenger and links; also the tab on every DAG run), ``/rejects`` (a run's
+rejected rows). JSON with the same data under ``/api``. Every route, the static files included,
+needs a logged-in Airflow user (the app-wide dependency); FastAPI's own docs routes are off,
+since they would not be. Query parameters are validated strictly (422 otherwise) and reach SQL
+only as bound parameters. The scores database is the Airflow connection
+``BATCHSCORE_SCORES_CONN_ID`` (default ``scores_db``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from airflow.api_fastapi.core_api.security import requires_authenticated
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse
+
+from batchscore import run_charts, run_views
+from scoring_ui import links
+from scoring_ui.pages import render
+
+STATIC = Path(__file__).resolve().parent / "static"
+# The only files served: no path from a request ever reaches the file system.
+ASSETS = {
+    "scoring.css": "text/css",
+    "scoring.js": "text/javascript",
+    "vendor/chart.umd.min.js": "text/javascript",
+    "vendor/chartjs-chart-matrix.min.js": "text/javascript",
+}
+REJECTS_PAGE_SIZE = 50
+
+Pipeline = Annotated[str, Query(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+RunId = Annotated[str, Query(pattern=r"^[A-Za-z0-9_.~:+\-]{1,250}$")]
+Status = Literal["running", "success", "failed", "dry_run"]
+Windows = Annotated[int, Query(ge=2, le=run_views.MAX_HISTORY, description="windows in the charts' history")]
+Reason = Annotated[str | None, Query(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Page = Annotated[int, Query(ge=1, le=1000)]
+
+
+def _scores_url() -> str:
+    from airflow.models.connection import Connection
+
+    from batchscore.airflow_glue import url_of
+
+    return url_of(Connection.get_connection_from_secrets(os.environ.get("BATCHSCORE_SCORES_CONN_ID", "scores_db")))
+
+
+app = FastAPI(
+    title="Scoring",
+    dependencies=[Depends(requires_authenticated())],
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
+
+
+def _roots(request: Request) -> tuple[str, str]:
+    """(this app's root, Airflow's UI root), from where Airflow mounted the app."""
+    root = str(request.scope.get("root_path", "")).rstrip("/") or links.MOUNT
+    return root, links.airflow_base(root)
+
+
+def _run_filter(
+    pipeline: str | None, status: str | None, since: date | None, until: date | None, limit: int
+) -> run_views.RunFilter:
+    def instant(day: date | None) -> datetime | None:
+        return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
+
+    return run_views.RunFilter(pipeline, status, instant(since), instant(until), limit)
+
+
+def _with_run(runs: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The history as this run's page shows it: this run in its window's place when it scored one."""
+    if run["status"] not in ("success", "dry_run") or run["window_start"] is None:
+        return runs
+    others = [r for r in runs if (r["window_start"], r["window_end"]) != (run["window_start"], run["window_end"])]
+    return sorted([*others, run], key=lambda r: (r["window_start"], r["window_end"]))
+
+
+def run_details(pipeline: str, run_id: str, windows: int) -> dict[str, Any] | None:
+    """A run record with every chart its page draws (None: no such run)."""
+    url = _scores_url()
+    run = run_views.get_run(url, pipeline, run_id)
+    if run is None:
+        return None
+    earlier = run_views.history(url, pipeline, until=run["window_start"], limit=windows) if run["window_start"] else []
+    series = _with_run(earlier, run)
+    drift = run_views.drift_for_runs(url, pipeline, list({r["run_id"] for r in [*series, run]}))
+    return {
+        "run": run,
+        "charts": {
+            "distribution": run_charts.distribution(run, [r for r in series if r["run_id"] != run_id]),
+            "reference": run_charts.versus_reference(drift, run_id),
+            "trend": run_charts.trend(series),
+            "drift": run_charts.drift_heatmap(series, drift),
+            "shadow": run_charts.shadow_trend(series),
+        },
+        "feature_drift": run_charts.feature_drift(drift, run_id),
+        "reject_reasons": run_views.reject_reasons(url, pipeline, run_id),
+    }
+
+
+# ----------------------------------------------------------------------------------------- JSON
+
+
+@app.get("/api/runs")
+def runs_json(
+    pipeline: Annotated[str | None, Query(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = None,
+    status: Status | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    limit: Annotated[int, Query(ge=1, le=run_views.MAX_RUNS)] = 50,
+) -> list[dict[str, Any]]:
+    """Run records, per pipeline its ``limit`` newest windows; ``since``/``until`` bound the window start."""
+    return run_views.list_runs(_scores_url(), _run_filter(pipeline, status, since, until, limit))
+
+
+@app.get("/api/run")
+def run_json(pipeline: Pipeline, run_id: RunId, windows: Windows = 30) -> dict[str, Any]:
+    """One run with its charts' data (what its page draws)."""
+    details = run_details(pipeline, run_id, windows)
+    if details is None:
+        raise HTTPException(404, f"no scoring run {run_id!r} of pipeline {pipeline!r}")
+    return details
+
+
+@app.get("/api/rejects")
+def rejects_json(pipeline: Pipeline, run_id: RunId, reason: Reason = None, page: Page = 1) -> dict[str, Any]:
+    """A run's rejects counted by reason, and one page of rejected rows as they arrived."""
+    url = _scores_url()
+    rows = run_views.rejected_rows(
+        url, pipeline, run_id, reason=reason, offset=(page - 1) * REJECTS_PAGE_SIZE, limit=REJECTS_PAGE_SIZE
+    )
+    return {
+        "reasons": run_views.reject_reasons(url, pipeline, run_id),
+        "rows": rows,
+        "page": page,
+        "page_size": REJECTS_PAGE_SIZE,
+    }
+
+
+# ---------------------------------------------------------------------------------------- pages
+
+
+@app.get("/runs", response_class=HTMLResponse)
+def runs_page(
+    request: Request,
+    *,
+    pipeline: Annotated[str | None, Query(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = None,
+    status: Status | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 30,
+    windows: Windows = 30,
+) -> str:
+    """The overview: per pipeline, a trend chart and its recent windows, filtered."""
+    root, base = _roots(request)
+    url = _scores_url()
+    grouped: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+    for run in run_views.list_runs(url, _run_filter(pipeline, status, since, until, limit)):
+        grouped.setdefault(run["pipeline"], []).append(run)
+    trends = {name: run_charts.trend(run_views.history(url, name, limit=windows)) for name in grouped}
+    return render(
+        "runs.html",
+        root=root,
+        base=base,
+        links=links,
+        grouped=grouped,
+        trends=trends,
+        pipelines=run_views.pipelines(url),
+        statuses=run_views.STATUSES,
+        filters={"pipeline": pipeline, "status": status, "since": since, "until": until, "limit": limit},
+        windows=windows,
+    )
+
+
+@app.get("/run", response_class=HTMLResponse)
+def run_page(
+    request: Request,
+    *,
+    run_id: RunId,
+    pipeline: Annotated[str | None, Query(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = None,
+    dag_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.\-]{1,250}$")] = None,
+    windows: Windows = 30,
+    embed: bool = False,
+) -> str:
+    """One run; reached by pipeline (from the overview) or by DAG id (the tab on every Airflow DAG run)."""
+    root, base = _roots(request)
+    if pipeline is None:
+        pipeline = links.pipeline_of(dag_id) if dag_id else None
+        if pipeline is None:
+            return render("absent.html", root=root, embed=embed, dag_id=dag_id, run_id=run_id, pipeline=None)
+    details = run_details(pipeline, run_id, windows)
+    if details is None:
+        return render("absent.html", root=root, embed=embed, dag_id=dag_id, run_id=run_id, pipeline=pipeline)
+    return render("run.html", root=root, base=base, links=links, embed=embed, windows=windows, **details)
+
+
+@app.get("/rejects", response_class=HTMLResponse)
+def rejects_page(
+    request: Request, *, pipeline: Pipeline, run_id: RunId, reason: Reason = None, page: Page = 1, embed: bool = False
+) -> str:
+    """A run's rejected rows by reason, with the values as they arrived, a page at a time."""
+    root, base = _roots(request)
+    data = rejects_json(pipeline, run_id, reason, page)
+    columns: list[str] = []
+    for row in data["rows"]:
+        for key in row["row_data"] or {}:
+            if key not in columns:
+                columns.append(key)
+    run = run_views.get_run(_scores_url(), pipeline, run_id)
+    return render(
+        "rejects.html",
+        root=root,
+        base=base,
+        links=links,
+        embed=embed,
+        pipeline=pipeline,
+        run_id=run_id,
+        run=run,
+        reason=reason,
+        columns=columns,
+        **data,
+    )
+
+
+@app.get("/static/{name:path}")
+def static(name: str) -> FileResponse:
+    """The plugin's CSS and scripts and the vendored chart library (no CDN: many deployments are offline)."""
+    if name not in ASSETS:
+        raise HTTPException(404, "no such asset")
+    return FileResponse(STATIC / name, media_type=ASSETS[name], headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,153 @@
+"""Refuse a scoring DAG's trigger whose window ``plan`` would refuse, before the run exists.
+
+Airflow validates each trigger-form field on its own (type, ``pattern``); a rule between two
+fields (the end after the start, both or neither) or against the clock (not in the future) has
+no place in a Param's JSON schema. This ASGI middleware, registered as the plugin's
+``fastapi_root_middlewares``, looks at ``POST /api/v2/dags/score_<pipeline>/dagRuns`` (what the
+trigger form and the REST API send), checks the window with the engine's own rules
+(:func:`batchscore.airflow_glue.check_trigger_conf`), and answers 400 with the reason, which
+the trigger form shows. Anything else, and any request that is not from a logged-in user,
+passes through untouched (Airflow then answers it as usual).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+TRIGGER_PATH = re.compile(r"^(?P<base>.*)/api/v2/dags/score_(?P<pipeline>[a-z_][a-z0-9_]{0,62})/dagRuns/?$")
+MAX_BODY = 1 << 20  # a trigger body is a few hundred bytes; a larger one is left to Airflow to refuse
+
+
+class TriggerWindowGuard:
+    """ASGI middleware: 400 for a scoring trigger whose window cannot be scored, before Airflow creates the run."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = TRIGGER_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        body, more = await _read_body(receive)
+        replay = _replaying(body, more, receive)
+        problem = await _problem(scope, match["pipeline"], body) if not more else None
+        if problem is None:
+            await self.app(scope, replay, send)
+            return
+        payload = json.dumps({"detail": problem}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request body up to ``MAX_BODY``; True when more is left unread."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+        if size > MAX_BODY:
+            return b"".join(chunks), True
+
+
+def _replaying(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A ``receive`` that hands the already-read body on first, then the rest of the request."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
+
+
+async def _authenticated(scope: Scope) -> bool:
+    """True when the request carries a valid Airflow token (Bearer header or the UI's cookie)."""
+    from airflow.api_fastapi.core_api.security import resolve_user_from_token
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    request = Request(scope)
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else None
+    if token is None:
+        from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+        token = request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    if not token:
+        return False
+    try:
+        await resolve_user_from_token(token)
+    except HTTPException:
+        return False
+    return True
+
+
+async def _problem(scope: Scope, pipeline: str, body: bytes) -> str | None:
+    """Why this trigger's window cannot be scored, or None to let it through."""
+    from batchscore import settings
+    from batchscore.config import ConfigError, load_config
+    from batchscore.errors import PermanentError, one_line
+
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return None  # Airflow answers malformed JSON itself
+    conf = request.get("conf") if isinstance(request, dict) else None
+    if not isinstance(conf, dict) or not ({"window_start", "window_end"} & conf.keys()):
+        return None
+    path = settings.pipelines_dir() / f"{pipeline}.yaml"
+    if not path.exists() or not await _authenticated(scope):
+        return None
+    try:
+        config = load_config(path)
+    except ConfigError:
+        return None  # the DAG's own import error says what is wrong
+    from batchscore.airflow_glue import check_trigger_conf
+
+    run_after = _instant(request.get("run_after")) or datetime.now(UTC)
+    try:
+        check_trigger_conf(config, conf, run_after)
+    except PermanentError as exc:
+        log.info("refused a trigger of score_%s: %s", pipeline, exc)
+        return f"Invalid window for score_{pipeline}: {one_line(exc)}"
+    return None
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
