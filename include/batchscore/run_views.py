@@ -173,7 +173,8 @@ def rejected_rows(
             SELECT entity_key, reason, row_data FROM scoring.rejects
             WHERE pipeline = %(pipeline)s AND run_id = %(run_id)s
               AND (%(reason)s::text IS NULL OR regexp_replace(reason, %(quoted)s, '''…''', 'g') = %(reason)s)
-            ORDER BY entity_key NULLS FIRST, reason, ctid  -- a run's rejects never change: stable pages
+            -- numeric keys in numeric order; the rejects of a run never change, so pages are stable
+            ORDER BY length(entity_key) NULLS FIRST, entity_key, reason, ctid
             OFFSET %(offset)s LIMIT %(limit)s
         """
         params = {

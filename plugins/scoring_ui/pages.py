@@ -28,7 +28,10 @@ def number(value: Any) -> str:
 
 
 def seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:,.1f}"
+    """Two decimals under 10 s (small windows take fractions of a second per stage), one above."""
+    if value is None:
+        return ""
+    return f"{value:.2f}" if value < 10 else f"{value:,.1f}"
 
 
 def percent(value: float | None) -> str:

@@ -139,7 +139,7 @@ async def _problem(scope: Scope, pipeline: str, body: bytes) -> str | None:
         check_trigger_conf(config, conf, run_after)
     except PermanentError as exc:
         log.info("refused a trigger of score_%s: %s", pipeline, exc)
-        return f"Invalid window for score_{pipeline}: {one_line(exc)}"
+        return f"Invalid window for score_{pipeline}: {one_line(str(exc))}"
     return None
 
 

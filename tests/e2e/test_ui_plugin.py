@@ -22,10 +22,32 @@ def finished_run(client: AirflowClient) -> str:
     return run_id
 
 
-def test_plugin_routes_need_a_login(client: AirflowClient) -> None:
-    anonymous = requests.get(f"{client.base}/scoring/api/runs", timeout=30)
-    assert anonymous.status_code in (401, 403)
-    assert requests.get(f"{client.base}/scoring/runs", timeout=30).status_code in (401, 403)
+PLUGIN_ROUTES = [
+    "/scoring/runs",
+    "/scoring/run?pipeline=churn&run_id=x",
+    "/scoring/run?dag_id=score_churn&run_id=x&embed=true",
+    "/scoring/rejects?pipeline=churn&run_id=x",
+    "/scoring/api/runs",
+    "/scoring/api/run?pipeline=churn&run_id=x",
+    "/scoring/api/rejects?pipeline=churn&run_id=x",
+    "/scoring/static/scoring.js",
+    "/scoring/static/vendor/chart.umd.min.js",
+]
+
+
+@pytest.mark.parametrize("route", PLUGIN_ROUTES)
+def test_every_plugin_route_needs_a_login(client: AirflowClient, route: str) -> None:
+    anonymous = requests.Session()
+    anonymous.trust_env = False
+    assert anonymous.get(f"{client.base}{route}", timeout=30).status_code in (401, 403)
+    forged = anonymous.get(f"{client.base}{route}", cookies={"_token": "forged"}, timeout=30)
+    assert forged.status_code in (401, 403)
+    assert client.session.get(f"{client.base}{route}", timeout=30).status_code in (200, 404)
+
+
+def test_no_unprotected_docs_routes(client: AirflowClient) -> None:
+    for route in ("/scoring/docs", "/scoring/redoc", "/scoring/openapi.json"):
+        assert requests.get(f"{client.base}{route}", timeout=30).status_code in (401, 403, 404)
 
 
 def test_api_lists_the_run_records(client: AirflowClient, airflow_db: Services, finished_run: str) -> None:
@@ -53,7 +75,29 @@ def test_hostile_query_parameters_are_refused(client: AirflowClient, params: dic
     assert client.session.get(f"{client.base}/scoring/api/runs", params=params, timeout=30).status_code == 422
 
 
-def test_nav_link_is_registered(client: AirflowClient) -> None:
+def test_nav_entry_and_dag_run_tab_are_registered(client: AirflowClient) -> None:
     plugins = client.get("/plugins")["plugins"]
     ours = next(p for p in plugins if p["name"] == "scoring_runs")
-    assert [v["href"] for v in ours["external_views"]] == ["/scoring/runs"]
+    views = {v["destination"]: v for v in ours["external_views"]}
+    assert (views["nav"]["href"], views["nav"]["url_route"]) == ("/scoring/runs", "scoring")
+    assert views["dag_run"]["href"] == "/scoring/run?dag_id={DAG_ID}&run_id={RUN_ID}&embed=true"
+    assert views["dag_run"]["url_route"] == "scoring-run"
+    assert [m["name"] for m in ours["fastapi_root_middlewares"]] == ["Scoring window check"]
+
+
+@pytest.mark.parametrize(
+    ("conf", "reason"),
+    [
+        ({"window_start": "2026-10-02T00:00:00Z", "window_end": "2026-10-01T00:00:00Z"}, "must be before end"),
+        ({"window_start": "2026-10-02T00:00:00Z"}, "give both window_start and window_end"),
+        ({"window_start": "2999-01-01", "window_end": "2999-01-02"}, "not complete yet"),
+    ],
+)
+def test_rest_trigger_with_a_bad_window_creates_no_run(client: AirflowClient, conf: dict, reason: str) -> None:
+    before = {r["dag_run_id"] for r in client.dag_runs(DAG_ID)}
+    reply = client.session.post(
+        f"{client.base}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf}, timeout=30
+    )
+    assert reply.status_code == 400
+    assert reason in reply.json()["detail"]
+    assert {r["dag_run_id"] for r in client.dag_runs(DAG_ID)} == before

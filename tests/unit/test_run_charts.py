@@ -8,7 +8,8 @@ from tests.unit.ui_records import SHADOW, drift_rows, histogram, run
 
 def test_density_integrates_to_one_over_the_score_axis() -> None:
     points = run_charts.density(histogram(0.1))
-    assert points is not None and len(points) == 20
+    assert points is not None
+    assert len(points) == 20
     width = 0.04
     assert sum(p["y"] * width for p in points) == pytest.approx(1.0)
     assert points[0]["x"] == pytest.approx(0.12)
@@ -60,9 +61,11 @@ def test_drift_heatmap_has_one_cell_per_feature_and_window_score_last() -> None:
     assert {c["y"]: c["psi"] for c in chart["cells"] if c["x"] == "2026-10-22"}["(score)"] == pytest.approx(0.24)
     assert run_charts.drift_heatmap(runs, []) is None
     reference = run_charts.versus_reference(rows, runs[2]["run_id"])
-    assert reference is not None and reference["reference"] == [0.6, 0.4] and reference["drifted"] is True
+    assert reference is not None
+    assert reference["reference"] == [0.6, 0.4]
+    assert reference["drifted"] is True
     assert run_charts.versus_reference(rows, runs[0]["run_id"]) is None
-    assert [r["feature"] for r in run_charts.feature_drift(rows, runs[2]["run_id"])][0] == "(score)"
+    assert next(r["feature"] for r in run_charts.feature_drift(rows, runs[2]["run_id"])) == "(score)"
 
 
 def test_shadow_trend_only_from_runs_with_a_challenger() -> None:

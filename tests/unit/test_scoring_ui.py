@@ -108,7 +108,8 @@ def test_overview_groups_runs_by_pipeline_with_links_and_causes(ui: TestClient, 
     assert 'href="/dags/score_churn/runs/manual__2026-10-25"' in page
     assert 'href="/dags/score_churn/runs/manual__2026-10-26/tasks/plan"' in page  # the failed stage's logs
     assert "/dags/score_fraud/runs/scheduled__2026-10-20T00%3A00%3A00%2B00%3A00" in page
-    assert "model &#39;churn&#39; has no alias &#39;prod&#39;" in page and "Remedy:" in page
+    assert "model &#39;churn&#39; has no alias &#39;prod&#39;" in page
+    assert "Remedy:" in page
     assert "/scoring/run?pipeline=churn&amp;run_id=manual__2026-10-21" in page
     trend = chart_data(page)["trend"]["churn"]
     assert trend["run_ids"] == [r["run_id"] for r in records.runs[:6]]
@@ -117,8 +118,10 @@ def test_overview_groups_runs_by_pipeline_with_links_and_causes(ui: TestClient, 
 
 def test_overview_filters_are_kept_and_refuse_hostile_values(ui: TestClient) -> None:
     page = ui.get("/runs", params={"pipeline": "fraud", "status": "success"}).text
-    assert 'id="pipeline-churn"' not in page and 'id="pipeline-fraud"' in page
-    assert '<option value="fraud" selected>' in page and '<option value="success" selected>' in page
+    assert 'id="pipeline-churn"' not in page
+    assert 'id="pipeline-fraud"' in page
+    assert '<option value="fraud" selected>' in page
+    assert '<option value="success" selected>' in page
     for hostile in (
         {"pipeline": "churn'--"},
         {"status": "done"},
@@ -141,28 +144,35 @@ def test_run_page_draws_every_chart_that_has_data(ui: TestClient, records: FakeR
     assert data["trend"]["run_ids"][-1] == record["run_id"]
     assert data["drift"]["windows"] == ["2026-10-23", "2026-10-24", "2026-10-25"]
     assert data["shadow"]["label_agreement"] == [0.93]
-    assert "93.00%" in page and "scoring.churn_scores_shadow" in page
-    assert 'class="n rows-read">3,000<' in page and 'class="n rows-rejected">35 (1.17%)<' in page
+    assert "93.00%" in page
+    assert "scoring.churn_scores_shadow" in page
+    assert 'class="n rows-read">3,000<' in page
+    assert 'class="n rows-rejected">35 (1.17%)<' in page
 
 
 def test_run_page_without_drift_or_challenger_draws_neither(ui: TestClient, records: FakeRecords) -> None:
     page = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[1]["run_id"]}).text
-    assert 'data-chart="distribution"' in page and 'data-chart="trend"' in page
-    assert 'data-chart="drift"' not in page and 'data-chart="shadow"' not in page
+    assert 'data-chart="distribution"' in page
+    assert 'data-chart="trend"' in page
+    assert 'data-chart="drift"' not in page
+    assert 'data-chart="shadow"' not in page
     assert 'data-chart="reference"' not in page
-    assert "Champion and challenger" not in page and "No drift was recorded" in page
+    assert "Champion and challenger" not in page
+    assert "No drift was recorded" in page
 
 
 def test_failed_run_page_shows_cause_and_remedy(ui: TestClient, records: FakeRecords) -> None:
     page = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[6]["run_id"]}).text
-    assert "Failed in plan" in page and "Remedy:" in page
+    assert "Failed in plan" in page
+    assert "Remedy:" in page
     assert 'data-chart="distribution"' not in page
 
 
 def test_dag_run_tab_finds_the_pipeline_from_the_dag(ui: TestClient, records: FakeRecords) -> None:
     record = records.runs[2]
     page = ui.get("/run", params={"dag_id": "score_churn", "run_id": record["run_id"], "embed": "true"}).text
-    assert 'class="embed"' in page and 'data-chart="distribution"' in page
+    assert 'class="embed"' in page
+    assert 'data-chart="distribution"' in page
     other = ui.get("/run", params={"dag_id": "etl_daily", "run_id": "manual__x"}).text
     assert "is not a scoring DAG" in other
     missing = ui.get("/run", params={"dag_id": "score_churn", "run_id": "manual__none"}).text
@@ -175,8 +185,11 @@ def test_rejects_page_shows_values_as_they_arrived_escaped(ui: TestClient) -> No
     page = ui.get("/rejects", params={"pipeline": "churn", "run_id": "manual__2026-10-25", "page": 2}).text
     assert "<th>customer_id</th><th>plan</th><th>x</th><th>region</th>" in page
     assert '<td class="null">NULL</td>' in page
-    assert "&lt;script&gt;" in page and "<script>'" not in page and "&lt;b&gt;18&lt;/b&gt;" in page
-    assert "page 2" in page and "previous" in page
+    assert "&lt;script&gt;" in page
+    assert "<script>'" not in page
+    assert "&lt;b&gt;18&lt;/b&gt;" in page
+    assert "page 2" in page
+    assert "previous" in page
     assert ui.get("/rejects", params={"pipeline": "churn", "run_id": "r", "page": 0}).status_code == 422
     assert ui.get("/rejects", params={"pipeline": "churn", "run_id": "r", "reason": "a\x00b"}).status_code == 422
 
@@ -185,18 +198,22 @@ def test_json_endpoints_return_the_same_records(ui: TestClient, records: FakeRec
     runs = ui.get("/api/runs", params={"pipeline": "churn"}).json()
     assert [r["run_id"] for r in runs] == [r["run_id"] for r in records.runs if r["pipeline"] == "churn"]
     one = ui.get("/api/run", params={"pipeline": "churn", "run_id": records.runs[5]["run_id"]}).json()
-    assert one["run"]["rows_written"] == 2_970 and one["charts"]["shadow"]["psi"] == [0.02]
+    assert one["run"]["rows_written"] == 2_970
+    assert one["charts"]["shadow"]["psi"] == [0.02]
     rejects = ui.get("/api/rejects", params={"pipeline": "churn", "run_id": records.runs[5]["run_id"]}).json()
-    assert rejects["reasons"][0] == {"reason": "plan is NULL", "rows": 20} and rejects["page_size"] == 50
+    assert rejects["reasons"][0] == {"reason": "plan is NULL", "rows": 20}
+    assert rejects["page_size"] == 50
 
 
 def test_only_the_listed_assets_are_served(ui: TestClient) -> None:
     reply = ui.get("/static/vendor/chart.umd.min.js")
-    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/javascript")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/javascript")
     assert hashlib.sha256(reply.content).hexdigest() == VENDORED["chart.umd.min.js"]
     for name in ("vendor/VENDORED.md", "../app.py", "..%2Fapp.py", "scoring_ui/app.py", "/etc/passwd"):
         assert ui.get(f"/static/{name}").status_code == 404, name
-    assert ui.get("/docs").status_code == 404 and ui.get("/openapi.json").status_code == 404
+    assert ui.get("/docs").status_code == 404
+    assert ui.get("/openapi.json").status_code == 404
 
 
 @pytest.mark.parametrize("name", sorted(VENDORED))

@@ -59,7 +59,7 @@
         scales: { y: { position: "left", title: { display: true, text: "mean score" } },
                   rate: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
                           title: { display: true, text: "reject rate" },
-                          ticks: { callback: function (v) { return (100 * v).toFixed(1) + "%"; } } } },
+                          ticks: { callback: function (v) { return (100 * v).toFixed(v < 0.01 ? 2 : 1) + "%"; } } } },
         onClick: function (event, elements) {
           if (elements.length) window.location.href = runPage(canvas.dataset.pipeline, d.run_ids[elements[0].index]);
         } } });
