@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
@@ -76,13 +77,12 @@ def test_a_hostile_window_is_refused_when_triggered(client: AirflowClient) -> No
 def test_a_window_ending_before_it_starts_fails_in_plan_once_and_is_recorded(
     client: AirflowClient, airflow_db: Services
 ) -> None:
-    """Well-formed fields that together make no window pass the form; plan refuses them, once."""
-    run = client.send(
-        "POST",
-        f"/dags/{DAG_ID}/dagRuns",
-        {"logical_date": None, "conf": {"window_start": "2026-10-02T00:00:00+00:00", "window_end": "2026-10-01"}},
-    )
-    run_id = str(run["dag_run_id"])
+    """Well-formed fields that together make no window: the UI and the REST API refuse them at trigger
+    time (the plugin's window check, tests/e2e/test_ui_plugin.py); a run created past that check (the
+    ``airflow dags trigger`` CLI writes to the metadata database itself) is refused by plan, once."""
+    conf = {"window_start": "2026-10-02T00:00:00+00:00", "window_end": "2026-10-01"}
+    run_id = "manual__window_ending_before_it_starts"
+    airflow_db.stack.airflow("dags", "trigger", DAG_ID, "--run-id", run_id, "-c", json.dumps(conf), capture=True)
     began = time.monotonic()
     (finished,) = client.wait_for_runs(DAG_ID, {run_id}, timeout=120, poll=1, allow_failed=True)
     seconds = time.monotonic() - began

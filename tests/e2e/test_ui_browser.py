@@ -54,7 +54,7 @@ def page(browser: Any, client: AirflowClient) -> Iterator[Any]:
 
 def open_trigger_form(page: Any, client: AirflowClient) -> Any:
     page.goto(f"{client.base}/dags/{DAG_ID}")
-    page.get_by_role("button", name="Trigger", exact=True).click()
+    page.get_by_test_id("trigger-dag-button").click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_text("Window start (inclusive)").wait_for()
     return dialog
@@ -141,7 +141,8 @@ def form_run(page: Any, client: AirflowClient) -> dict[str, Any]:
     details = reply.json()
     record = details["run"]
     assert record["status"] == "success"
-    assert (record["window_start"], record["window_end"]) == (WINDOW_START.isoformat(), WINDOW_END.isoformat())
+    window = (datetime.fromisoformat(record["window_start"]), datetime.fromisoformat(record["window_end"]))
+    assert window == (WINDOW_START, WINDOW_END)
     return details
 
 
