@@ -108,6 +108,20 @@ class ValidationConfig(_Strict):
     duplicate_keys: Literal["reject", "keep_first", "fail"] = "reject"
 
 
+class DriftConfig(_Strict):
+    """How a run's drift against the model's reference is judged (see :mod:`batchscore.drift`).
+
+    ``warn`` records and logs it; ``hold`` publishes nothing when a column's PSI is above its
+    threshold (the run fails naming them, the previous scores stay); ``off`` skips the counting.
+    ``hold`` needs a model registered with a reference: without one, the run fails in plan.
+    """
+
+    policy: Literal["warn", "hold", "off"] = "warn"
+    threshold: Annotated[float, Field(gt=0.0, le=100.0)] = 0.25  # per feature; 0.25 is the usual "large shift"
+    score_threshold: Annotated[float, Field(gt=0.0, le=100.0)] = 0.25  # for the model's output
+    min_rows: Annotated[int, Field(ge=0, le=1_000_000_000)] = 1000  # fewer scored rows: recorded, not judged
+
+
 class ExecutionConfig(_Strict):
     """How a run is cut into slices, spread over the executor's slots, and retried.
 
@@ -155,6 +169,7 @@ class PipelineConfig(_Strict):
     model: ModelConfig
     output: OutputConfig
     validation: ValidationConfig = ValidationConfig()
+    drift: DriftConfig = DriftConfig()
     execution: ExecutionConfig = ExecutionConfig()
 
     @field_validator("name", "entity_key")

@@ -14,11 +14,13 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pyarrow as pa
 
 from batchscore import runs, settings
 from batchscore.config import PipelineConfig
+from batchscore.drift import DriftCounter, Reference
 from batchscore.errors import one_line, remedy_of, root_cause
 from batchscore.extract import source_batches
 from batchscore.features import conform, staged_schema
@@ -34,7 +36,7 @@ from batchscore.load import (
 from batchscore.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
 from batchscore.progress import Progress
-from batchscore.publish import PublishResult, SliceResult, publish_window
+from batchscore.publish import DriftGate, PublishResult, SliceResult, publish_window
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.runner import Overlapped
 from batchscore.slices import KeySlice
@@ -55,6 +57,13 @@ def _manifest(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> Mo
 
 
 MIN_BATCH_ROWS = 10_000
+
+
+def drift_counter(config: PipelineConfig, manifest: ModelManifest) -> DriftCounter | None:
+    """The slice's drift counts, when the pipeline watches drift and the model has a reference."""
+    if config.drift.policy == "off" or manifest.reference is None:
+        return None
+    return DriftCounter(Reference.from_dict(manifest.reference))
 
 
 def batch_rows(config: PipelineConfig, slice_rows: int | None, workers: int) -> int:
@@ -136,14 +145,18 @@ def score_slice(
     score_seconds = [0.0]
     lock = threading.Lock()
 
+    drift = drift_counter(config, manifest)
+
     def work(batch: pa.RecordBatch) -> ScoredBatch:
         began = time.perf_counter()
         scored = score_batch(
             conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
         )
+        if drift is not None and scored.clean is not None:
+            drift.add(scored.clean, scored.scores)
         with lock:
             score_seconds[0] += time.perf_counter() - began
-        return scored
+        return replace(scored, clean=None)  # the rows wait for the loader: only their scores are needed
 
     def limit_threads() -> None:
         from threadpoolctl import threadpool_limits
@@ -222,6 +235,20 @@ def score_slice(
         unique_key_seconds=round(unique_key_seconds, 3),
         host=settings.host_name(),
         summary=summary.partial(),
+        drift=drift.partial() if drift is not None else None,
+    )
+
+
+def drift_gate(config: PipelineConfig, manifest: ModelManifest) -> DriftGate | None:
+    """How publish judges the slices' drift counts: the model's reference and the pipeline's policy."""
+    if config.drift.policy == "off" or manifest.reference is None:
+        return None
+    return DriftGate(
+        reference=Reference.from_dict(manifest.reference),
+        policy=config.drift.policy,
+        threshold=config.drift.threshold,
+        score_threshold=config.drift.score_threshold,
+        min_rows=config.drift.min_rows,
     )
 
 
@@ -242,6 +269,7 @@ def publish_run(
         slices=results,
         max_reject_fraction=config.validation.max_reject_fraction,
         dry_run=plan.dry_run,
+        drift=drift_gate(config, _manifest(config, endpoints, plan)),
     )
 
 

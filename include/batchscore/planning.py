@@ -96,6 +96,19 @@ def check_model_fits(config: PipelineConfig, manifest: ModelManifest, model: Any
         raise PlanError(f"model {manifest.name} v{manifest.version} is a {manifest.task} without {method}()")
 
 
+def check_drift_reference(config: PipelineConfig, manifest: ModelManifest) -> None:
+    """A drift gate needs the model's reference: ``hold`` without one fails here, ``warn`` says so."""
+    if manifest.reference is not None or config.drift.policy == "off":
+        return
+    if config.drift.policy == "hold":
+        raise PlanError(
+            f"pipeline {config.name} holds on drift, but model {manifest.name} v{manifest.version} has no drift "
+            "reference",
+            remedy="register the model with --reference (its training data), or set drift.policy to warn or off",
+        )
+    log.warning("plan: model %s v%d has no drift reference; drift is not watched", manifest.name, manifest.version)
+
+
 def load_model(
     config: PipelineConfig, registry: ModelRegistry, manifest: ModelManifest, pinned: str | None, warm: bool
 ) -> Any:
@@ -156,6 +169,7 @@ def plan_run(
     started = time.perf_counter()
     registry = ModelRegistry(endpoints.registry)
     manifest = registry.resolve(config.model.name, model_ref or config.model.version)
+    check_drift_reference(config, manifest)
     with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
         checking = pool.submit(_check_model, config, registry, manifest, preload)
         source_schema = probe_schema(endpoints.source_url, config.source.query, window)

@@ -16,12 +16,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
 from batchscore import db, runs, summary
+from batchscore.drift import DriftReport, Reference, evaluate
 from batchscore.errors import PermanentError
 from batchscore.load import drop_run_slices
 from batchscore.output_table import partition_name, table_ident, window_check
@@ -42,6 +43,36 @@ class RejectThresholdExceeded(PermanentError, RuntimeError):
         "see the run's rows in scoring.rejects (reason, row as it arrived); fix the source, "
         "or raise validation.max_reject_fraction"
     )
+
+
+class DriftHeld(PermanentError, RuntimeError):
+    """The window's features or scores moved past the pipeline's drift thresholds under ``policy: hold``."""
+
+    remedy = (
+        "compare reference and observed bins in scoring.drift for this run; fix the source if it broke, or retrain "
+        "(or re-register with a new --reference) if the change is real; drift.policy: warn publishes while recording"
+    )
+
+
+@dataclass(frozen=True)
+class DriftGate:
+    """The model's drift reference and the pipeline's policy, applied to the slices' counts at publish."""
+
+    reference: Reference
+    policy: Literal["warn", "hold"]
+    threshold: float
+    score_threshold: float
+    min_rows: int
+
+    def judge(self, slices: Sequence[SliceResult]) -> DriftReport:
+        return evaluate(
+            self.reference,
+            [s.drift for s in slices if s.drift is not None],
+            threshold=self.threshold,
+            score_threshold=self.score_threshold,
+            policy=self.policy,
+            min_rows=self.min_rows,
+        )
 
 
 @dataclass(frozen=True)
@@ -66,6 +97,7 @@ class SliceResult:
     host: str
     summary: dict[str, Any]
     unique_key_seconds: float = 0.0  # proving one row per key (and handling duplicates)
+    drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.drift)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,8 +107,8 @@ class SliceResult:
         return cls(**data)
 
     def record(self) -> dict[str, Any]:
-        """The slice as the run record lists it (no score sample)."""
-        return {k: v for k, v in self.to_dict().items() if k != "summary"}
+        """The slice as the run record lists it (no score sample, no drift counts)."""
+        return {k: v for k, v in self.to_dict().items() if k not in {"summary", "drift"}}
 
 
 @dataclass(frozen=True)
@@ -211,10 +243,12 @@ def publish_window(
     max_reject_fraction: float,
     dry_run: bool = False,
     lock_timeout_seconds: int = 600,
+    drift: DriftGate | None = None,
 ) -> PublishResult:
     """Make ``slices`` the window's scores, atomically; finish the run record. Idempotent on retry.
 
-    Over the reject threshold, or for a dry run, the slices are dropped and nothing changes.
+    Over the reject threshold, held by drift, or for a dry run, the slices are dropped and
+    nothing changes. The run's drift (with ``drift``) is recorded in every case.
     """
     started = time.perf_counter()
     slices = sorted(slices, key=lambda s: s.index)
@@ -230,14 +264,24 @@ def publish_window(
         lineage_id=None if dry_run else slices[0].lineage_id,
         slices=[s.record() for s in slices],
     )
+    report = drift.judge(slices) if drift is not None else None
+    if report is not None and report.status in {"warn", "held"}:
+        log.warning("publish: drift against the model's reference (%s): %s", report.status, report.describe())
     try:
         check_reject_threshold(url, slices, max_reject_fraction)
-    except RejectThresholdExceeded:
+        if report is not None and report.status == "held":
+            raise DriftHeld(
+                f"drift held the publish of window {window}: {report.describe()}; nothing was published "
+                "(drift.policy: hold)"
+            )
+    except (RejectThresholdExceeded, DriftHeld):
         # Nothing is published, but the bad rows are kept aside (under this run's id, beside the
-        # window's current rejects) and the run's counts recorded, so the cause can be seen.
+        # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
         with db.pg_connect(url) as conn:
             _keep_rejects(conn, pipeline, window, run_id, slices)
             runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
+            if report is not None:
+                runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
         drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
         raise
     if dry_run:
@@ -258,6 +302,8 @@ def publish_window(
         seconds = time.perf_counter() - started
         status = "dry_run" if dry_run else "success"
         runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds))
+        if report is not None:
+            runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
     log.info(
         "publish: %s %d scores and %d rejects from %d slice(s) for %s in %.2fs",
         status,
