@@ -22,6 +22,7 @@ from batchscore.errors import PermanentError
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PLACEHOLDERS = (":window_start", ":window_end")
+SHADOW_SUFFIX = "_shadow"
 
 
 class ConfigError(PermanentError, ValueError):
@@ -65,6 +66,23 @@ class ModelConfig(_Strict):
 
     name: str = Field(pattern=MODEL_REF.pattern)
     version: str = Field(default="champion", pattern=MODEL_REF.pattern)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+
+class ShadowConfig(_Strict):
+    """A challenger scored on the same rows in the same run, published to ``<output table>_shadow``.
+
+    ``name`` defaults to the pipeline's model; its features must be among the pipeline's and
+    its task the champion's. Promotion stays a person's ``batchscore models promote``.
+    """
+
+    name: str | None = Field(default=None, pattern=MODEL_REF.pattern)
+    version: str = Field(pattern=MODEL_REF.pattern)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("version", mode="before")
@@ -168,6 +186,7 @@ class PipelineConfig(_Strict):
     features: tuple[str, ...] = Field(min_length=1)
     model: ModelConfig
     output: OutputConfig
+    shadow: ShadowConfig | None = None
     validation: ValidationConfig = ValidationConfig()
     drift: DriftConfig = DriftConfig()
     execution: ExecutionConfig = ExecutionConfig()
@@ -213,9 +232,23 @@ class PipelineConfig(_Strict):
             raise ValueError(f"entity_key {self.entity_key!r} must not also be a feature")
         return self
 
+    @model_validator(mode="after")
+    def _shadow_table_fits(self) -> PipelineConfig:
+        if self.shadow is not None and len(self.output.table_name) > 63 - len(SHADOW_SUFFIX):
+            raise ValueError(
+                f"output.table: {self.output.table_name!r} is too long to have a {SHADOW_SUFFIX} table beside it "
+                f"(at most {63 - len(SHADOW_SUFFIX)} characters)"
+            )
+        return self
+
     @property
     def dag_id(self) -> str:
         return f"score_{self.name}"
+
+    @property
+    def shadow_table(self) -> str:
+        """Where a challenger's scores go: beside the output table, with its own lineage view."""
+        return f"{self.output.table}{SHADOW_SUFFIX}"
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

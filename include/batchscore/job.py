@@ -36,9 +36,10 @@ from batchscore.load import (
 from batchscore.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
 from batchscore.progress import Progress
-from batchscore.publish import DriftGate, PublishResult, SliceResult, publish_window
+from batchscore.publish import DriftGate, PublishResult, ShadowPublish, SliceResult, publish_window
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.runner import Overlapped
+from batchscore.shadow import Challenger, ShadowLoader
 from batchscore.slices import KeySlice
 from batchscore.summary import ScoreSummary
 from batchscore.windows import Window
@@ -96,6 +97,32 @@ def default_workers(threads_per_slice: int | None = None) -> tuple[int, int]:
     return workers, max(1, (os.cpu_count() or 1) // workers)
 
 
+def _challenger(  # noqa: PLR0917 (one caller, score_slice)
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    plan: RunPlan,
+    champion: ModelManifest,
+    key_slice: KeySlice,
+    schema: pa.Schema,
+) -> Challenger:
+    """The planned challenger, loaded (sha256 checked against the plan), with its slice table and loader started."""
+    assert plan.shadow_name is not None
+    registry = ModelRegistry(endpoints.registry)
+    manifest = registry.resolve(plan.shadow_name, str(plan.shadow_version))
+    model = scorer(registry.load(manifest, pinned_sha256=plan.shadow_sha256), manifest)
+    target = prepare_slice(
+        endpoints.scores_url,
+        pipeline=config.name,
+        output_table=config.shadow_table,
+        window=plan.window,
+        run_id=plan.run_id,
+        manifest=manifest,
+        key_slice=key_slice,
+    )
+    loader = ShadowLoader(endpoints.scores_url, target, schema)
+    return Challenger(model, manifest, loader, champion, config.entity_key, config.validation.unseen_categories, schema)
+
+
 def score_slice(
     config: PipelineConfig,
     endpoints: Endpoints,
@@ -142,6 +169,7 @@ def score_slice(
         key_slice=key_slice,
     )
     out_schema = scores_schema(config.entity_key, schema.field(config.entity_key).type)
+    challenger = _challenger(config, endpoints, plan, manifest, key_slice, out_schema) if plan.shadow_name else None
     score_seconds = [0.0]
     drift_seconds = [0.0]  # of score_seconds: counting the rows into the drift reference's bins
     lock = threading.Lock()
@@ -153,6 +181,8 @@ def score_slice(
         scored = score_batch(
             conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
         )
+        if challenger is not None and scored.clean is not None:
+            challenger.score(scored.clean, scored.scores)
         counting = time.perf_counter()
         if drift is not None and scored.clean is not None:
             drift.add(scored.clean, scored.scores)
@@ -185,16 +215,24 @@ def score_slice(
             progress.add(result.rows_in)
             yield from result.scores.to_batches()
 
+    shadow = None
     try:
         ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
+        shadow = challenger.finish() if challenger is not None else None
     finally:
         rejects.close()
+        if challenger is not None and shadow is None:
+            challenger.loader.abort()
     checking = time.perf_counter()
     duplicates = 0
     if has_duplicate_keys(keys):
         duplicates = remove_duplicate_keys(
             endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys
         )
+        if challenger is not None:  # the challenger scored the same rows: the same keys go
+            remove_duplicate_keys(
+                endpoints.scores_url, challenger.loader.target, config.entity_key, config.validation.duplicate_keys
+            )
     unique_key_seconds = time.perf_counter() - checking
     if duplicates:  # the summary counted those rows: summarise what the slice now holds
         counts["scored"] -= duplicates
@@ -242,6 +280,7 @@ def score_slice(
         summary=summary.partial(),
         drift=drift.partial() if drift is not None else None,
         drift_seconds=round(drift_seconds[0], 3),
+        shadow=shadow.to_dict() if shadow is not None else None,
     )
 
 
@@ -276,6 +315,9 @@ def publish_run(
         max_reject_fraction=config.validation.max_reject_fraction,
         dry_run=plan.dry_run,
         drift=drift_gate(config, _manifest(config, endpoints, plan)),
+        shadow=ShadowPublish(config.shadow_table, plan.shadow_name, plan.shadow_version or 0, plan.shadow_sha256 or "")
+        if plan.shadow_name
+        else None,
     )
 
 
@@ -295,6 +337,8 @@ def fail_run(
     cause = error if isinstance(error, str) else root_cause(error)
     try:
         drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.output.table, run_id=run_id)
+        if config.shadow is not None:
+            drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.shadow_table, run_id=run_id)
         runs.record_failure(
             endpoints.scores_url,
             pipeline=config.name,

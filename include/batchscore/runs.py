@@ -157,6 +157,14 @@ def record_drift(
     )
 
 
+def record_shadow(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, shadow: dict[str, Any]) -> None:
+    """The run's challenger: model, table, counts, agreement with the champion, published or not."""
+    conn.execute(
+        "UPDATE scoring.scoring_runs SET shadow = %s::jsonb WHERE pipeline = %s AND run_id = %s",
+        (json.dumps(shadow), pipeline, run_id),
+    )
+
+
 def record_failure(
     url: str,
     *,
