@@ -99,7 +99,7 @@ class SliceResult:
     summary: dict[str, Any]
     unique_key_seconds: float = 0.0  # proving one row per key (and handling duplicates)
     drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.drift)
-    drift_seconds: float = 0.0  # of score_seconds: counting rows into the drift bins
+    drift_seconds: float = 0.0  # CPU seconds counting rows into the drift bins (on the scoring threads)
     shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.shadow.ShadowSlice), if any
 
     def to_dict(self) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def drift_cost(report: Report) -> str:
     counted = sum(d["drift_thread_seconds"] for d in report.drift) / len(report.drift)
     scoring = sum(d["score_thread_seconds"] for d in report.drift) / len(report.drift)
     engine = report.paths.get("engine")
-    line = f"drift: counting {counted:.2f} of {scoring:.1f} scoring thread-s"
+    line = f"drift: counting {counted:.2f} CPU-s on the scoring threads (which ran {scoring:.1f} thread-s)"
     if engine is not None and engine.thread_cpu:
         line += f" ({counted / sum(engine.thread_cpu.values()):.1%} of the engine's CPU seconds)"
     if "engine_no_drift" in report.paths:
