@@ -62,6 +62,9 @@ test-integration: $(STAMP)         ## the engine and dag.test() on the embedded 
 test-e2e: $(STAMP) redis-server chromium   ## a real scheduler, dag-processor and API server; Celery workers
 	$(BIN)/python -m pytest tests/e2e
 
+screenshots: $(STAMP) chromium    ## regenerate the README's UI pictures (docs/img) with a real browser on the test stack
+	BATCHSCORE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/e2e/test_ui_browser.py
+
 airflow: $(STAMP)                 ## start the Airflow UI + scheduler on the local stack (background)
 	$(BIN)/python -m batchscore airflow up
 

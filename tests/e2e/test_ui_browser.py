@@ -8,6 +8,7 @@ the start and a window in the future. Screenshots are saved (``make screenshots`
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,14 +19,17 @@ import pytest
 
 from batchscore.local import ADMIN_PASSWORD, ADMIN_USER, AirflowClient
 from batchscore.run_charts import density, window_label
-from tests.conftest import TEST_ROOT, WAREHOUSE_END
+from tests.conftest import SHADOW, TEST_ROOT, WAREHOUSE_END
 from tests.e2e.browser import FLAGS, VIEWPORT, chromium_path, log_in, pick_date_time, screenshot_dir
-from tests.e2e.conftest import DAG_ID, utc_day
+from tests.e2e.conftest import DAG_ID, trigger, utc_day
 
 pytestmark = pytest.mark.e2e
 
 WINDOW_START, WINDOW_END = utc_day(WAREHOUSE_END - timedelta(days=1))
 SHOTS = screenshot_dir(TEST_ROOT / "screenshots")
+# `make screenshots`: earlier windows first (churn, and churn with a challenger), so the pictures have history.
+FOR_README = bool(os.environ.get("BATCHSCORE_SCREENSHOTS"))
+SHADOW_DAG = f"score_{SHADOW}"
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +129,24 @@ def test_trigger_form_reads_well_and_refuses_bad_windows(page: Any, client: Airf
 
 
 @pytest.fixture(scope="module")
-def form_run(page: Any, client: AirflowClient) -> dict[str, Any]:
+def history(client: AirflowClient) -> str | None:
+    """README pictures only: four earlier churn windows, three with a challenger (returns the last of those)."""
+    if not FOR_README:
+        return None
+    client.wait_for_dag(SHADOW_DAG, timeout=240)
+    client.send("PATCH", f"/dags/{SHADOW_DAG}", {"is_paused": False})
+    churn, shadow = set(), []
+    for back in range(5, 1, -1):
+        churn.add(trigger(client, *utc_day(WAREHOUSE_END - timedelta(days=back))))
+        if back < 5:
+            shadow.append(trigger(client, *utc_day(WAREHOUSE_END - timedelta(days=back)), dag_id=SHADOW_DAG))
+    client.wait_for_runs(DAG_ID, churn, timeout=600)
+    client.wait_for_runs(SHADOW_DAG, set(shadow), timeout=600)
+    return shadow[-1]
+
+
+@pytest.fixture(scope="module")
+def form_run(page: Any, client: AirflowClient, history: str | None) -> dict[str, Any]:
     """A run triggered from the form with a custom window, finished; its run record from the plugin's API."""
     dialog = open_trigger_form(page, client)
     pick_date_time(page, "Window start (inclusive)", f"{WINDOW_START:%Y/%m/%d}", "00:00")
@@ -181,7 +202,21 @@ def test_run_page_charts_hold_the_runs_recorded_distribution(
     assert drawn["painted"] > 1_000
     for chart in ("drift", "shadow", "reference"):  # drawn exactly when the run recorded their data
         assert (frame.locator(f"#chart-{chart}").count() == 1) == (form_run["charts"][chart] is not None)
+    # The demo model carries its training reference, so every run records drift per feature and for the score.
+    assert form_run["charts"]["drift"] is not None
+    heat = chart_points(frame, "chart-drift")
+    own = {(c["y"], c["psi"]) for c in heat["datasets"][0] if c["run_id"] == record["run_id"]}
+    assert own == {(row["feature"], row["psi"]) for row in form_run["feature_drift"]}
+    reference = chart_points(frame, "chart-reference")
+    assert reference["datasets"] == [
+        form_run["charts"]["reference"]["reference"],
+        form_run["charts"]["reference"]["observed"],
+    ]
     page.screenshot(path=str(SHOTS / "scoring-run.png"))
+    whole = page.context.new_page()  # the same page outside Airflow's frame, whole, for the README
+    whole.goto(f"{client.base}/scoring/run?pipeline=churn&run_id={quote(record['run_id'], safe='')}")
+    whole.screenshot(path=str(SHOTS / "scoring-run-full.png"), full_page=True)
+    whole.close()
 
 
 def test_link_from_a_scoring_run_leads_to_its_airflow_dag_run(
@@ -213,3 +248,13 @@ def test_dag_run_tab_shows_the_scoring_record_and_its_rejects(
     assert rows.count() == min(reasons[0]["rows"], 50)
     assert re.sub(r"'[^']*'", "'…'", rows.first.locator("td").nth(1).inner_text()) == reasons[0]["reason"]
     page.screenshot(path=str(SHOTS / "rejects.png"))
+
+
+@pytest.mark.skipif(not FOR_README, reason="only for the README's pictures (make screenshots)")
+def test_screenshot_of_a_run_with_a_challenger(page: Any, client: AirflowClient, history: str | None) -> None:
+    assert history is not None
+    whole = page.context.new_page()
+    whole.goto(f"{client.base}/scoring/run?pipeline={SHADOW}&run_id={quote(history, safe='')}")
+    assert chart_points(whole.main_frame, "chart-shadow")["painted"] > 1_000
+    whole.screenshot(path=str(SHOTS / "scoring-run-challenger.png"), full_page=True)
+    whole.close()

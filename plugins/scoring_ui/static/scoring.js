@@ -66,7 +66,7 @@
   }
 
   function heat(psi, threshold) {
-    var t = Math.min(1, psi / (2 * (threshold || 0.2)));
+    var t = Math.sqrt(Math.min(1, psi / (threshold || 0.2)));  // square root: small drift still shows
     return "rgba(197,48,48," + (0.08 + 0.85 * t).toFixed(3) + ")";
   }
 
@@ -89,10 +89,13 @@
     draw(canvas, { type: "line", data: { labels: d.labels, datasets: [
       { label: "label agreement", data: d.label_agreement, yAxisID: "share", borderColor: COLORS.ok, backgroundColor: COLORS.ok },
       { label: "mean |score difference|", data: d.mean_abs_diff, yAxisID: "diff", borderColor: COLORS.run, backgroundColor: COLORS.run },
-      { label: "PSI", data: d.psi, yAxisID: "diff", borderColor: COLORS.reference, backgroundColor: COLORS.reference, borderDash: [4, 3] }] },
+      { label: "PSI", data: d.psi, yAxisID: "psi", borderColor: COLORS.reference, backgroundColor: COLORS.reference, borderDash: [4, 3] }] },
       options: { interaction: { mode: "index", intersect: false },
-        scales: { share: { position: "left", min: 0, max: 1, title: { display: true, text: "agreement" } },
-                  diff: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false } } },
+        scales: { share: { position: "left", min: 0, max: 1, title: { display: true, text: "label agreement" } },
+                  diff: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
+                          title: { display: true, text: "mean |score difference|" } },
+                  psi: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
+                         title: { display: true, text: "PSI" } } },
         plugins: { tooltip: { callbacks: { footer: function (items) { return "challenger " + d.challengers[items[0].dataIndex]; } } } } } });
   }
 
