@@ -83,6 +83,8 @@ def test_nav_entry_and_dag_run_tab_are_registered(client: AirflowClient) -> None
     assert views["dag_run"]["href"] == "/scoring/run?dag_id={DAG_ID}&run_id={RUN_ID}&embed=true"
     assert views["dag_run"]["url_route"] == "scoring-run"
     assert [m["name"] for m in ours["fastapi_root_middlewares"]] == ["Scoring window check"]
+    # plugins/.airflowignore keeps the loader from importing scoring_ui's modules one by one
+    assert client.get("/plugins/importErrors")["import_errors"] == []
 
 
 @pytest.mark.parametrize(

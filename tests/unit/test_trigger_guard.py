@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from batchscore.airflow_glue import ParamError, check_trigger_conf
+from batchscore.config import PipelineConfig, load_config
 from batchscore.dag_factory import model_suggestions
 from batchscore.windows import Window, WindowError
 from tests.unit.test_scoring_ui import PLUGINS
@@ -20,10 +21,8 @@ NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def churn():
-    from tests.integration.helpers import churn_config
-
-    return churn_config()
+def churn() -> PipelineConfig:
+    return load_config(PLUGINS.parent / "include" / "pipelines" / "churn.yaml")
 
 
 @pytest.mark.parametrize(
