@@ -112,31 +112,44 @@ async def _authenticated(scope: Scope) -> bool:
     return True
 
 
-async def _problem(scope: Scope, pipeline: str, body: bytes) -> str | None:
-    """Why this trigger's window cannot be scored, or None to let it through."""
-    from batchscore import settings
-    from batchscore.config import ConfigError, load_config
-    from batchscore.errors import PermanentError, one_line
+def _window_request(body: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(request, conf) when the body asks for a window with well-formed fields; None leaves it to Airflow.
 
+    Malformed JSON, or a field malformed on its own, is Airflow's to refuse: its check of each
+    Param names the field.
+    """
     try:
         request = json.loads(body or b"{}")
     except ValueError:
-        return None  # Airflow answers malformed JSON itself
+        return None
     conf = request.get("conf") if isinstance(request, dict) else None
     if not isinstance(conf, dict) or not ({"window_start", "window_end"} & conf.keys()):
         return None
-    path = settings.pipelines_dir() / f"{pipeline}.yaml"
-    if not path.exists() or not await _authenticated(scope):
+    from batchscore.dag_factory import ISO_DATE_TIME
+
+    values = (conf.get("window_start"), conf.get("window_end"))
+    if not all(v is None or (isinstance(v, str) and re.match(ISO_DATE_TIME, v)) for v in values):
         return None
+    return request, conf
+
+
+async def _problem(scope: Scope, pipeline: str, body: bytes) -> str | None:
+    """Why this trigger's window cannot be scored, or None to let it through."""
+    from batchscore import settings
+    from batchscore.airflow_glue import check_trigger_conf
+    from batchscore.config import ConfigError, load_config
+    from batchscore.errors import PermanentError, one_line
+
+    asked = _window_request(body)
+    path = settings.pipelines_dir() / f"{pipeline}.yaml"
+    if asked is None or not path.exists() or not await _authenticated(scope):
+        return None
+    request, conf = asked
     try:
         config = load_config(path)
+        check_trigger_conf(config, conf, _instant(request.get("run_after")) or datetime.now(UTC))
     except ConfigError:
         return None  # the DAG's own import error says what is wrong
-    from batchscore.airflow_glue import check_trigger_conf
-
-    run_after = _instant(request.get("run_after")) or datetime.now(UTC)
-    try:
-        check_trigger_conf(config, conf, run_after)
     except PermanentError as exc:
         log.info("refused a trigger of score_%s: %s", pipeline, exc)
         return f"Invalid window for score_{pipeline}: {one_line(str(exc))}"

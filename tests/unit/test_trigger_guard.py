@@ -106,12 +106,14 @@ def test_guard_passes_good_windows_other_dags_and_anonymous_requests_unchanged(g
     bad = {"logical_date": None, "conf": {"window_start": "2026-11-02", "window_end": "2026-11-01"}}
     assert client.post("/api/v2/dags/etl_daily/dagRuns", json=bad).status_code == 200  # not a scoring DAG
     assert client.post("/api/v2/dags/score_unknown/dagRuns", json=bad).status_code == 200  # no such pipeline
+    malformed = {"logical_date": None, "conf": {"window_start": "2026-10-01'; --", "window_end": "2026-09-01"}}
+    assert client.post("/api/v2/dags/score_churn/dagRuns", json=malformed).status_code == 200  # Airflow's Param check
     no_window = {"logical_date": "2026-10-01T00:00:00Z", "conf": {}}
     assert client.post("/api/v2/dags/score_churn/dagRuns", json=no_window).status_code == 200
     logged_in[0] = False  # Airflow itself answers 401 to these; the guard says nothing about the pipeline
     assert client.post("/api/v2/dags/score_churn/dagRuns", json=bad).status_code == 200
     assert client.get("/api/v2/dags/score_churn/dagRuns").json() == {"dag_runs": []}
-    assert downstream.bodies == [good, bad, bad, no_window, bad]
+    assert downstream.bodies == [good, bad, bad, malformed, no_window, bad]
     raw = client.post(
         "/api/v2/dags/score_churn/dagRuns", content=b"not json", headers={"content-type": "application/json"}
     )
