@@ -123,6 +123,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         source_url=args.source_url or stack.database_url("warehouse"),
         scores_url=args.scores_url or stack.database_url("scores"),
         registry=settings.model_registry_root(),
+        mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"),
     )
     window = _window(args.start, args.end)
     assert isinstance(window, Window)
@@ -147,10 +148,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
     configs = load_all(settings.pipelines_dir())
     for config in configs:
-        print(
-            f"ok  {config.name}: DAG {config.dag_id}, model {config.model.name}:{config.model.version}, "
-            f"output {config.output.table}"
-        )
+        print(f"ok  {config.name}: DAG {config.dag_id}, model {config.model.reference}, output {config.output.table}")
 
 
 def cmd_dags(args: argparse.Namespace) -> None:
@@ -175,6 +173,11 @@ def cmd_models(args: argparse.Namespace) -> None:
 
         if not IDENTIFIER.match(args.name):
             raise RegistryError(f"model name {args.name!r} must be a lower-case identifier ([a-z_][a-z0-9_]*)")
+        if bool(args.file) == bool(args.mlflow):
+            raise RegistryError("give either --file or --mlflow")
+        if args.mlflow:
+            _register_from_mlflow(registry, args)
+            return
         estimator, source = read_model_file(Path(args.file), trust_sha256=args.trust_pickle)
         manifest = registry.register(
             args.name, estimator, features_of(estimator), training={"source": source}, aliases=tuple(args.alias)
@@ -204,6 +207,30 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{args.name}: {args.alias} -> v{args.version} (was {f'v{previous}' if previous else 'unset'})")
     else:
         _which(args)
+
+
+def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
+    """``models register --mlflow models:/x@alias``: the import ``plan`` does, by hand (reused if done before)."""
+    from batchscore.config import MlflowModelRef
+    from batchscore.mlflow_source import MlflowSourceError, import_model
+    from batchscore.registry import ModelRegistry
+
+    assert isinstance(registry, ModelRegistry)
+    tracking_uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise MlflowSourceError("no MLflow tracking server: pass --mlflow-uri or set MLFLOW_TRACKING_URI")
+    try:
+        ref = MlflowModelRef.parse(args.mlflow)
+    except ValueError as exc:
+        raise MlflowSourceError(f"--mlflow: {exc}") from None
+    imported = import_model(registry, args.name, tracking_uri, ref, pinned=args.trust_pickle, aliases=tuple(args.alias))
+    manifest, origin = imported.manifest, imported.lineage
+    print(
+        f"{'already imported as' if imported.reused else 'registered'} {manifest.name} v{manifest.version} "
+        f"({manifest.task}) from MLflow {origin['name']} v{origin['version']} (run {origin['run_id']}), "
+        f"sha256 {manifest.sha256}"
+    )
+    print(f"features: {', '.join(f'{f.name} ({f.kind})' for f in manifest.features)}")
 
 
 def _which(args: argparse.Namespace) -> None:
@@ -288,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, default=1, help="cut the window into up to N slices (scored in turn)")
     p.add_argument("--source-url")
     p.add_argument("--scores-url")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI, for a pipeline with model.mlflow (MLFLOW_TRACKING_URI)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("dags", help="write one DAG file per pipeline file (and remove those of deleted pipelines)")
@@ -297,14 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="register, list, show, promote models; which model scored an entity")
     models = p.add_subparsers(dest="action", required=True)
-    m = models.add_parser("register", help="register a .skops file (or .joblib/.pkl with --trust-pickle)")
+    m = models.add_parser(
+        "register", help="register a .skops file (or .joblib/.pkl with --trust-pickle), or import an MLflow model"
+    )
     m.add_argument("--name", required=True)
-    m.add_argument("--file", required=True)
+    m.add_argument("--file")
+    m.add_argument(
+        "--mlflow", metavar="URI", help="an MLflow model: models:/<name>@<alias> or models:/<name>/<version>"
+    )
+    m.add_argument("--mlflow-uri", help="MLflow tracking URI for --mlflow (default: MLFLOW_TRACKING_URI)")
     m.add_argument("--alias", action="append", default=[], help="point this alias at the new version (repeatable)")
     m.add_argument(
         "--trust-pickle",
         metavar="SHA256",
-        help="load a joblib/pickle file (it runs code) whose sha256 is this one (sha256sum model.joblib)",
+        help="load a joblib/pickle file (it runs code) whose sha256 is this one (sha256sum model.joblib); "
+        "with --mlflow, the sha256 of the MLflow model's pickle file",
     )
     models.add_parser("list", help="every model, its versions and aliases")
     m = models.add_parser("show", help="a version's manifest, the aliases and the pipelines using the model")

@@ -211,8 +211,13 @@ class ModelRegistry:
         metrics: dict[str, float] | None = None,
         positive_class: str | None = None,
         aliases: tuple[str, ...] = (),
+        artifact: bytes | None = None,
     ) -> ModelManifest:
-        """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest."""
+        """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest.
+
+        ``artifact``: skops bytes of ``estimator`` to store as they are (an import from another
+        registry keeps the source's bytes, so both name the model by the same sha256).
+        """
         import sklearn
 
         sio = _skops_io()
@@ -223,7 +228,8 @@ class ModelRegistry:
             positive_class = positive_class or (classes[-1] if len(classes) == 2 else None)
             if positive_class is not None and positive_class not in classes:
                 raise RegistryError(f"positive class {positive_class!r} not in the model's classes {classes}")
-        artifact = sio.dumps(estimator)
+        if artifact is None:
+            artifact = sio.dumps(estimator)
         version = max(self.versions(name), default=0) + 1
         # Proven loadable under the allowlist now, so a run may trust these bytes by their sha256 alone.
         _deserialise(f"model {name} v{version}", artifact)
