@@ -21,6 +21,7 @@ import pytest
 
 from batchscore.embedded_pg import free_ports
 from batchscore.local import LocalStack
+from tests.mlflow_server import MlflowServer
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="bs-test-"))
 PG_PORT, API_PORT = free_ports(2)  # distinct: the API server once drew PostgreSQL's port
@@ -130,6 +131,16 @@ def airflow_db(services: Services) -> Services:
     """Airflow's metadata schema migrated on the embedded PostgreSQL."""
     services.stack.migrate()
     return services
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[MlflowServer]:
+    """A real MLflow tracking server (a virtualenv of its own; SQLite and a local artifact folder)."""
+    from tests.mlflow_server import start_server
+
+    server = start_server(TEST_ROOT / "mlflow", free_ports(1)[0])
+    yield server
+    server.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
