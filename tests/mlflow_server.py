@@ -63,6 +63,21 @@ class MlflowServer:
     process: subprocess.Popen[bytes]
     log: Path
 
+    def wait(self, seconds: float = STARTUP_SECONDS) -> MlflowServer:
+        """Return once the server answers (15-40 s after start here: imports, then its SQLite migrations)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited ({self.process.returncode}): {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer within {seconds:.0f}s: {self.log.read_text()[-2000:]}")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -74,7 +89,7 @@ class MlflowServer:
 
 
 def start_server(root: Path, port: int) -> MlflowServer:
-    """Start ``mlflow server`` on 127.0.0.1:``port`` with its stores under ``root``; wait until it answers."""
+    """Start ``mlflow server`` on 127.0.0.1:``port`` with its stores under ``root``; see :meth:`MlflowServer.wait`."""
     venv = server_venv()
     root.mkdir(parents=True, exist_ok=True)
     log = root / "server.log"
@@ -102,16 +117,4 @@ def start_server(root: Path, port: int) -> MlflowServer:
             cwd=root,
             start_new_session=True,  # its own process group: stop() ends the workers too
         )
-    server = MlflowServer(f"http://127.0.0.1:{port}", root / "artifacts", process, log)
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited ({process.returncode}): {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"mlflow server did not answer within {STARTUP_SECONDS}s: {log.read_text()[-2000:]}")
+    return MlflowServer(f"http://127.0.0.1:{port}", root / "artifacts", process, log)

@@ -108,7 +108,7 @@ def log(server: MlflowServer, name: str, estimator: Any, fmt: str) -> Logged:
 
 
 @pytest.fixture(scope="module")
-def logged(services: Services, mlflow_server: MlflowServer) -> dict[str, Logged]:
+def logged(mlflow_server: MlflowServer, services: Services) -> dict[str, Logged]:
     """Two versions of MODEL (champion -> v1) and a pickled PICKLED v1, fitted on the warehouse's first days."""
     import mlflow
 
