@@ -15,20 +15,20 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
 from batchscore import db, runs, summary
+from batchscore.drift import DriftReport, Reference, evaluate
 from batchscore.errors import PermanentError
 from batchscore.load import drop_run_slices
-from batchscore.output_table import partition_name, table_ident, window_check
+from batchscore.output_table import swap_window
+from batchscore.shadow import ShadowPublish, publish_shadow
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
-LINEAGE_DEFAULTS = ("window_start", "window_end", "lineage_id")
 
 
 class PublishLockTimeout(RuntimeError):
@@ -42,6 +42,36 @@ class RejectThresholdExceeded(PermanentError, RuntimeError):
         "see the run's rows in scoring.rejects (reason, row as it arrived); fix the source, "
         "or raise validation.max_reject_fraction"
     )
+
+
+class DriftHeld(PermanentError, RuntimeError):
+    """The window's features or scores moved past the pipeline's drift thresholds under ``policy: hold``."""
+
+    remedy = (
+        "compare reference and observed bins in scoring.drift for this run; fix the source if it broke, or retrain "
+        "(or re-register with a new --reference) if the change is real; drift.policy: warn publishes while recording"
+    )
+
+
+@dataclass(frozen=True)
+class DriftGate:
+    """The model's drift reference and the pipeline's policy, applied to the slices' counts at publish."""
+
+    reference: Reference
+    policy: Literal["warn", "hold"]
+    threshold: float
+    score_threshold: float
+    min_rows: int
+
+    def judge(self, slices: Sequence[SliceResult]) -> DriftReport:
+        return evaluate(
+            self.reference,
+            [s.drift for s in slices if s.drift is not None],
+            threshold=self.threshold,
+            score_threshold=self.score_threshold,
+            policy=self.policy,
+            min_rows=self.min_rows,
+        )
 
 
 @dataclass(frozen=True)
@@ -66,6 +96,9 @@ class SliceResult:
     host: str
     summary: dict[str, Any]
     unique_key_seconds: float = 0.0  # proving one row per key (and handling duplicates)
+    drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.drift)
+    drift_seconds: float = 0.0  # CPU seconds counting rows into the drift bins (on the scoring threads)
+    shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.shadow.ShadowSlice), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,8 +108,8 @@ class SliceResult:
         return cls(**data)
 
     def record(self) -> dict[str, Any]:
-        """The slice as the run record lists it (no score sample)."""
-        return {k: v for k, v in self.to_dict().items() if k != "summary"}
+        """The slice as the run record lists it (no score sample, no drift counts)."""
+        return {k: v for k, v in self.to_dict().items() if k not in {"summary", "drift", "shadow"}}
 
 
 @dataclass(frozen=True)
@@ -124,40 +157,6 @@ def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Windo
             f"another run kept publishing window {window} of {output_table} for more than "
             f"{timeout_seconds}s; nothing was changed, the task can be retried"
         ) from None
-
-
-def _swap_window(
-    conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[SliceResult]
-) -> None:
-    """Replace the window's partition by one made of ``slices`` (no row is scanned or copied)."""
-    schema, table = output_table.split(".")
-    parent, final = table_ident(output_table), sql.Identifier(schema, partition_name(table, window))
-    if conn.execute("SELECT to_regclass(%s)", (final.as_string(conn),)).fetchone() != (None,):
-        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, final))
-        conn.execute(sql.SQL("DROP TABLE {}").format(final))  # with the leaves of the previous run
-    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {}) PARTITION BY LIST (lineage_id)").format(final, parent))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(final, window_check(window)))
-    drop_defaults = sql.SQL(", ").join(
-        sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(sql.Identifier(c)) for c in LINEAGE_DEFAULTS
-    )
-    for piece in slices:
-        leaf = sql.Identifier(piece.schema, piece.table)
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-                final, leaf, sql.Literal(piece.lineage_id)
-            )
-        )
-        conn.execute(sql.SQL("ALTER TABLE {} ").format(leaf) + drop_defaults)
-    conn.execute(
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
-            parent,
-            final,
-            sql.Literal(window.start),
-            sql.Literal(window.end),
-            sql.Literal(window.start),
-            sql.Literal(window.end + timedelta(microseconds=1)),
-        )
-    )
 
 
 def _keep_rejects(
@@ -211,10 +210,14 @@ def publish_window(
     max_reject_fraction: float,
     dry_run: bool = False,
     lock_timeout_seconds: int = 600,
+    drift: DriftGate | None = None,
+    shadow: ShadowPublish | None = None,
 ) -> PublishResult:
     """Make ``slices`` the window's scores, atomically; finish the run record. Idempotent on retry.
 
-    Over the reject threshold, or for a dry run, the slices are dropped and nothing changes.
+    Over the reject threshold, held by drift, or for a dry run, the slices are dropped and
+    nothing changes. The run's drift (with ``drift``) is recorded in every case. A challenger's
+    slices (``shadow``) become its table's window in the same transaction, or are dropped with them.
     """
     started = time.perf_counter()
     slices = sorted(slices, key=lambda s: s.index)
@@ -230,34 +233,52 @@ def publish_window(
         lineage_id=None if dry_run else slices[0].lineage_id,
         slices=[s.record() for s in slices],
     )
+    report = drift.judge(slices) if drift is not None else None
+    if report is not None and report.status in {"warn", "held"}:
+        log.warning("publish: drift against the model's reference (%s): %s", report.status, report.describe())
     try:
         check_reject_threshold(url, slices, max_reject_fraction)
-    except RejectThresholdExceeded:
+        if report is not None and report.status == "held":
+            raise DriftHeld(
+                f"drift held the publish of window {window}: {report.describe()}; nothing was published "
+                "(drift.policy: hold)"
+            )
+    except (RejectThresholdExceeded, DriftHeld):
         # Nothing is published, but the bad rows are kept aside (under this run's id, beside the
-        # window's current rejects) and the run's counts recorded, so the cause can be seen.
+        # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
         with db.pg_connect(url) as conn:
             _keep_rejects(conn, pipeline, window, run_id, slices)
             runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
-        drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+            if report is not None:
+                runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+            if shadow is not None:
+                runs.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
+        _drop_slices(url, pipeline, output_table, run_id, shadow)
         raise
     if dry_run:
-        drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+        _drop_slices(url, pipeline, output_table, run_id, shadow)
     with db.pg_connect(url) as conn:
         if not dry_run:
             _lock_window(conn, output_table, window, lock_timeout_seconds)
             if _already_published(conn, slices):
                 log.info("publish: window %s was published by an earlier attempt of this task", window)
             else:
-                _swap_window(conn, output_table, window, slices)
+                swap_window(conn, output_table, window, slices)
                 for piece in slices:
                     conn.execute(
                         "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
                         (piece.rows_scored, piece.lineage_id),
                     )
                 _replace_rejects(conn, pipeline, window, run_id, slices)
+                if shadow is not None:
+                    publish_shadow(conn, shadow, window, slices)
         seconds = time.perf_counter() - started
         status = "dry_run" if dry_run else "success"
         runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds))
+        if report is not None:
+            runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+        if shadow is not None:
+            runs.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, not dry_run))
     log.info(
         "publish: %s %d scores and %d rejects from %d slice(s) for %s in %.2fs",
         status,
@@ -268,6 +289,13 @@ def publish_window(
         seconds,
     )
     return PublishResult(totals.rows_written, totals.rows_rejected, seconds, totals.score_summary, not dry_run)
+
+
+def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow: ShadowPublish | None) -> None:
+    """Drop the run's unpublished slices, the challenger's too."""
+    drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+    if shadow is not None:
+        drop_run_slices(url, pipeline=pipeline, output_table=shadow.table, run_id=run_id)
 
 
 def _with_load(totals: runs.RunTotals, seconds: float) -> runs.RunTotals:
