@@ -180,12 +180,15 @@ def download(version: MlflowVersion, tracking_uri: str) -> MlflowArtifact:
     with tempfile.TemporaryDirectory(prefix="batchscore-mlflow-") as folder:
 
         def fetch(path: str) -> bytes:
+            """One file's bytes; a missing file is permanent, anything else (the store unreachable) is retried."""
             try:
                 return Path(repository.download_artifacts(path, folder)).read_bytes()
-            except (MlflowException, OSError) as exc:
-                raise MlflowSourceError(
-                    f"{version.label}: cannot read {path} from its artifacts at {version.artifact_uri}: {exc}"
-                ) from None
+            except FileNotFoundError:
+                pass
+            except MlflowException as exc:
+                if exc.error_code not in _NOT_FOUND and "404 Client Error" not in exc.message:
+                    raise
+            raise MlflowSourceError(f"{version.label}: {path} is missing from its artifacts at {version.artifact_uri}")
 
         mlmodel = yaml.safe_load(fetch("MLmodel")) or {}
         flavours = mlmodel.get("flavors") or {}

@@ -223,7 +223,7 @@ def test_an_import_is_reused_and_a_moved_alias_is_followed_by_the_next_plan(
     assert override.model_version == moved.model_version
 
 
-def test_a_changed_mlflow_artifact_fails_its_checksum(
+def test_a_changed_or_removed_mlflow_artifact_fails_its_checksum(
     services: Services, mlflow_server: MlflowServer, logged: dict[str, Logged]
 ) -> None:
     ep, window, v1 = endpoints(services, mlflow_server), day(6), logged["v1"]
@@ -236,6 +236,9 @@ def test_a_changed_mlflow_artifact_fails_its_checksum(
             plan_run(pipeline(f"models:/{MODEL}/1"), ep, window=window, run_id="mlf__changed")
         with pytest.raises(MlflowSourceError) as pinned:
             plan_run(pipeline(f"models:/{MODEL}/1", sha256=sha), ep, window=window, run_id="mlf__pinned")
+        v1.file.unlink()
+        with pytest.raises(MlflowSourceError, match=r"v1: model\.skops is missing from its artifacts at mlflow-"):
+            plan_run(pipeline(f"models:/{MODEL}/1"), ep, window=window, run_id="mlf__removed")
     finally:
         v1.file.write_bytes(original)
     assert f"MLflow model '{MODEL}' v1: artifact model.skops sha256 {logged['v2'].sha256} does not match" in str(
