@@ -238,7 +238,8 @@ def cmd_models(args: argparse.Namespace) -> None:
 def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
     """``models register --mlflow models:/x@alias``: the import ``plan`` does, by hand (reused if done before)."""
     from batchscore.config import MlflowModelRef
-    from batchscore.mlflow_source import MlflowSourceError, import_model
+    from batchscore.mlflow_import import import_model
+    from batchscore.mlflow_source import MlflowSourceError
     from batchscore.registry import ModelRegistry
 
     assert isinstance(registry, ModelRegistry)

@@ -165,7 +165,7 @@ def resolve_model(
     """The registry version this run scores, the sha256 pin to check it against, and where it came from.
 
     A registry model is resolved by alias or version. An MLflow model is resolved in MLflow
-    and imported into the registry (:mod:`batchscore.mlflow_source`); the pipeline's pin was
+    and imported into the registry (:mod:`batchscore.mlflow_import`); the pipeline's pin was
     checked against the MLflow file there (a pickle's pin is not the stored skops file's), so
     the registry version is checked against its own manifest only.
     """
@@ -178,7 +178,7 @@ def resolve_model(
             f"pipeline {config.name} takes its model from MLflow ({ref.uri}) but no tracking server was given",
             remedy=f"add the Airflow connection {config.model.mlflow_conn_id} (or set MLFLOW_TRACKING_URI)",
         )
-    from batchscore.mlflow_source import import_for_run
+    from batchscore.mlflow_import import import_for_run
 
     imported = import_for_run(
         config.model.name,
