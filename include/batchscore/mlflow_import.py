@@ -133,6 +133,7 @@ def _origin(tracking_uri: str, version: MlflowVersion, artifact: MlflowArtifact)
         "version": version.version,
         "run_id": version.run_id,
         "source": version.source,
+        "artifact_uri": version.artifact_uri,
         "artifact": artifact.path,
         "artifact_sha256": artifact.sha256,
         "format": artifact.format,

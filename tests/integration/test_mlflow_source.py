@@ -161,6 +161,8 @@ def test_plan_resolves_the_alias_once_and_every_slice_scores_that_version(
     origin = manifest.training["source"]["mlflow"]
     assert (origin["name"], origin["version"], origin["run_id"], origin["format"]) == (MODEL, 1, v1.run_id, "skops")
     assert origin["tracking_uri"] == mlflow_server.uri
+    assert origin["source"].startswith("models:/m-")  # MLflow 3: the logged model the version was made from
+    assert str(v1.file.parent).endswith(origin["artifact_uri"].removeprefix("mlflow-artifacts:/"))
     # The skops bytes are kept as MLflow has them: one sha256 names the model in both registries.
     assert plan.model_sha256 == manifest.sha256 == origin["artifact_sha256"] == v1.sha256
     assert manifest.feature_names == NUMERIC_FEATURES
