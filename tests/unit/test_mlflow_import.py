@@ -83,3 +83,17 @@ def test_features_come_from_the_estimator_else_from_the_signature() -> None:
         features_from(VERSION, fitted(False), ())
     with pytest.raises(MlflowSourceError, match=r"unsupported types: when \(datetime\)"):
         features_from(VERSION, fitted(False), ({"name": "when", "type": "datetime"},))
+
+
+def test_plan_names_the_missing_tracking_server_and_where_to_give_it() -> None:
+    import yaml
+
+    from batchscore.config import parse_config
+    from batchscore.planning import Endpoints, PlanError, resolve_model
+
+    data = yaml.safe_load((Path(__file__).parents[2] / "include" / "pipelines" / "churn.yaml").read_text())
+    data["model"] = {"mlflow": "models:/churn@champion", "mlflow_conn_id": "mlflow_prod"}
+    config = parse_config(data, Path("churn.yaml"))
+    with pytest.raises(PlanError, match=r"takes its model from MLflow \(models:/churn@champion\) but no tracking") as e:
+        resolve_model(config, Endpoints("postgresql:///w", "postgresql:///s", "/nowhere"), None)
+    assert e.value.remedy == "add the Airflow connection mlflow_prod (or set MLFLOW_TRACKING_URI)"
