@@ -10,6 +10,7 @@ Python process so no path inherits another's imports, caches or heap:
     floor        the sum of three parts, each alone: binary COPY out to a discarding client,
                  predict_proba on the in-memory window, ADBC ingest into an UNLOGGED table
     engine       batchscore.job.run_pipeline (plan, extract, predict, load)
+    engine_no_drift  the same with drift.policy off (what watching drift costs)
 
 The parent measures wall time (including interpreter start-up) and peak RSS of each worker's
 process tree (PostgreSQL server processes are not in it); each worker measures its own work
@@ -44,6 +45,7 @@ from benchkit.data import (
     SAMPLE_IDS,
     WINDOW_END,
     WINDOW_START,
+    drift_figures,
     drop_table,
     ensure_features,
     ensure_model,
@@ -62,6 +64,7 @@ from benchkit.report import (
     check_scores,
     dag_lines,
     dag_summary,
+    drift_cost,
     format_table,
     result_line,
     where_the_time_goes,
@@ -149,6 +152,8 @@ def run_all(paths: Sequence[str], url: str, ns: argparse.Namespace) -> Report:
                 table = OUTPUT_TABLES.get(worker, "")
                 args = WorkerArgs(url, ns.rows, table, f"{run_id}-{index}", ns.part_rows, ns.batch_rows)
                 rounds.setdefault(worker, []).append(run_path(worker, args, f"round {index + 1}/{ns.repeat} "))
+                if worker == "engine":
+                    report.drift.append(drift_figures(url, args.run_id))
                 if table:
                     report.rows_in_tables[worker] = table_rows(url, table)
                     samples[worker] = sample_scores(url, table, ids)
@@ -239,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"fraction_of_floor={s['fraction_of_floor']:.2f}  run_pipeline extra kwargs: {report.run_pipeline_kwargs}"
     )
     print(where_the_time_goes(report))
+    print(drift_cost(report))
     if ns.keep_server:
         print(f"server kept running: {url}")
     for warning in report.warnings:

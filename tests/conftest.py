@@ -43,6 +43,10 @@ SLICED_TABLE = "scoring.churn_sliced_scores"
 # Scored by two Celery workers: 4 slices of a test day.
 CELERY = "churn_celery"
 CELERY_TABLE = "scoring.churn_celery_scores"
+# churn (in 3 slices) with a challenger in shadow: a second churn model registered as 'challenger'.
+SHADOW = "churn_shadow"
+SHADOW_TABLE = "scoring.churn_shadow_scores"
+CHALLENGER = "churn_challenger"
 
 
 def _write_pipelines() -> None:
@@ -59,6 +63,9 @@ def _write_pipelines() -> None:
     celery = {**sliced, "name": CELERY, "output": {"conn_id": "scores_db", "table": CELERY_TABLE}}
     celery["execution"] = {**sliced["execution"], "slice_rows": 700, "max_slices": 4, "threads_per_slice": 1}
     (PIPELINES / f"{CELERY}.yaml").write_text(yaml.safe_dump(celery, sort_keys=False))
+    shadow = {**sliced, "name": SHADOW, "output": {"conn_id": "scores_db", "table": SHADOW_TABLE}}
+    shadow["shadow"] = {"name": CHALLENGER, "version": "challenger"}
+    (PIPELINES / f"{SHADOW}.yaml").write_text(yaml.safe_dump(shadow, sort_keys=False))
 
 
 def _write_dag_files() -> None:
@@ -107,7 +114,7 @@ def database() -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 def services(database: LocalStack) -> Services:
-    """Database plus a seeded warehouse and a registered 'churn' champion model."""
+    """Database plus a seeded warehouse, a registered 'churn' champion and a 'churn_challenger' challenger."""
     from batchscore.demo.model import train_and_register
     from batchscore.demo.warehouse import seed_warehouse
     from batchscore.windows import Window
@@ -116,7 +123,10 @@ def services(database: LocalStack) -> Services:
     seed_warehouse(warehouse, end=WAREHOUSE_END, days=WAREHOUSE_DAYS, rows_per_day=ROWS_PER_DAY)
     registry = os.environ["BATCHSCORE_MODEL_REGISTRY"]
     first = datetime.combine(WAREHOUSE_END - timedelta(days=WAREHOUSE_DAYS), datetime.min.time(), tzinfo=UTC)
-    train_and_register(warehouse, registry, train=Window(first, first + timedelta(days=TRAIN_WINDOW_DAYS)), max_iter=30)
+    train = Window(first, first + timedelta(days=TRAIN_WINDOW_DAYS))
+    train_and_register(warehouse, registry, train=train, max_iter=30)
+    # fewer boosting rounds, so its scores differ from the champion's
+    train_and_register(warehouse, registry, train=train, name=CHALLENGER, max_iter=5, aliases=("challenger",))
     return Services(
         stack=database,
         warehouse_url=warehouse,

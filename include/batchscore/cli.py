@@ -13,8 +13,12 @@ import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from batchscore import settings
+
+if TYPE_CHECKING:
+    from batchscore.registry import FeatureSpec
 
 
 def _window(start: str, end: str) -> object:
@@ -176,12 +180,23 @@ def cmd_models(args: argparse.Namespace) -> None:
         if not IDENTIFIER.match(args.name):
             raise RegistryError(f"model name {args.name!r} must be a lower-case identifier ([a-z_][a-z0-9_]*)")
         estimator, source = read_model_file(Path(args.file), trust_sha256=args.trust_pickle)
+        features = features_of(estimator)
+        reference = None
+        if args.reference:
+            features, reference = _reference(args, estimator, features)
         manifest = registry.register(
-            args.name, estimator, features_of(estimator), training={"source": source}, aliases=tuple(args.alias)
+            args.name,
+            estimator,
+            features,
+            training={"source": source},
+            aliases=tuple(args.alias),
+            reference=reference,
         )
         kinds = ", ".join(f"{f.name} ({f.kind})" for f in manifest.features)
         print(f"registered {manifest.name} v{manifest.version} ({manifest.task}) sha256 {manifest.sha256}")
         print(f"features: {kinds}")
+        if reference:
+            print(f"drift reference: {reference['rows']:,} rows from {reference['source']}")
     elif args.action == "list":
         for name in registry.names():
             aliases = registry.aliases(name)
@@ -204,6 +219,44 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{args.name}: {args.alias} -> v{args.version} (was {f'v{previous}' if previous else 'unset'})")
     else:
         _which(args)
+
+
+def _reference_rows(args: argparse.Namespace) -> tuple[Any, str]:
+    """``--reference``'s rows and a description: a Parquet/CSV file, or a query over ``--reference-window``."""
+    if not args.reference_window:
+        from batchscore.model_intake import read_reference_file
+
+        return read_reference_file(Path(args.reference)), Path(args.reference).name
+    import pyarrow as pa
+    from pydantic import ValidationError
+
+    from batchscore.config import SourceConfig
+    from batchscore.extract import source_batches
+    from batchscore.local import LocalStack
+    from batchscore.registry import RegistryError
+    from batchscore.slices import WHOLE
+
+    try:  # the same rules as a pipeline's query: one SELECT bounded by :window_start and :window_end
+        query = SourceConfig(conn_id="reference", query=args.reference).query
+    except ValidationError as exc:
+        raise RegistryError(f"--reference: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    start, _, end = args.reference_window.partition("/")
+    window = _window(start, end)
+    url = args.reference_url or LocalStack().database_url("warehouse")
+    schema, batches = source_batches(url, query, window, "", WHOLE, 100_000)  # type: ignore[arg-type]
+    return pa.Table.from_batches(list(batches), schema=schema), f"query over {window}"
+
+
+def _reference(
+    args: argparse.Namespace, estimator: object, features: tuple[FeatureSpec, ...]
+) -> tuple[tuple[FeatureSpec, ...], dict[str, Any]]:
+    """The features (categories completed from the reference) and the drift reference for ``--reference``."""
+    from batchscore.model_intake import drift_reference, reference_frame, with_reference_categories
+
+    rows, described = _reference_rows(args)
+    table = reference_frame(rows, features, f"--reference {described}")
+    features = with_reference_categories(features, table)
+    return features, drift_reference(estimator, features, table, source=described)
 
 
 def _which(args: argparse.Namespace) -> None:
@@ -307,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHA256",
         help="load a joblib/pickle file (it runs code) whose sha256 is this one (sha256sum model.joblib)",
     )
+    m.add_argument(
+        "--reference",
+        help="the drift reference: a .parquet/.csv of the training data, or a SQL query with --reference-window",
+    )
+    m.add_argument("--reference-window", metavar="START/END", help="the window of a --reference query")
+    m.add_argument("--reference-url", help="the database of a --reference query (default: the local warehouse)")
     models.add_parser("list", help="every model, its versions and aliases")
     m = models.add_parser("show", help="a version's manifest, the aliases and the pipelines using the model")
     m.add_argument("name")

@@ -22,6 +22,7 @@ from batchscore.errors import PermanentError
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PLACEHOLDERS = (":window_start", ":window_end")
+SHADOW_SUFFIX = "_shadow"
 
 
 class ConfigError(PermanentError, ValueError):
@@ -73,6 +74,23 @@ class ModelConfig(_Strict):
         return str(value) if isinstance(value, int) else value
 
 
+class ShadowConfig(_Strict):
+    """A challenger scored on the same rows in the same run, published to ``<output table>_shadow``.
+
+    ``name`` defaults to the pipeline's model; its features must be among the pipeline's and
+    its task the champion's. Promotion stays a person's ``batchscore models promote``.
+    """
+
+    name: str | None = Field(default=None, pattern=MODEL_REF.pattern)
+    version: str = Field(pattern=MODEL_REF.pattern)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+
 class OutputConfig(_Strict):
     """Where scores go: an Airflow connection and a ``schema.table`` name."""
 
@@ -106,6 +124,20 @@ class ValidationConfig(_Strict):
     # A key seen more than once in a window: every copy rejected (counted against the threshold),
     # the first copy (in the source's order) kept and the others rejected, or the run failed.
     duplicate_keys: Literal["reject", "keep_first", "fail"] = "reject"
+
+
+class DriftConfig(_Strict):
+    """How a run's drift against the model's reference is judged (see :mod:`batchscore.drift`).
+
+    ``warn`` records and logs it; ``hold`` publishes nothing when a column's PSI is above its
+    threshold (the run fails naming them, the previous scores stay); ``off`` skips the counting.
+    ``hold`` needs a model registered with a reference: without one, the run fails in plan.
+    """
+
+    policy: Literal["warn", "hold", "off"] = "warn"
+    threshold: Annotated[float, Field(gt=0.0, le=100.0)] = 0.25  # per feature; 0.25 is the usual "large shift"
+    score_threshold: Annotated[float, Field(gt=0.0, le=100.0)] = 0.25  # for the model's output
+    min_rows: Annotated[int, Field(ge=0, le=1_000_000_000)] = 1000  # fewer scored rows: recorded, not judged
 
 
 class ExecutionConfig(_Strict):
@@ -154,7 +186,9 @@ class PipelineConfig(_Strict):
     features: tuple[str, ...] = Field(min_length=1)
     model: ModelConfig
     output: OutputConfig
+    shadow: ShadowConfig | None = None
     validation: ValidationConfig = ValidationConfig()
+    drift: DriftConfig = DriftConfig()
     execution: ExecutionConfig = ExecutionConfig()
 
     @field_validator("name", "entity_key")
@@ -198,9 +232,23 @@ class PipelineConfig(_Strict):
             raise ValueError(f"entity_key {self.entity_key!r} must not also be a feature")
         return self
 
+    @model_validator(mode="after")
+    def _shadow_table_fits(self) -> PipelineConfig:
+        if self.shadow is not None and len(self.output.table_name) > 63 - len(SHADOW_SUFFIX):
+            raise ValueError(
+                f"output.table: {self.output.table_name!r} is too long to have a {SHADOW_SUFFIX} table beside it "
+                f"(at most {63 - len(SHADOW_SUFFIX)} characters)"
+            )
+        return self
+
     @property
     def dag_id(self) -> str:
         return f"score_{self.name}"
+
+    @property
+    def shadow_table(self) -> str:
+        """Where a challenger's scores go: beside the output table, with its own lineage view."""
+        return f"{self.output.table}{SHADOW_SUFFIX}"
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

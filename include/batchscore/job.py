@@ -14,11 +14,13 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pyarrow as pa
 
 from batchscore import runs, settings
 from batchscore.config import PipelineConfig
+from batchscore.drift import DriftCounter, Reference
 from batchscore.errors import one_line, remedy_of, root_cause
 from batchscore.extract import source_batches
 from batchscore.features import conform, staged_schema
@@ -34,9 +36,10 @@ from batchscore.load import (
 from batchscore.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
 from batchscore.progress import Progress
-from batchscore.publish import PublishResult, SliceResult, publish_window
+from batchscore.publish import DriftGate, PublishResult, ShadowPublish, SliceResult, publish_window
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.runner import Overlapped
+from batchscore.shadow import Challenger, ShadowLoader
 from batchscore.slices import KeySlice
 from batchscore.summary import ScoreSummary
 from batchscore.windows import Window
@@ -55,6 +58,13 @@ def _manifest(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> Mo
 
 
 MIN_BATCH_ROWS = 10_000
+
+
+def drift_counter(config: PipelineConfig, manifest: ModelManifest) -> DriftCounter | None:
+    """The slice's drift counts, when the pipeline watches drift and the model has a reference."""
+    if config.drift.policy == "off" or manifest.reference is None:
+        return None
+    return DriftCounter(Reference.from_dict(manifest.reference))
 
 
 def batch_rows(config: PipelineConfig, slice_rows: int | None, workers: int) -> int:
@@ -85,6 +95,32 @@ def default_workers(threads_per_slice: int | None = None) -> tuple[int, int]:
     """(scoring threads, model threads each) for a slice task on this machine."""
     workers = max(1, threads_per_slice or os.cpu_count() or 1)
     return workers, max(1, (os.cpu_count() or 1) // workers)
+
+
+def _challenger(  # noqa: PLR0917 (one caller, score_slice)
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    plan: RunPlan,
+    champion: ModelManifest,
+    key_slice: KeySlice,
+    schema: pa.Schema,
+) -> Challenger:
+    """The planned challenger, loaded (sha256 checked against the plan), with its slice table and loader started."""
+    assert plan.shadow_name is not None
+    registry = ModelRegistry(endpoints.registry)
+    manifest = registry.resolve(plan.shadow_name, str(plan.shadow_version))
+    model = scorer(registry.load(manifest, pinned_sha256=plan.shadow_sha256), manifest)
+    target = prepare_slice(
+        endpoints.scores_url,
+        pipeline=config.name,
+        output_table=config.shadow_table,
+        window=plan.window,
+        run_id=plan.run_id,
+        manifest=manifest,
+        key_slice=key_slice,
+    )
+    loader = ShadowLoader(endpoints.scores_url, target, schema)
+    return Challenger(model, manifest, loader, champion, config.entity_key, config.validation.unseen_categories, schema)
 
 
 def score_slice(
@@ -133,17 +169,28 @@ def score_slice(
         key_slice=key_slice,
     )
     out_schema = scores_schema(config.entity_key, schema.field(config.entity_key).type)
+    challenger = _challenger(config, endpoints, plan, manifest, key_slice, out_schema) if plan.shadow_name else None
     score_seconds = [0.0]
+    drift_seconds = [0.0]  # CPU seconds counting the rows into the drift reference's bins
     lock = threading.Lock()
+
+    drift = drift_counter(config, manifest)
 
     def work(batch: pa.RecordBatch) -> ScoredBatch:
         began = time.perf_counter()
         scored = score_batch(
             conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
         )
+        if challenger is not None and scored.clean is not None:
+            challenger.score(scored.clean, scored.scores)
+        counting = time.thread_time()  # CPU time: what drift costs, even on a busy machine
+        if drift is not None and scored.clean is not None:
+            drift.add(scored.clean, scored.scores)
+        counted = time.thread_time() - counting
         with lock:
             score_seconds[0] += time.perf_counter() - began
-        return scored
+            drift_seconds[0] += counted
+        return replace(scored, clean=None)  # the rows wait for the loader: only their scores are needed
 
     def limit_threads() -> None:
         from threadpoolctl import threadpool_limits
@@ -168,16 +215,24 @@ def score_slice(
             progress.add(result.rows_in)
             yield from result.scores.to_batches()
 
+    shadow = None
     try:
         ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
+        shadow = challenger.finish() if challenger is not None else None
     finally:
         rejects.close()
+        if challenger is not None and shadow is None:
+            challenger.loader.abort()
     checking = time.perf_counter()
     duplicates = 0
     if has_duplicate_keys(keys):
         duplicates = remove_duplicate_keys(
             endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys
         )
+        if challenger is not None:  # the challenger scored the same rows: the same keys go
+            remove_duplicate_keys(
+                endpoints.scores_url, challenger.loader.target, config.entity_key, config.validation.duplicate_keys
+            )
     unique_key_seconds = time.perf_counter() - checking
     if duplicates:  # the summary counted those rows: summarise what the slice now holds
         counts["scored"] -= duplicates
@@ -189,7 +244,7 @@ def score_slice(
     first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
     log.info(
         "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs, first row at %.1fs "
-        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s), key check %.1fs",
+        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s) (drift %.2f), key check %.1fs",
         key_slice.describe(),
         counts["in"],
         counts["scored"],
@@ -201,6 +256,7 @@ def score_slice(
         stream.read.seconds,
         score_seconds[0],
         workers,
+        drift_seconds[0],
         unique_key_seconds,
     )
     return SliceResult(
@@ -222,6 +278,22 @@ def score_slice(
         unique_key_seconds=round(unique_key_seconds, 3),
         host=settings.host_name(),
         summary=summary.partial(),
+        drift=drift.partial() if drift is not None else None,
+        drift_seconds=round(drift_seconds[0], 3),
+        shadow=shadow.to_dict() if shadow is not None else None,
+    )
+
+
+def drift_gate(config: PipelineConfig, manifest: ModelManifest) -> DriftGate | None:
+    """How publish judges the slices' drift counts: the model's reference and the pipeline's policy."""
+    if config.drift.policy == "off" or manifest.reference is None:
+        return None
+    return DriftGate(
+        reference=Reference.from_dict(manifest.reference),
+        policy=config.drift.policy,
+        threshold=config.drift.threshold,
+        score_threshold=config.drift.score_threshold,
+        min_rows=config.drift.min_rows,
     )
 
 
@@ -242,6 +314,10 @@ def publish_run(
         slices=results,
         max_reject_fraction=config.validation.max_reject_fraction,
         dry_run=plan.dry_run,
+        drift=drift_gate(config, _manifest(config, endpoints, plan)),
+        shadow=ShadowPublish(config.shadow_table, plan.shadow_name, plan.shadow_version or 0, plan.shadow_sha256 or "")
+        if plan.shadow_name
+        else None,
     )
 
 
@@ -261,6 +337,8 @@ def fail_run(
     cause = error if isinstance(error, str) else root_cause(error)
     try:
         drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.output.table, run_id=run_id)
+        if config.shadow is not None:
+            drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.shadow_table, run_id=run_id)
         runs.record_failure(
             endpoints.scores_url,
             pipeline=config.name,

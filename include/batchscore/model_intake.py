@@ -12,10 +12,13 @@ columns categorical with the categories they were fitted on, everything else is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchscore.config import IDENTIFIER
-from batchscore.registry import FeatureSpec, RegistryError, _deserialise, sha256_hex
+from batchscore.registry import FeatureSpec, ModelManifest, RegistryError, _deserialise, classes_of, sha256_hex, task_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
@@ -95,3 +98,77 @@ def features_of(estimator: Any) -> tuple[FeatureSpec, ...]:
         else FeatureSpec(str(name), "numeric")
         for name in names
     )
+
+
+def read_reference_file(path: Path) -> pa.Table:
+    """A reference sample from a Parquet or CSV file (the model's training data, or rows like it)."""
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    try:
+        if path.suffix == ".parquet":
+            return pyarrow.parquet.read_table(path)
+        if path.suffix == ".csv":
+            return pyarrow.csv.read_csv(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise RegistryError(f"{path}: cannot read the reference: {exc}") from None
+    raise RegistryError(f"{path}: a reference is a .parquet or .csv file, not {path.suffix or 'a file without suffix'}")
+
+
+def reference_frame(table: pa.Table, features: tuple[FeatureSpec, ...], what: str) -> pa.Table:
+    """The reference's feature columns as the model sees them: float64 numbers, text categories."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = [f.name for f in features if f.name not in table.column_names]
+    if missing:
+        raise RegistryError(
+            f"{what}: the reference has no column {', '.join(missing)}; it has {', '.join(table.column_names)}"
+        )
+    if table.num_rows == 0:
+        raise RegistryError(f"{what}: the reference has no rows")
+    columns = []
+    for spec in features:
+        column = table.column(spec.name)
+        target = pa.float64() if spec.kind == "numeric" else pa.string()
+        try:
+            columns.append(pc.cast(column, target))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise RegistryError(f"{what}: reference column {spec.name} is not {spec.kind}: {exc}") from None
+    return pa.Table.from_arrays(columns, names=[f.name for f in features])
+
+
+def with_reference_categories(features: tuple[FeatureSpec, ...], table: pa.Table) -> tuple[FeatureSpec, ...]:
+    """Categorical features whose encoder did not list its categories take the reference's (the unseen check)."""
+    from dataclasses import replace
+
+    import pyarrow.compute as pc
+
+    return tuple(
+        replace(
+            spec, categories=tuple(sorted(v for v in pc.unique(table.column(spec.name)).to_pylist() if v is not None))
+        )
+        if spec.kind == "categorical" and not spec.categories
+        else spec
+        for spec in features
+    )
+
+
+def drift_reference(
+    estimator: Any,
+    features: tuple[FeatureSpec, ...],
+    table: pa.Table,
+    *,
+    source: str,
+    positive_class: str | None = None,
+) -> dict[str, Any]:
+    """The drift reference of ``table`` (already :func:`reference_frame`) and the estimator's output on it."""
+    from batchscore.drift import build_reference
+    from batchscore.features import to_model_frame
+    from batchscore.predict import score_frame
+
+    task = task_of(estimator)
+    classes, positive_class = classes_of(estimator, task, positive_class)
+    provisional = ModelManifest("reference", 0, "", task, features, classes, positive_class)
+    scores, labels = score_frame(estimator, provisional, to_model_frame(table, features))
+    return build_reference(table, features, scores=scores, labels=labels, source=source).to_dict()

@@ -57,6 +57,9 @@ class RunPlan:
     dry_run: bool
     slices: tuple[dict[str, Any], ...] = (slices.WHOLE.to_dict(),)
     estimated_rows: int | None = None  # the planner's estimate: slice count and progress ETAs only
+    shadow_name: str | None = None  # the challenger, resolved once (config.shadow)
+    shadow_version: int | None = None
+    shadow_sha256: str | None = None
 
     @property
     def window(self) -> Window:
@@ -94,6 +97,38 @@ def check_model_fits(config: PipelineConfig, manifest: ModelManifest, model: Any
     method = "predict_proba" if manifest.task == "classifier" else "predict"
     if not callable(getattr(model, method, None)):
         raise PlanError(f"model {manifest.name} v{manifest.version} is a {manifest.task} without {method}()")
+
+
+def check_drift_reference(config: PipelineConfig, manifest: ModelManifest) -> None:
+    """A drift gate needs the model's reference: ``hold`` without one fails here, ``warn`` says so."""
+    if manifest.reference is not None or config.drift.policy == "off":
+        return
+    if config.drift.policy == "hold":
+        raise PlanError(
+            f"pipeline {config.name} holds on drift, but model {manifest.name} v{manifest.version} has no drift "
+            "reference",
+            remedy="register the model with --reference (its training data), or set drift.policy to warn or off",
+        )
+    log.warning("plan: model %s v%d has no drift reference; drift is not watched", manifest.name, manifest.version)
+
+
+def resolve_challenger(config: PipelineConfig, registry: ModelRegistry, champion: ModelManifest) -> ModelManifest:
+    """The pipeline's challenger (``shadow``): its bytes checked, its features among the pipeline's, same task."""
+    assert config.shadow is not None
+    challenger = registry.resolve(config.shadow.name or config.model.name, config.shadow.version)
+    registry.verify(challenger, pinned_sha256=config.shadow.sha256)
+    extra = sorted(set(challenger.feature_names) - set(config.features))
+    if extra:
+        raise PlanError(
+            f"challenger {challenger.name} v{challenger.version} needs {', '.join(extra)}, which pipeline "
+            f"{config.name} does not list"
+        )
+    if challenger.task != champion.task:
+        raise PlanError(
+            f"challenger {challenger.name} v{challenger.version} is a {challenger.task}; the champion "
+            f"{champion.name} v{champion.version} is a {champion.task}: their scores cannot be compared"
+        )
+    return challenger
 
 
 def load_model(
@@ -156,6 +191,8 @@ def plan_run(
     started = time.perf_counter()
     registry = ModelRegistry(endpoints.registry)
     manifest = registry.resolve(config.model.name, model_ref or config.model.version)
+    check_drift_reference(config, manifest)
+    challenger = resolve_challenger(config, registry, manifest) if config.shadow is not None else None
     with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
         checking = pool.submit(_check_model, config, registry, manifest, preload)
         source_schema = probe_schema(endpoints.source_url, config.source.query, window)
@@ -184,13 +221,17 @@ def plan_run(
         dry_run=dry_run,
         slices=tuple(s.to_dict() for s in key_slices),
         estimated_rows=estimated,
+        shadow_name=challenger.name if challenger else None,
+        shadow_version=challenger.version if challenger else None,
+        shadow_sha256=challenger.sha256 if challenger else None,
     )
     with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
         runs.apply_schema(conn)
         _check_table_owner(conn, config)
-        ensure_output_table(
-            conn, config.output.table, config.entity_key, pg_key_type(schema.field(config.entity_key).type)
-        )
+        key_type = pg_key_type(schema.field(config.entity_key).type)
+        ensure_output_table(conn, config.output.table, config.entity_key, key_type)
+        if challenger is not None:
+            ensure_output_table(conn, config.shadow_table, config.entity_key, key_type)
         runs.record_start(
             conn,
             pipeline=config.name,

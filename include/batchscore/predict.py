@@ -23,11 +23,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """One batch's scores (key, score, label) and rejects (key, reason, row as it arrived)."""
+    """One batch's scores (key, score, label) and rejects (key, reason, row as it arrived).
+
+    ``clean``: the validated rows the model scored, in the scores' order (for the drift counts).
+    """
 
     scores: pa.Table
     rejects: pa.Table
     rows_in: int
+    clean: pa.Table | None = None
 
 
 def scores_schema(key: str, key_type: pa.DataType) -> pa.Schema:
@@ -99,8 +103,8 @@ def score_batch(  # noqa: PLR0917 (one call site, the runner's hot path)
     """
     checked = validate(table, key, manifest.features, unseen_categories)
     if not checked.clean.num_rows:
-        return ScoredBatch(schema.empty_table(), checked.rejects, table.num_rows)
+        return ScoredBatch(schema.empty_table(), checked.rejects, table.num_rows, checked.clean)
     frame = to_model_frame(checked.clean, manifest.features)
     score, label = score_frame(model, manifest, frame)
     keys = checked.clean.column(key).combine_chunks()
-    return ScoredBatch(_scores_table(keys, score, label, schema), checked.rejects, table.num_rows)
+    return ScoredBatch(_scores_table(keys, score, label, schema), checked.rejects, table.num_rows, checked.clean)

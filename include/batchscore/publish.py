@@ -16,15 +16,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import psycopg
 from psycopg import sql
 
 from batchscore import db, runs, summary
+from batchscore.drift import DriftReport, Reference, evaluate
 from batchscore.errors import PermanentError
 from batchscore.load import drop_run_slices
 from batchscore.output_table import partition_name, table_ident, window_check
+from batchscore.shadow import ShadowSlice, agreement
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,36 @@ class RejectThresholdExceeded(PermanentError, RuntimeError):
         "see the run's rows in scoring.rejects (reason, row as it arrived); fix the source, "
         "or raise validation.max_reject_fraction"
     )
+
+
+class DriftHeld(PermanentError, RuntimeError):
+    """The window's features or scores moved past the pipeline's drift thresholds under ``policy: hold``."""
+
+    remedy = (
+        "compare reference and observed bins in scoring.drift for this run; fix the source if it broke, or retrain "
+        "(or re-register with a new --reference) if the change is real; drift.policy: warn publishes while recording"
+    )
+
+
+@dataclass(frozen=True)
+class DriftGate:
+    """The model's drift reference and the pipeline's policy, applied to the slices' counts at publish."""
+
+    reference: Reference
+    policy: Literal["warn", "hold"]
+    threshold: float
+    score_threshold: float
+    min_rows: int
+
+    def judge(self, slices: Sequence[SliceResult]) -> DriftReport:
+        return evaluate(
+            self.reference,
+            [s.drift for s in slices if s.drift is not None],
+            threshold=self.threshold,
+            score_threshold=self.score_threshold,
+            policy=self.policy,
+            min_rows=self.min_rows,
+        )
 
 
 @dataclass(frozen=True)
@@ -66,6 +98,9 @@ class SliceResult:
     host: str
     summary: dict[str, Any]
     unique_key_seconds: float = 0.0  # proving one row per key (and handling duplicates)
+    drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.drift)
+    drift_seconds: float = 0.0  # CPU seconds counting rows into the drift bins (on the scoring threads)
+    shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.shadow.ShadowSlice), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,8 +110,46 @@ class SliceResult:
         return cls(**data)
 
     def record(self) -> dict[str, Any]:
-        """The slice as the run record lists it (no score sample)."""
-        return {k: v for k, v in self.to_dict().items() if k != "summary"}
+        """The slice as the run record lists it (no score sample, no drift counts)."""
+        return {k: v for k, v in self.to_dict().items() if k not in {"summary", "drift", "shadow"}}
+
+
+class Leaf(Protocol):
+    """A loaded slice table: a champion's :class:`SliceResult` or a challenger's ``ShadowSlice``."""
+
+    @property
+    def lineage_id(self) -> int: ...
+    @property
+    def schema(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ShadowPublish:
+    """The run's challenger: where its scores go and which model made them."""
+
+    table: str
+    model_name: str
+    model_version: int
+    model_sha256: str
+
+    def slices(self, results: Sequence[SliceResult]) -> list[ShadowSlice]:
+        return [ShadowSlice(**r.shadow) for r in results if r.shadow is not None]
+
+    def record(self, results: Sequence[SliceResult], published: bool) -> dict[str, Any]:
+        """The run record's ``shadow``: the model, its table, its counts and how far it agrees with the champion."""
+        pieces = self.slices(results)
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "model_sha256": self.model_sha256,
+            "table": self.table,
+            "rows_scored": sum(p.rows_scored for p in pieces),
+            "rows_rejected": sum(p.rows_rejected for p in pieces),
+            **agreement([p.agreement for p in pieces]),
+            "published": published,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,9 +199,7 @@ def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Windo
         ) from None
 
 
-def _swap_window(
-    conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[SliceResult]
-) -> None:
+def _swap_window(conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[Leaf]) -> None:
     """Replace the window's partition by one made of ``slices`` (no row is scanned or copied)."""
     schema, table = output_table.split(".")
     parent, final = table_ident(output_table), sql.Identifier(schema, partition_name(table, window))
@@ -211,10 +282,14 @@ def publish_window(
     max_reject_fraction: float,
     dry_run: bool = False,
     lock_timeout_seconds: int = 600,
+    drift: DriftGate | None = None,
+    shadow: ShadowPublish | None = None,
 ) -> PublishResult:
     """Make ``slices`` the window's scores, atomically; finish the run record. Idempotent on retry.
 
-    Over the reject threshold, or for a dry run, the slices are dropped and nothing changes.
+    Over the reject threshold, held by drift, or for a dry run, the slices are dropped and
+    nothing changes. The run's drift (with ``drift``) is recorded in every case. A challenger's
+    slices (``shadow``) become its table's window in the same transaction, or are dropped with them.
     """
     started = time.perf_counter()
     slices = sorted(slices, key=lambda s: s.index)
@@ -230,18 +305,30 @@ def publish_window(
         lineage_id=None if dry_run else slices[0].lineage_id,
         slices=[s.record() for s in slices],
     )
+    report = drift.judge(slices) if drift is not None else None
+    if report is not None and report.status in {"warn", "held"}:
+        log.warning("publish: drift against the model's reference (%s): %s", report.status, report.describe())
     try:
         check_reject_threshold(url, slices, max_reject_fraction)
-    except RejectThresholdExceeded:
+        if report is not None and report.status == "held":
+            raise DriftHeld(
+                f"drift held the publish of window {window}: {report.describe()}; nothing was published "
+                "(drift.policy: hold)"
+            )
+    except (RejectThresholdExceeded, DriftHeld):
         # Nothing is published, but the bad rows are kept aside (under this run's id, beside the
-        # window's current rejects) and the run's counts recorded, so the cause can be seen.
+        # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
         with db.pg_connect(url) as conn:
             _keep_rejects(conn, pipeline, window, run_id, slices)
             runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
-        drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+            if report is not None:
+                runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+            if shadow is not None:
+                runs.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
+        _drop_slices(url, pipeline, output_table, run_id, shadow)
         raise
     if dry_run:
-        drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+        _drop_slices(url, pipeline, output_table, run_id, shadow)
     with db.pg_connect(url) as conn:
         if not dry_run:
             _lock_window(conn, output_table, window, lock_timeout_seconds)
@@ -255,9 +342,15 @@ def publish_window(
                         (piece.rows_scored, piece.lineage_id),
                     )
                 _replace_rejects(conn, pipeline, window, run_id, slices)
+                if shadow is not None:
+                    _publish_shadow(conn, shadow, window, slices)
         seconds = time.perf_counter() - started
         status = "dry_run" if dry_run else "success"
         runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds))
+        if report is not None:
+            runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+        if shadow is not None:
+            runs.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, not dry_run))
     log.info(
         "publish: %s %d scores and %d rejects from %d slice(s) for %s in %.2fs",
         status,
@@ -268,6 +361,33 @@ def publish_window(
         seconds,
     )
     return PublishResult(totals.rows_written, totals.rows_rejected, seconds, totals.score_summary, not dry_run)
+
+
+def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow: ShadowPublish | None) -> None:
+    """Drop the run's unpublished slices, the challenger's too."""
+    drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+    if shadow is not None:
+        drop_run_slices(url, pipeline=pipeline, output_table=shadow.table, run_id=run_id)
+
+
+def _publish_shadow(
+    conn: psycopg.Connection[Any], shadow: ShadowPublish, window: Window, slices: Sequence[SliceResult]
+) -> None:
+    """The challenger's slices become its table's window (inside the champion's publish transaction)."""
+    pieces = shadow.slices(slices)
+    if len(pieces) != len(slices):
+        raise RuntimeError(f"publish needs the challenger's scores of every slice: {len(pieces)} of {len(slices)}")
+    _swap_window(conn, shadow.table, window, pieces)
+    for piece in pieces:
+        conn.execute(
+            "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
+            (piece.rows_scored, piece.lineage_id),
+        )
+    conn.execute(
+        sql.SQL("DROP TABLE IF EXISTS {}").format(
+            sql.SQL(", ").join(sql.Identifier(p.schema, p.rejects_table) for p in pieces)
+        )
+    )
 
 
 def _with_load(totals: runs.RunTotals, seconds: float) -> runs.RunTotals:

@@ -99,6 +99,9 @@ class ModelManifest:
     created_at: str = ""
     sklearn_version: str = ""
     artifact: str = ARTIFACT_NAME
+    # The drift reference (batchscore.drift.Reference.to_dict()): bins and fractions per feature and
+    # for the model's output, from the training data. None: the model was registered without one.
+    reference: dict[str, Any] | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -132,6 +135,17 @@ def task_of(estimator: Any) -> Task:
     if is_clusterer(estimator):
         return "clusterer"
     raise RegistryError(f"{type(estimator).__name__} is neither a classifier, a regressor nor a clusterer")
+
+
+def classes_of(estimator: Any, task: Task, positive_class: str | None) -> tuple[tuple[str, ...], str | None]:
+    """A classifier's classes and the one its score is the probability of (the second of two, unless named)."""
+    if task != "classifier":
+        return (), None
+    classes = tuple(str(c) for c in getattr(estimator, "classes_", ()))
+    positive_class = positive_class or (classes[-1] if len(classes) == 2 else None)
+    if positive_class is not None and positive_class not in classes:
+        raise RegistryError(f"positive class {positive_class!r} not in the model's classes {classes}")
+    return classes, positive_class
 
 
 class ModelRegistry:
@@ -211,18 +225,18 @@ class ModelRegistry:
         metrics: dict[str, float] | None = None,
         positive_class: str | None = None,
         aliases: tuple[str, ...] = (),
+        reference: dict[str, Any] | None = None,
     ) -> ModelManifest:
-        """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest."""
+        """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest.
+
+        ``reference``: the drift reference (:func:`batchscore.drift.build_reference`), if any.
+        """
         import sklearn
 
         sio = _skops_io()
 
         task = task_of(estimator)
-        classes = tuple(str(c) for c in getattr(estimator, "classes_", ())) if task == "classifier" else ()
-        if task == "classifier":
-            positive_class = positive_class or (classes[-1] if len(classes) == 2 else None)
-            if positive_class is not None and positive_class not in classes:
-                raise RegistryError(f"positive class {positive_class!r} not in the model's classes {classes}")
+        classes, positive_class = classes_of(estimator, task, positive_class)
         artifact = sio.dumps(estimator)
         version = max(self.versions(name), default=0) + 1
         # Proven loadable under the allowlist now, so a run may trust these bytes by their sha256 alone.
@@ -234,11 +248,12 @@ class ModelRegistry:
             task=task,
             features=features,
             classes=classes,
-            positive_class=positive_class if task == "classifier" else None,
+            positive_class=positive_class,
             training=training or {},
             metrics=metrics or {},
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             sklearn_version=sklearn.__version__,
+            reference=reference,
         )
         storage.write_bytes(self._url(name, "versions", str(version), ARTIFACT_NAME), artifact)
         storage.write_bytes(self._url(name, "versions", str(version), "manifest.json"), manifest.to_json().encode())

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from batchscore import db, settings
+from batchscore.drift import DriftReport
 from batchscore.windows import Window
 
 
@@ -122,6 +123,45 @@ def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
             pipeline,
             run_id,
         ),
+    )
+
+
+def record_drift(
+    conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, window: Window, report: DriftReport
+) -> None:
+    """The run's drift rows (replacing a retry's) and its verdict; inside the publish transaction."""
+    conn.execute("DELETE FROM scoring.drift WHERE pipeline = %s AND run_id = %s", (pipeline, run_id))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO scoring.drift (pipeline, run_id, window_start, window_end, feature, kind, psi, threshold, "
+            "drifted, bins) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+            [
+                (
+                    pipeline,
+                    run_id,
+                    window.start,
+                    window.end,
+                    c.column,
+                    c.kind,
+                    c.psi,
+                    c.threshold,
+                    c.drifted,
+                    json.dumps(c.bins_json()),
+                )
+                for c in report.columns
+            ],
+        )
+    conn.execute(
+        "UPDATE scoring.scoring_runs SET drift_status = %s, drift_max_psi = %s WHERE pipeline = %s AND run_id = %s",
+        (report.status, report.max_psi, pipeline, run_id),
+    )
+
+
+def record_shadow(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, shadow: dict[str, Any]) -> None:
+    """The run's challenger: model, table, counts, agreement with the champion, published or not."""
+    conn.execute(
+        "UPDATE scoring.scoring_runs SET shadow = %s::jsonb WHERE pipeline = %s AND run_id = %s",
+        (json.dumps(shadow), pipeline, run_id),
     )
 
 

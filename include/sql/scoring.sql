@@ -62,7 +62,7 @@ BEGIN
             ('scoring_runs', 'failed_stage', 'text'),                    -- plan, score_slice or publish
             ('scoring_runs', 'remedy', 'text'),                          -- what to do about the error
             ('scoring_runs', 'unused_columns', 'text[]'),                -- source columns the model does not use
-            ('scoring_runs', 'drift_status', 'text'),                    -- ok, warn or held; NULL: no reference
+            ('scoring_runs', 'drift_status', 'text'),                    -- ok, warn, held or few_rows; NULL: not watched
             ('scoring_runs', 'drift_max_psi', 'double precision'),       -- the largest PSI of the run's drift rows
             ('scoring_runs', 'shadow', 'jsonb'),                         -- the challenger: model, table, agreement
             ('scoring_runs', 'model_source', 'jsonb')                    -- where the model came from (MLflow: uri, version, run)

@@ -51,7 +51,14 @@ HAND_QUERY = ENGINE_QUERY.replace(":window_start", f"'{WINDOW_START.isoformat()}
     ":window_end", f"'{WINDOW_END.isoformat()}'::timestamptz"
 )
 
-PATH_LETTERS = {"a": "naive", "b": "pandas_adbc", "c": "polars_adbc", "d": "floor", "e": "engine"}
+PATH_LETTERS = {
+    "a": "naive",
+    "b": "pandas_adbc",
+    "c": "polars_adbc",
+    "d": "floor",
+    "e": "engine",
+    "f": "engine_no_drift",
+}
 FLOOR_PARTS = ("floor_copy", "floor_predict", "floor_ingest")
 OUTPUT_TABLES = {
     "naive": "out_naive",
@@ -59,6 +66,7 @@ OUTPUT_TABLES = {
     "polars_adbc": "out_polars_adbc",
     "floor_ingest": "out_floor",
     "engine": "bench_scores",
+    "engine_no_drift": "bench_scores_no_drift",
 }
 # Imported before a worker's clock starts, so every path times its work, not its imports.
 
@@ -103,17 +111,19 @@ def feature_chunk(index: int, first_id: int, rows: int) -> pa.Table:
     return pa.table(columns)
 
 
-def train_model() -> Any:
-    """A HistGradientBoostingClassifier fitted on fresh rows with named columns (as the engine feeds it)."""
+def train_model() -> tuple[Any, pa.Table]:
+    """A HistGradientBoostingClassifier fitted on fresh named rows (as the engine feeds it), and those rows."""
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     rng = np.random.default_rng(TRAIN_SEED)
     x = generate_features(rng, TRAIN_ROWS)
     y = true_label(rng, x)
     model = HistGradientBoostingClassifier(max_iter=100, random_state=0)
-    return model.fit(pd.DataFrame(x, columns=list(FEATURES)), y)
+    model.fit(pd.DataFrame(x, columns=list(FEATURES)), y)
+    return model, pa.table({name: x[:, i] for i, name in enumerate(FEATURES)})
 
 
 def load_model() -> Any:
@@ -126,14 +136,18 @@ def load_model() -> Any:
 
 def ensure_model(retrain: bool) -> None:
     """Register the bench model as champion unless one exists (or when regenerating)."""
+    from batchscore.model_intake import drift_reference, reference_frame
     from batchscore.registry import FeatureSpec, ModelRegistry
 
     registry = ModelRegistry(str(REGISTRY))
-    if not retrain and "champion" in registry.aliases(MODEL_NAME):
-        return
+    aliases = registry.aliases(MODEL_NAME)
+    if not retrain and "champion" in aliases and registry.resolve(MODEL_NAME, "champion").reference is not None:
+        return  # (a champion registered before drift existed has no reference: registered again)
     specs = tuple(FeatureSpec(name, "numeric") for name in FEATURES)
-    manifest = registry.register(MODEL_NAME, train_model(), specs, aliases=("champion",))
-    print(f"setup: registered model {MODEL_NAME} v{manifest.version} as champion", flush=True)
+    model, training = train_model()
+    reference = drift_reference(model, specs, reference_frame(training, specs, "bench"), source="bench training rows")
+    manifest = registry.register(MODEL_NAME, model, specs, aliases=("champion",), reference=reference)
+    print(f"setup: registered model {MODEL_NAME} v{manifest.version} as champion (with a drift reference)", flush=True)
 
 
 # --------------------------------------------------------------------------- database
@@ -240,3 +254,19 @@ def sample_scores(url: str, table: str, ids: Sequence[int]) -> dict[int, float]:
     with connect(url) as conn:
         rows = conn.execute(f"SELECT id, score FROM {SCHEMA}.{table} WHERE id = ANY(%s)", (list(ids),)).fetchall()
     return {int(i): float(s) for i, s in rows}
+
+
+def drift_figures(url: str, run_id: str) -> dict[str, float]:
+    """An engine run's drift counting against its scoring, in thread-seconds, from its run record."""
+    import psycopg
+
+    from batchscore import db
+
+    with psycopg.connect(db.libpq_url(url)) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum((s->>'drift_seconds')::float8), 0), coalesce(sum((s->>'score_seconds')::float8), 0), "
+            "max(r.drift_max_psi) FROM scoring.scoring_runs r, jsonb_array_elements(r.slices) s WHERE r.run_id = %s",
+            (run_id,),
+        ).fetchone()
+    drift, scoring, max_psi = row if row else (0.0, 0.0, None)
+    return {"drift_thread_seconds": float(drift), "score_thread_seconds": float(scoring), "max_psi": max_psi}

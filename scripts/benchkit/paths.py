@@ -43,6 +43,7 @@ WORKER_MODULES: dict[str, tuple[str, ...]] = {
     "floor_ingest": ("numpy", "pyarrow", "adbc_driver_postgresql.dbapi"),
     "engine": (*MODEL_MODULES, "batchscore.job", "batchscore.config", "adbc_driver_postgresql.dbapi", "psycopg"),
 }
+WORKER_MODULES["engine_no_drift"] = WORKER_MODULES["engine"]
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def work_floor_ingest(args: WorkerArgs) -> Timed:
     return Timed(int(written), time.perf_counter() - started)
 
 
-def engine_config(part_rows: int | None, batch_rows: int | None) -> Any:
+def engine_config(part_rows: int | None, batch_rows: int | None, drift: str = "warn", table: str = "") -> Any:
     """The bench pipeline, built in code; execution defaults unless the CLI overrides part/batch rows."""
     from batchscore.config import PipelineConfig
 
@@ -181,8 +182,9 @@ def engine_config(part_rows: int | None, batch_rows: int | None) -> Any:
             "entity_key": "id",
             "features": list(FEATURES),
             "model": {"name": MODEL_NAME, "version": "champion"},
-            "output": {"conn_id": "bench_db", "table": f"{SCHEMA}.{OUTPUT_TABLES['engine']}"},
+            "output": {"conn_id": "bench_db", "table": f"{SCHEMA}.{table or OUTPUT_TABLES['engine']}"},
             "validation": {"max_reject_fraction": 0.0},
+            "drift": {"policy": drift},
             "execution": execution,
         }
     )
@@ -200,7 +202,8 @@ def work_engine(args: WorkerArgs) -> Timed:
     from batchscore.windows import Window
 
     endpoints = Endpoints(source_url=args.url, scores_url=args.url, registry=str(REGISTRY))
-    config = engine_config(args.part_rows, args.batch_rows)
+    drift = "off" if args.table == OUTPUT_TABLES["engine_no_drift"] else "warn"
+    config = engine_config(args.part_rows, args.batch_rows, drift, args.table)
     window = Window(WINDOW_START, WINDOW_END)
     result = run_pipeline(config, endpoints, window=window, run_id=args.run_id, **engine_kwargs(run_pipeline))
     return Timed(int(result.rows_written))
@@ -214,6 +217,7 @@ WORKERS: dict[str, Callable[[WorkerArgs], Timed]] = {
     "floor_predict": work_floor_predict,
     "floor_ingest": work_floor_ingest,
     "engine": work_engine,
+    "engine_no_drift": work_engine,  # the same engine with drift.policy off: what watching drift costs
 }
 
 

@@ -6,7 +6,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ class Report:
     rows_in_tables: dict[str, int | None]
     warnings: list[str]
     run_pipeline_kwargs: list[str]
+    drift: list[dict[str, float]] = field(default_factory=list)  # per engine round: batchscore.drift's cost
 
     def seconds(self, path: str) -> float:
         return self.paths[path].seconds if path in self.paths else math.nan
@@ -77,6 +78,22 @@ def where_the_time_goes(report: Report) -> str:
         f"engine CPU seconds by thread: {roles}; PostgreSQL and the rest of the machine {busy - ours:.1f}; "
         f"{engine.cores_busy:.2f} of {os.cpu_count()} cores busy on average"
     )
+
+
+def drift_cost(report: Report) -> str:
+    """What watching drift cost the engine: its counting thread-seconds, and the engine with and without it."""
+    if not report.drift:
+        return ""
+    counted = sum(d["drift_thread_seconds"] for d in report.drift) / len(report.drift)
+    scoring = sum(d["score_thread_seconds"] for d in report.drift) / len(report.drift)
+    engine = report.paths.get("engine")
+    line = f"drift: counting {counted:.2f} CPU-s on the scoring threads (which ran {scoring:.1f} thread-s)"
+    if engine is not None and engine.thread_cpu:
+        line += f" ({counted / sum(engine.thread_cpu.values()):.1%} of the engine's CPU seconds)"
+    if "engine_no_drift" in report.paths:
+        with_drift, without = report.seconds("engine"), report.seconds("engine_no_drift")
+        line += f"; engine {with_drift:.2f}s with drift, {without:.2f}s without ({with_drift / without - 1:+.1%})"
+    return line
 
 
 def dag_summary(report: Report, airflow: dict[str, Any] | None) -> dict[str, Any]:

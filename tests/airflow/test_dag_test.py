@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import STACK, WAREHOUSE_END, Services, day_window
+from tests.conftest import CHALLENGER, SHADOW, SHADOW_TABLE, STACK, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import count, expected_scores, run_record, stored_scores
 
 pytestmark = pytest.mark.airflow
@@ -158,3 +158,27 @@ def test_dag_test_of_the_segments_pipeline_stores_the_clusterers_labels(airflow_
     )
     assert sum(record["score_summary"]["labels"].values()) == len(rows)
     assert record["score_summary"]["histogram"] is None
+
+
+def test_dag_test_publishes_the_challengers_scores_with_the_champions(airflow_db: Services) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(STACK.dags_dir)).dags[f"score_{SHADOW}"]
+    start, end = day_window(WAREHOUSE_END - timedelta(days=7))
+    run = dag.test(run_conf={"window_start": start.isoformat(), "window_end": end.isoformat()})
+    assert run.state == "success"
+    assert len(run.get_task_instances()) == 5, "plan, 3 mapped slices, publish"
+    window = (airflow_db.warehouse_url, airflow_db.registry, start, end)
+    champion, _ = expected_scores(*window)
+    challenger, _ = expected_scores(*window, (CHALLENGER, "challenger"))
+    stored = stored_scores(airflow_db.scores_url, SHADOW_TABLE, start, end)
+    shadow = stored_scores(airflow_db.scores_url, f"{SHADOW_TABLE}_shadow", start, end)
+    np.testing.assert_allclose(stored.loc[champion.index, "score"], champion["score"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(shadow.loc[challenger.index, "score"], challenger["score"], rtol=0, atol=1e-12)
+    assert set(shadow["run_id"]) == set(stored["run_id"]) == {run.run_id}
+    assert set(shadow["model_name"]) == {CHALLENGER}
+    record = run_record(airflow_db.scores_url, SHADOW, run.run_id)
+    assert record is not None
+    assert record["shadow"]["published"] is True
+    assert record["shadow"]["rows_scored"] == len(challenger)
+    assert 0.5 < record["shadow"]["label_agreement"] <= 1.0

@@ -57,13 +57,16 @@ def model_input(rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     )
 
 
-def expected_scores(warehouse_url: str, registry: str, start: datetime, end: datetime) -> tuple[pd.DataFrame, set[int]]:
+def expected_scores(
+    warehouse_url: str, registry: str, start: datetime, end: datetime, model: tuple[str, str] = ("churn", "champion")
+) -> tuple[pd.DataFrame, set[int]]:
     """The model's own predict_proba on the window's rows, read here with psycopg and pandas.
 
     Returns (scores indexed by customer_id, ids that validation must reject). The reject
     rule is restated from the demo's data contract: plan is NOT NULL, region was seen in training.
+    ``model``: (name, version or alias) of a churn-like model.
     """
-    manifest = ModelRegistry(registry).resolve("churn", "champion")
+    manifest = ModelRegistry(registry).resolve(*model)
     model = ModelRegistry(registry).load(manifest)
     regions = next(f.categories for f in manifest.features if f.name == "region")
     frame = window_rows(warehouse_url, start, end)

@@ -16,6 +16,7 @@ import pyarrow as pa
 from batchscore import db
 from batchscore.demo.warehouse import CATEGORICAL_FEATURES, NEW_REGION, NUMERIC_FEATURES, true_churn_logit
 from batchscore.features import to_model_frame
+from batchscore.model_intake import drift_reference, reference_frame
 from batchscore.registry import FeatureSpec, ModelManifest, ModelRegistry
 from batchscore.windows import Window
 
@@ -149,6 +150,21 @@ def train_and_register(
         "holdout_window_end": holdout.end.isoformat(),
         "source": "warehouse.customer_activity",
     }
+    # The training rows are the drift reference: each run's features and scores are compared with them.
+    reference = drift_reference(
+        estimator,
+        specs,
+        reference_frame(train_table, specs, name),
+        source=f"training window {train}",
+        positive_class="1",
+    )
     return ModelRegistry(registry_root).register(
-        name, estimator, specs, training=training, metrics=metrics, positive_class="1", aliases=aliases
+        name,
+        estimator,
+        specs,
+        training=training,
+        metrics=metrics,
+        positive_class="1",
+        aliases=aliases,
+        reference=reference,
     )
