@@ -18,6 +18,7 @@ import pytest
 from batchscore.config import load_config
 from batchscore.demo import run
 from batchscore.demo.catalog import DEMO_MODELS
+from batchscore.drift import SCORE
 from batchscore.job import run_pipeline
 from batchscore.planning import Endpoints
 from batchscore.registry import ModelManifest, ModelRegistry
@@ -89,6 +90,10 @@ def test_prepare_data_registers_the_three_kinds_once(
     assert set(segments.training["segments"]) == {"0", "1", "2", "3"}
     assert sum(s["share"] for s in segments.training["segments"].values()) == pytest.approx(1, abs=1e-3)
     assert all(f.kind == "numeric" for f in segments.features)
+    for name in registry.names():  # each is registered with its training data as the drift reference
+        reference = champion(demo_registry, name).reference
+        assert reference is not None
+        assert {b["column"] for b in reference["bins"]} == {*champion(demo_registry, name).feature_names, SCORE}
     before = {n: (registry.versions(n), registry.aliases(n)) for n in registry.names()}
     capsys.readouterr()
 
@@ -142,6 +147,7 @@ def test_regressor_scores_equal_its_own_predict_with_null_labels(services: Servi
     assert (record["status"], record["rows_written"], record["rows_rejected"]) == ("success", len(good), bad.sum())
     assert record["score_summary"]["mean"] == pytest.approx(expected.mean(), rel=1e-9)
     assert record["score_summary"]["labels"] == {"null": len(good)}
+    assert record["drift_status"] == "ok", "a later day of the training distribution, against the training reference"
 
 
 def test_clusterer_labels_equal_its_own_predict_with_null_scores(services: Services, demo_registry: str) -> None:
@@ -163,6 +169,7 @@ def test_clusterer_labels_equal_its_own_predict_with_null_scores(services: Servi
     assert (record["status"], record["rows_written"], record["rows_rejected"]) == ("success", len(rows), 0)
     assert record["score_summary"]["labels"] == expected.value_counts().to_dict()
     assert record["score_summary"]["mean"] is None
+    assert record["drift_status"] == "ok"
 
 
 def test_the_training_windows_are_the_warehouses_oldest_days(demo_registry: str) -> None:

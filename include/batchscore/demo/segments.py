@@ -15,6 +15,7 @@ import numpy as np
 
 from batchscore.demo.model import feature_specs, read_training_window
 from batchscore.features import to_model_frame
+from batchscore.model_intake import drift_reference, reference_frame
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.windows import Window
 
@@ -94,6 +95,10 @@ def train_and_register(
             for k in range(n_clusters)
         },
     }
+    # The training sample is the drift reference: its features and its rows per segment.
+    reference = drift_reference(
+        estimator, specs, reference_frame(table, specs, name), source=f"training window {train}, {len(frame):,} rows"
+    )
     return ModelRegistry(registry_root).register(
-        name, estimator, specs, training=training, metrics=metrics, aliases=aliases
+        name, estimator, specs, training=training, metrics=metrics, aliases=aliases, reference=reference
     )

@@ -13,6 +13,7 @@ from typing import Any
 from batchscore.demo.model import accepted_rows, feature_specs, preprocessing, read_training_window, read_window
 from batchscore.demo.warehouse import true_spend_30d
 from batchscore.features import to_model_frame
+from batchscore.model_intake import drift_reference, reference_frame
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.windows import Window
 
@@ -66,6 +67,10 @@ def train_and_register(
         "holdout_window_end": holdout.end.isoformat(),
         "source": "warehouse.customer_activity",
     }
+    # The training rows are the drift reference, as for churn: features and the predicted spend.
+    reference = drift_reference(
+        estimator, specs, reference_frame(train_table, specs, name), source=f"training window {train}"
+    )
     return ModelRegistry(registry_root).register(
-        name, estimator, specs, training=training, metrics=metrics, aliases=aliases
+        name, estimator, specs, training=training, metrics=metrics, aliases=aliases, reference=reference
     )
