@@ -43,14 +43,7 @@ def _prepare(services: Services, registry: str) -> None:
 
 @pytest.fixture(scope="module")
 def demo_registry(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh registry that prepare_data filled with the three demo models.
-
-    Trained on one OpenMP thread: on a few thousand rows, gradient boosting with a thread per
-    core spends its time waiting for the other cores when the machine is busy (measured: a
-    100-iteration fit 0.2 s on one thread, 1.6 to 14 s on two).
-    """
-    from threadpoolctl import threadpool_limits
-
+    """A fresh registry that prepare_data filled with the three demo models."""
     registry = str(tmp_path_factory.mktemp("demo-registry"))
     patch = pytest.MonkeyPatch()
 
@@ -59,8 +52,7 @@ def demo_registry(services: Services, tmp_path_factory: pytest.TempPathFactory) 
 
     patch.setattr(run, "seed_warehouse", no_reseed)
     try:
-        with threadpool_limits(limits=1):
-            _prepare(services, registry)
+        _prepare(services, registry)
         yield registry
     finally:
         patch.undo()
