@@ -69,7 +69,7 @@ def _segment_lines(runs: list[tuple[Any, ...]], manifest: ModelManifest) -> list
         labels = (summary or {}).get("labels", {})
         sizes = " / ".join(f"{labels.get(k, 0):,}" for k in ids)
         lines.append(f"  {day!s:<12} {written or 0:>9,} {rejected or 0:>9,}  {sizes:<36}  {model:<12} {run_id}")
-    features = list(next(iter(segments.values()))["centre"]) if segments else []
+    features = list(manifest.feature_names)
     lines += [
         "",
         f"  segment centres ({manifest.name} v{manifest.version}, from its training sample):",
