@@ -207,7 +207,14 @@ def cmd_models(args: argparse.Namespace) -> None:
         from batchscore.config import load_each
 
         users = [c.name for c in load_each(settings.pipelines_dir()).configs if c.model.name == args.name]
-        print(manifest.to_json())
+        shown = json.loads(manifest.to_json())
+        reference = shown.pop("reference", None)  # bins of every column: summarised below
+        print(json.dumps(shown, indent=2, sort_keys=True))
+        if reference:
+            columns = ", ".join(b["column"] for b in reference["bins"])
+            print(f"drift reference: {reference['rows']:,} rows from {reference['source']}; bins for {columns}")
+        else:
+            print("drift reference: none (register with --reference to watch drift)")
         print(f"aliases: {json.dumps(registry.aliases(args.name))}")
         print(f"used by pipelines: {', '.join(users) or 'none'}")
         for change in registry.alias_history(args.name)[-5:]:

@@ -36,10 +36,10 @@ from batchscore.load import (
 from batchscore.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
 from batchscore.progress import Progress
-from batchscore.publish import DriftGate, PublishResult, ShadowPublish, SliceResult, publish_window
+from batchscore.publish import DriftGate, PublishResult, SliceResult, publish_window
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.runner import Overlapped
-from batchscore.shadow import Challenger, ShadowLoader
+from batchscore.shadow import Challenger, ShadowLoader, ShadowPublish
 from batchscore.slices import KeySlice
 from batchscore.summary import ScoreSummary
 from batchscore.windows import Window

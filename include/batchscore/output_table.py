@@ -15,7 +15,9 @@ joins each to its run and model artifact.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Protocol
 
 import psycopg
 import pyarrow as pa
@@ -34,6 +36,7 @@ PG_KEY_TYPES = {
     pa.string(): "text",
 }
 DDL_LOCK = "batchscore:ddl"
+LINEAGE_DEFAULTS = ("window_start", "window_end", "lineage_id")
 
 
 def pg_key_type(key_type: pa.DataType) -> str:
@@ -119,3 +122,50 @@ def ensure_output_table(conn: psycopg.Connection[Any], qualified: str, key: str,
                     "l.published_at FROM {table} AS s JOIN scoring.lineage AS l USING (lineage_id)"
                 ).format(view=view, table=table)
             )
+
+
+class Leaf(Protocol):
+    """A loaded slice table: a champion's :class:`SliceResult` or a challenger's ``ShadowSlice``."""
+
+    @property
+    def lineage_id(self) -> int: ...
+    @property
+    def schema(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+
+
+def swap_window(conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[Leaf]) -> None:
+    """Replace the window's partition by one made of ``slices`` (no row is scanned or copied).
+
+    Inside the caller's transaction (publish's, under the window's lock): readers see the old
+    window or the new one.
+    """
+    schema, table = output_table.split(".")
+    parent, final = table_ident(output_table), sql.Identifier(schema, partition_name(table, window))
+    if conn.execute("SELECT to_regclass(%s)", (final.as_string(conn),)).fetchone() != (None,):
+        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, final))
+        conn.execute(sql.SQL("DROP TABLE {}").format(final))  # with the leaves of the previous run
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {}) PARTITION BY LIST (lineage_id)").format(final, parent))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(final, window_check(window)))
+    drop_defaults = sql.SQL(", ").join(
+        sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(sql.Identifier(c)) for c in LINEAGE_DEFAULTS
+    )
+    for piece in slices:
+        leaf = sql.Identifier(piece.schema, piece.table)
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                final, leaf, sql.Literal(piece.lineage_id)
+            )
+        )
+        conn.execute(sql.SQL("ALTER TABLE {} ").format(leaf) + drop_defaults)
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
+            parent,
+            final,
+            sql.Literal(window.start),
+            sql.Literal(window.end),
+            sql.Literal(window.start),
+            sql.Literal(window.end + timedelta(microseconds=1)),
+        )
+    )

@@ -15,8 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -25,12 +24,11 @@ from batchscore import db, runs, summary
 from batchscore.drift import DriftReport, Reference, evaluate
 from batchscore.errors import PermanentError
 from batchscore.load import drop_run_slices
-from batchscore.output_table import partition_name, table_ident, window_check
-from batchscore.shadow import ShadowSlice, agreement
+from batchscore.output_table import swap_window
+from batchscore.shadow import ShadowPublish, publish_shadow
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
-LINEAGE_DEFAULTS = ("window_start", "window_end", "lineage_id")
 
 
 class PublishLockTimeout(RuntimeError):
@@ -114,44 +112,6 @@ class SliceResult:
         return {k: v for k, v in self.to_dict().items() if k not in {"summary", "drift", "shadow"}}
 
 
-class Leaf(Protocol):
-    """A loaded slice table: a champion's :class:`SliceResult` or a challenger's ``ShadowSlice``."""
-
-    @property
-    def lineage_id(self) -> int: ...
-    @property
-    def schema(self) -> str: ...
-    @property
-    def table(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class ShadowPublish:
-    """The run's challenger: where its scores go and which model made them."""
-
-    table: str
-    model_name: str
-    model_version: int
-    model_sha256: str
-
-    def slices(self, results: Sequence[SliceResult]) -> list[ShadowSlice]:
-        return [ShadowSlice(**r.shadow) for r in results if r.shadow is not None]
-
-    def record(self, results: Sequence[SliceResult], published: bool) -> dict[str, Any]:
-        """The run record's ``shadow``: the model, its table, its counts and how far it agrees with the champion."""
-        pieces = self.slices(results)
-        return {
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "model_sha256": self.model_sha256,
-            "table": self.table,
-            "rows_scored": sum(p.rows_scored for p in pieces),
-            "rows_rejected": sum(p.rows_rejected for p in pieces),
-            **agreement([p.agreement for p in pieces]),
-            "published": published,
-        }
-
-
 @dataclass(frozen=True)
 class PublishResult:
     rows_written: int
@@ -197,38 +157,6 @@ def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Windo
             f"another run kept publishing window {window} of {output_table} for more than "
             f"{timeout_seconds}s; nothing was changed, the task can be retried"
         ) from None
-
-
-def _swap_window(conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[Leaf]) -> None:
-    """Replace the window's partition by one made of ``slices`` (no row is scanned or copied)."""
-    schema, table = output_table.split(".")
-    parent, final = table_ident(output_table), sql.Identifier(schema, partition_name(table, window))
-    if conn.execute("SELECT to_regclass(%s)", (final.as_string(conn),)).fetchone() != (None,):
-        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, final))
-        conn.execute(sql.SQL("DROP TABLE {}").format(final))  # with the leaves of the previous run
-    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {}) PARTITION BY LIST (lineage_id)").format(final, parent))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(final, window_check(window)))
-    drop_defaults = sql.SQL(", ").join(
-        sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(sql.Identifier(c)) for c in LINEAGE_DEFAULTS
-    )
-    for piece in slices:
-        leaf = sql.Identifier(piece.schema, piece.table)
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-                final, leaf, sql.Literal(piece.lineage_id)
-            )
-        )
-        conn.execute(sql.SQL("ALTER TABLE {} ").format(leaf) + drop_defaults)
-    conn.execute(
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
-            parent,
-            final,
-            sql.Literal(window.start),
-            sql.Literal(window.end),
-            sql.Literal(window.start),
-            sql.Literal(window.end + timedelta(microseconds=1)),
-        )
-    )
 
 
 def _keep_rejects(
@@ -335,7 +263,7 @@ def publish_window(
             if _already_published(conn, slices):
                 log.info("publish: window %s was published by an earlier attempt of this task", window)
             else:
-                _swap_window(conn, output_table, window, slices)
+                swap_window(conn, output_table, window, slices)
                 for piece in slices:
                     conn.execute(
                         "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
@@ -343,7 +271,7 @@ def publish_window(
                     )
                 _replace_rejects(conn, pipeline, window, run_id, slices)
                 if shadow is not None:
-                    _publish_shadow(conn, shadow, window, slices)
+                    publish_shadow(conn, shadow, window, slices)
         seconds = time.perf_counter() - started
         status = "dry_run" if dry_run else "success"
         runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds))
@@ -368,26 +296,6 @@ def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow
     drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
     if shadow is not None:
         drop_run_slices(url, pipeline=pipeline, output_table=shadow.table, run_id=run_id)
-
-
-def _publish_shadow(
-    conn: psycopg.Connection[Any], shadow: ShadowPublish, window: Window, slices: Sequence[SliceResult]
-) -> None:
-    """The challenger's slices become its table's window (inside the champion's publish transaction)."""
-    pieces = shadow.slices(slices)
-    if len(pieces) != len(slices):
-        raise RuntimeError(f"publish needs the challenger's scores of every slice: {len(pieces)} of {len(slices)}")
-    _swap_window(conn, shadow.table, window, pieces)
-    for piece in pieces:
-        conn.execute(
-            "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
-            (piece.rows_scored, piece.lineage_id),
-        )
-    conn.execute(
-        sql.SQL("DROP TABLE IF EXISTS {}").format(
-            sql.SQL(", ").join(sql.Identifier(p.schema, p.rejects_table) for p in pieces)
-        )
-    )
 
 
 def _with_load(totals: runs.RunTotals, seconds: float) -> runs.RunTotals:

@@ -21,13 +21,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from psycopg import sql
 
 from batchscore.drift import DECILES, SCORE, Bins, Reference, psi
 from batchscore.load import SliceTarget, ingest_scores
+from batchscore.output_table import swap_window
 from batchscore.predict import score_batch
 from batchscore.registry import ModelManifest
+from batchscore.windows import Window
 
 
 def comparison_bins(champion: ModelManifest) -> Bins | None:
@@ -230,3 +234,48 @@ class Challenger:
             self.rows_rejected,
             self.agreement.partial(),
         )
+
+
+@dataclass(frozen=True)
+class ShadowPublish:
+    """The run's challenger: where its scores go and which model made them."""
+
+    table: str
+    model_name: str
+    model_version: int
+    model_sha256: str
+
+    def slices(self, results: Sequence[Any]) -> list[ShadowSlice]:
+        return [ShadowSlice(**r.shadow) for r in results if r.shadow is not None]
+
+    def record(self, results: Sequence[Any], published: bool) -> dict[str, Any]:
+        """The run record's ``shadow``: the model, its table, its counts and how far it agrees with the champion."""
+        pieces = self.slices(results)
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "model_sha256": self.model_sha256,
+            "table": self.table,
+            "rows_scored": sum(p.rows_scored for p in pieces),
+            "rows_rejected": sum(p.rows_rejected for p in pieces),
+            **agreement([p.agreement for p in pieces]),
+            "published": published,
+        }
+
+
+def publish_shadow(conn: psycopg.Connection[Any], shadow: ShadowPublish, window: Window, slices: Sequence[Any]) -> None:
+    """The challenger's slices become its table's window (inside the champion's publish transaction)."""
+    pieces = shadow.slices(slices)
+    if len(pieces) != len(slices):
+        raise RuntimeError(f"publish needs the challenger's scores of every slice: {len(pieces)} of {len(slices)}")
+    swap_window(conn, shadow.table, window, pieces)
+    for piece in pieces:
+        conn.execute(
+            "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
+            (piece.rows_scored, piece.lineage_id),
+        )
+    conn.execute(
+        sql.SQL("DROP TABLE IF EXISTS {}").format(
+            sql.SQL(", ").join(sql.Identifier(p.schema, p.rejects_table) for p in pieces)
+        )
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pytest
 
 from batchscore.cli import main
@@ -47,3 +48,46 @@ def test_which_names_the_model_artifact_and_run(services: Services, capsys: pyte
         == 0
     )
     assert "no score for customer_id -1" in capsys.readouterr().out
+
+
+def test_a_promote_after_plan_does_not_change_the_planned_runs_model(services: Services) -> None:
+    from datetime import UTC, datetime
+
+    from batchscore.demo.model import train_and_register
+    from batchscore.job import publish_run, score_slice
+    from batchscore.planning import plan_run
+    from tests.conftest import CHALLENGER, TRAIN_WINDOW_DAYS, WAREHOUSE_DAYS
+    from tests.integration.helpers import churn_variant, expected_scores
+
+    window = Window(*day_window(WAREHOUSE_END - timedelta(days=5)))
+    endpoints = Endpoints(services.warehouse_url, services.scores_url, services.registry)
+    base = churn_variant("churn_promoted", churn_config().source.query)
+    config = base.model_copy(
+        update={"model": base.model.model_copy(update={"name": CHALLENGER, "version": "challenger"})}
+    )
+    registry = ModelRegistry(services.registry)
+    planned = registry.resolve(CHALLENGER, "challenger")
+    plan = plan_run(config, endpoints, window=window, run_id="it__promote_after_plan")
+    expected, _ = expected_scores(
+        services.warehouse_url, services.registry, window.start, window.end, (CHALLENGER, "challenger")
+    )
+
+    first = datetime.combine(WAREHOUSE_END - timedelta(days=WAREHOUSE_DAYS), datetime.min.time(), tzinfo=UTC)
+    newer = train_and_register(
+        services.warehouse_url,
+        services.registry,
+        train=Window(first, first + timedelta(days=TRAIN_WINDOW_DAYS)),
+        name=CHALLENGER,
+        max_iter=8,
+        aliases=(),
+    )
+    try:
+        registry.promote(CHALLENGER, "challenger", newer.version)  # between plan and the slices
+        results = [score_slice(config, endpoints, plan, s) for s in plan.key_slices]
+        publish_run(config, endpoints, plan, results)
+    finally:
+        registry.promote(CHALLENGER, "challenger", planned.version)
+    stored = stored_scores(services.scores_url, config.output.table, window.start, window.end)
+    assert set(stored["model_version"]) == {planned.version} != {newer.version}
+    assert set(stored["model_sha256"]) == {planned.sha256}
+    np.testing.assert_allclose(stored.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)

@@ -153,3 +153,36 @@ def test_renamed_execution_fields_say_their_new_name(tmp_path: Path) -> None:
     data["execution"] = {"part_rows": 250_000}
     with pytest.raises(ConfigError, match=r"execution: part_rows was renamed slice_rows"):
         load_config(write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "where", "expected"),
+    [
+        ("drift", {"policy": "block"}, "drift.policy", "Input should be 'warn', 'hold' or 'off'"),
+        ("drift", {"threshold": -0.1}, "drift.threshold", "Input should be greater than 0"),
+        ("drift", {"min_rows": "many"}, "drift.min_rows", "Input should be a valid integer"),
+        ("shadow", {"name": "churn"}, "shadow.version", "Field required"),
+        ("shadow", {"version": "../champion"}, "shadow.version", "String should match pattern"),
+        ("shadow", {"version": 2, "sha256": "abc"}, "shadow.sha256", "String should match pattern"),
+        ("shadow", {"version": 2, "table": "x.y"}, "shadow.table", "Extra inputs are not permitted"),
+    ],
+)
+def test_drift_and_shadow_fields_are_checked(
+    tmp_path: Path, section: str, value: dict, where: str, expected: str
+) -> None:
+    data = churn_data() | {section: value}
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    assert f"{where}: {expected}" in str(info.value)
+
+
+def test_a_shadow_table_must_fit_beside_the_output_table(tmp_path: Path) -> None:
+    data = churn_data() | {"shadow": {"version": "challenger"}}
+    data["output"]["table"] = "scoring." + "s" * 60
+    with pytest.raises(ConfigError, match="too long to have a _shadow table beside it"):
+        load_config(write(tmp_path, data))
+    data["output"]["table"] = "scoring.churn_scores"
+    config = load_config(write(tmp_path, data))
+    assert config.shadow is not None
+    assert (config.shadow.version, config.shadow_table) == ("challenger", "scoring.churn_scores_shadow")
+    assert (config.drift.policy, config.drift.threshold) == ("warn", 0.25)

@@ -91,9 +91,45 @@ def test_list_show_and_promote_record_the_old_target(
     assert "churn: versions [1, 2]; champion->v2" in capsys.readouterr().out
     assert run("show", "churn", "champion") == 0
     out = capsys.readouterr().out
-    assert json.loads(out[: out.index("\naliases:")])["version"] == 2
+    assert json.loads(out[: out.index("\ndrift reference:")])["version"] == 2
+    assert "drift reference: none (register with --reference to watch drift)" in out
     assert "used by pipelines: churn" in out  # the shipped churn pipeline names this model
     assert "alias change: champion v1 -> v2" in out
+
+
+def test_register_with_a_reference_file_records_the_drift_bins(
+    registry: ModelRegistry, frame: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, _ = frame
+    model = tmp_path / "model.skops"
+    sio.dump(pipeline_model(frame), model)
+    x.to_parquet(tmp_path / "train.parquet")
+    x.to_csv(tmp_path / "train.csv", index=False)
+    for reference in ("train.parquet", "train.csv"):
+        args = ["--name", "ref", "--file", str(model), "--reference", str(tmp_path / reference)]
+        assert run("register", *args) == 0
+        assert f"drift reference: 300 rows from {reference}" in capsys.readouterr().out
+    manifest = registry.resolve("ref", "latest")
+    assert manifest.reference is not None
+    bins = {b["column"]: b for b in manifest.reference["bins"]}
+    assert set(bins) == {"plan", "tenure_days", "(score)"}
+    assert bins["plan"]["categories"] == ["basic", "premium"]
+    counts = x["plan"].value_counts(normalize=True)
+    assert bins["plan"]["reference"] == pytest.approx([counts["basic"], counts["premium"], 0.0, 0.0])
+    expected_edges = np.unique(np.quantile(x["tenure_days"], np.arange(1, 10) / 10))
+    assert bins["tenure_days"]["edges"] == pytest.approx(expected_edges.tolist())
+    assert run("show", "ref") == 0
+    assert "drift reference: 300 rows from train.csv; bins for plan, tenure_days, (score)" in capsys.readouterr().out
+    x[["plan"]].to_parquet(tmp_path / "narrow.parquet")
+    (tmp_path / "notes.txt").write_text("x")
+    for bad, message in (
+        ("narrow.parquet", "the reference has no column tenure_days"),
+        ("notes.txt", "a reference is a .parquet or .csv file, not .txt"),
+        ("missing.parquet", "cannot read the reference"),
+    ):
+        assert run("register", "--name", "ref", "--file", str(model), "--reference", str(tmp_path / bad)) == 1
+        assert message in capsys.readouterr().err
+    assert registry.versions("ref") == [1, 2]
 
 
 @pytest.mark.parametrize(
