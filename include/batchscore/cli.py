@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_airflow)
 
     p = sub.add_parser(
-        "demo-data", help="seed the demo warehouse at --url and register the demo model, each only if missing"
+        "demo-data",
+        help="seed the demo warehouse at --url and register the 3 demo models (churn, spend, segments) if missing",
     )
     p.add_argument("--url", required=True, help="the warehouse database URL")
     p.add_argument("--rows-per-day", type=int, default=int(os.environ.get("DEMO_ROWS_PER_DAY", "100000")))
