@@ -86,3 +86,4 @@ bench: $(STAMP)                   ## benchmark the engine against hand-written p
 lock:                             ## re-pin requirements*.lock after editing requirements*.txt
 	$(BIN)/uv pip compile requirements.txt -o requirements.lock --python-version 3.11 -q
 	$(BIN)/uv pip compile requirements.txt requirements-dev.txt -c requirements.lock -o requirements-dev.lock --python-version 3.11 -q
+	$(BIN)/uv pip compile requirements-mlflow-server.txt -o requirements-mlflow-server.lock --python-version 3.11 -q

@@ -21,6 +21,7 @@ import pytest
 
 from batchscore.embedded_pg import free_ports
 from batchscore.local import LocalStack
+from tests.mlflow_server import MlflowServer
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="bs-test-"))
 PG_PORT, API_PORT = free_ports(2)  # distinct: the API server once drew PostgreSQL's port
@@ -142,7 +143,35 @@ def airflow_db(services: Services) -> Services:
     return services
 
 
+_MLFLOW: list[MlflowServer] = []
+
+
+def _mlflow_started() -> MlflowServer:
+    """The session's MLflow tracking server, started on first call (its own virtualenv; SQLite, local artifacts)."""
+    if not _MLFLOW:
+        from tests.mlflow_server import start_server
+
+        _MLFLOW.append(start_server(TEST_ROOT / "mlflow", free_ports(1)[0]))
+    return _MLFLOW[0]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the MLflow server as soon as a collected test needs it: it boots (15-40 s) while other tests run."""
+    if any("mlflow_server" in getattr(item, "fixturenames", ()) for item in session.items):
+        _mlflow_started()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[MlflowServer]:
+    """A real MLflow tracking server, answering."""
+    server = _mlflow_started()
+    yield server.wait()
+    server.stop()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the session's scratch folder (the database fixture has stopped its server by now)."""
+    for server in _MLFLOW:  # started for tests that were then not run (an interrupted session)
+        server.stop()
     if not STACK.pg.is_running():
         shutil.rmtree(TEST_ROOT, ignore_errors=True)

@@ -58,12 +58,54 @@ def url_of(conn: Any) -> str:
     return str(conn.get_uri())
 
 
-def endpoints(config: PipelineConfig) -> Endpoints:
+def endpoints(config: PipelineConfig, *, with_mlflow: bool = False) -> Endpoints:
+    """The run's databases and registry; the MLflow server too with ``with_mlflow`` (only ``plan`` talks to it)."""
     return Endpoints(
         source_url=connection_url(config.source.conn_id),
         scores_url=connection_url(config.output.conn_id),
         registry=settings.model_registry_root(),
+        mlflow_uri=mlflow_tracking_uri(config.model.mlflow_conn_id) if with_mlflow and config.model.mlflow else None,
     )
+
+
+def mlflow_tracking_uri(conn_id: str) -> str | None:
+    """The MLflow tracking URI of an Airflow connection (``mlflow_default``), else ``MLFLOW_TRACKING_URI``.
+
+    The connection follows the MLflow provider's convention (type HTTP; see :func:`tracking_uri_of`).
+    Its credentials go where the MLflow client reads them, this task process's
+    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (or ``MLFLOW_TRACKING_TOKEN`` when the login is
+    ``token``), so they never appear in the URI that logs and run records show.
+    """
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return os.environ.get("MLFLOW_TRACKING_URI") or None
+    if conn.login == "token" and conn.password:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = conn.password
+    elif conn.login and conn.password:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = conn.login
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = conn.password
+    return tracking_uri_of(conn)
+
+
+def tracking_uri_of(conn: Any) -> str:
+    """An MLflow connection as a tracking URI: extra ``tracking_uri`` as given, else host (and port).
+
+    As Airflow's HTTP connections have it: a host with a scheme (``https://mlflow.example.com``)
+    is used as it is; a bare host gets the scheme from ``schema`` (``http`` or ``https``, default
+    ``http``); ``AIRFLOW_CONN_MLFLOW_DEFAULT='http://127.0.0.1:5000'`` works too.
+    """
+    extra = conn.extra_dejson or {}
+    if extra.get("tracking_uri"):
+        return str(extra["tracking_uri"])
+    host = (conn.host or "localhost").rstrip("/")
+    if "://" not in host:
+        scheme = conn.schema if conn.schema in ("http", "https") else "https" if conn.conn_type == "https" else "http"
+        host = f"{scheme}://{host}"
+    return f"{host}:{conn.port}" if conn.port else host
 
 
 def run_params(params: dict[str, Any]) -> tuple[str | None, str | None, str | None, bool]:

@@ -127,6 +127,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         source_url=args.source_url or stack.database_url("warehouse"),
         scores_url=args.scores_url or stack.database_url("scores"),
         registry=settings.model_registry_root(),
+        mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"),
     )
     window = _window(args.start, args.end)
     assert isinstance(window, Window)
@@ -151,10 +152,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
     configs = load_all(settings.pipelines_dir())
     for config in configs:
-        print(
-            f"ok  {config.name}: DAG {config.dag_id}, model {config.model.name}:{config.model.version}, "
-            f"output {config.output.table}"
-        )
+        print(f"ok  {config.name}: DAG {config.dag_id}, model {config.model.reference}, output {config.output.table}")
 
 
 def cmd_dags(args: argparse.Namespace) -> None:
@@ -179,6 +177,15 @@ def cmd_models(args: argparse.Namespace) -> None:
 
         if not IDENTIFIER.match(args.name):
             raise RegistryError(f"model name {args.name!r} must be a lower-case identifier ([a-z_][a-z0-9_]*)")
+        if bool(args.file) == bool(args.mlflow):
+            raise RegistryError("give either --file or --mlflow")
+        if args.mlflow:
+            if args.reference:
+                raise RegistryError(
+                    "--reference is not supported with --mlflow yet: an MLflow import has no drift reference"
+                )
+            _register_from_mlflow(registry, args)
+            return
         estimator, source = read_model_file(Path(args.file), trust_sha256=args.trust_pickle)
         features = features_of(estimator)
         reference = None
@@ -226,6 +233,31 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{args.name}: {args.alias} -> v{args.version} (was {f'v{previous}' if previous else 'unset'})")
     else:
         _which(args)
+
+
+def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
+    """``models register --mlflow models:/x@alias``: the import ``plan`` does, by hand (reused if done before)."""
+    from batchscore.config import MlflowModelRef
+    from batchscore.mlflow_import import import_model
+    from batchscore.mlflow_source import MlflowSourceError
+    from batchscore.registry import ModelRegistry
+
+    assert isinstance(registry, ModelRegistry)
+    tracking_uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise MlflowSourceError("no MLflow tracking server: pass --mlflow-uri or set MLFLOW_TRACKING_URI")
+    try:
+        ref = MlflowModelRef.parse(args.mlflow)
+    except ValueError as exc:
+        raise MlflowSourceError(f"--mlflow: {exc}") from None
+    imported = import_model(registry, args.name, tracking_uri, ref, pinned=args.trust_pickle, aliases=tuple(args.alias))
+    manifest, origin = imported.manifest, imported.lineage
+    print(
+        f"{'already imported as' if imported.reused else 'registered'} {manifest.name} v{manifest.version} "
+        f"({manifest.task}) from MLflow {origin['name']} v{origin['version']} (run {origin['run_id']}), "
+        f"sha256 {manifest.sha256}"
+    )
+    print(f"features: {', '.join(f'{f.name} ({f.kind})' for f in manifest.features)}")
 
 
 def _reference_rows(args: argparse.Namespace) -> tuple[Any, str]:
@@ -317,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_airflow)
 
     p = sub.add_parser(
-        "demo-data", help="seed the demo warehouse at --url and register the demo model, each only if missing"
+        "demo-data",
+        help="seed the demo warehouse at --url and register the 3 demo models (churn, spend, segments) if missing",
     )
     p.add_argument("--url", required=True, help="the warehouse database URL")
     p.add_argument("--rows-per-day", type=int, default=int(os.environ.get("DEMO_ROWS_PER_DAY", "100000")))
@@ -348,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, default=1, help="cut the window into up to N slices (scored in turn)")
     p.add_argument("--source-url")
     p.add_argument("--scores-url")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI, for a pipeline with model.mlflow (MLFLOW_TRACKING_URI)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("dags", help="write one DAG file per pipeline file (and remove those of deleted pipelines)")
@@ -357,14 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="register, list, show, promote models; which model scored an entity")
     models = p.add_subparsers(dest="action", required=True)
-    m = models.add_parser("register", help="register a .skops file (or .joblib/.pkl with --trust-pickle)")
+    m = models.add_parser(
+        "register", help="register a .skops file (or .joblib/.pkl with --trust-pickle), or import an MLflow model"
+    )
     m.add_argument("--name", required=True)
-    m.add_argument("--file", required=True)
+    m.add_argument("--file")
+    m.add_argument(
+        "--mlflow", metavar="URI", help="an MLflow model: models:/<name>@<alias> or models:/<name>/<version>"
+    )
+    m.add_argument("--mlflow-uri", help="MLflow tracking URI for --mlflow (default: MLFLOW_TRACKING_URI)")
     m.add_argument("--alias", action="append", default=[], help="point this alias at the new version (repeatable)")
     m.add_argument(
         "--trust-pickle",
         metavar="SHA256",
-        help="load a joblib/pickle file (it runs code) whose sha256 is this one (sha256sum model.joblib)",
+        help="load a joblib/pickle file (it runs code) whose sha256 is this one (sha256sum model.joblib); "
+        "with --mlflow, the sha256 of the MLflow model's pickle file",
     )
     m.add_argument(
         "--reference",

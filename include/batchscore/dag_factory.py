@@ -131,7 +131,7 @@ def build_dag(config: PipelineConfig) -> DAG:
             "retry_delay": timedelta(seconds=config.execution.retry_delay_seconds),
             "on_failure_callback": on_failure,
         },
-        doc_md=f"Scores `{config.source.conn_id}` rows with model `{config.model.name}:{config.model.version}` "
+        doc_md=f"Scores `{config.source.conn_id}` rows with model `{config.model.reference}` "
         f"into `{config.output.table}` ({config.output.conn_id}). Each run replaces its window's scores.",
     )
     def scoring() -> None:
@@ -151,7 +151,7 @@ def build_dag(config: PipelineConfig) -> DAG:
                 window = airflow_glue.window_from_context(config, context)
                 planned = plan_run(
                     config,
-                    airflow_glue.endpoints(config),
+                    airflow_glue.endpoints(config, with_mlflow=True),
                     window=window,
                     run_id=context["run_id"],
                     model_ref=model_ref,

@@ -41,6 +41,7 @@ class Endpoints:
     source_url: str
     scores_url: str
     registry: str
+    mlflow_uri: str | None = None  # the MLflow tracking server, for pipelines whose model comes from MLflow
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,9 @@ def load_model(
     return model
 
 
-def _check_model(config: PipelineConfig, registry: ModelRegistry, manifest: ModelManifest, preload: bool) -> None:
+def _check_model(
+    config: PipelineConfig, registry: ModelRegistry, manifest: ModelManifest, preload: bool, pinned: str | None
+) -> None:
     """Planning's model check: the full load when this process scores next, else the bytes and the manifest.
 
     A DAG's ``plan`` task does not score, so it skips importing scikit-learn and
@@ -150,10 +153,42 @@ def _check_model(config: PipelineConfig, registry: ModelRegistry, manifest: Mode
     Each slice task loads and checks it fully before writing anything.
     """
     if preload:
-        load_model(config, registry, manifest, config.model.sha256, warm=True)
+        load_model(config, registry, manifest, pinned, warm=True)
     else:
-        registry.verify(manifest, pinned_sha256=config.model.sha256)
+        registry.verify(manifest, pinned_sha256=pinned)
         check_features_fit(config, manifest)
+
+
+def resolve_model(
+    config: PipelineConfig, endpoints: Endpoints, model_ref: str | None
+) -> tuple[ModelManifest, str | None, dict[str, Any] | None]:
+    """The registry version this run scores, the sha256 pin to check it against, and where it came from.
+
+    A registry model is resolved by alias or version. An MLflow model is resolved in MLflow
+    and imported into the registry (:mod:`batchscore.mlflow_import`); the pipeline's pin was
+    checked against the MLflow file there (a pickle's pin is not the stored skops file's), so
+    the registry version is checked against its own manifest only.
+    """
+    ref = config.model.mlflow_ref
+    if ref is None:
+        manifest = ModelRegistry(endpoints.registry).resolve(config.model.name, model_ref or config.model.version)
+        return manifest, config.model.sha256, None
+    if not endpoints.mlflow_uri:
+        raise PlanError(
+            f"pipeline {config.name} takes its model from MLflow ({ref.uri}) but no tracking server was given",
+            remedy=f"add the Airflow connection {config.model.mlflow_conn_id} (or set MLFLOW_TRACKING_URI)",
+        )
+    from batchscore.mlflow_import import import_for_run
+
+    imported = import_for_run(
+        config.model.name,
+        ref.with_ref(model_ref),
+        tracking_uri=endpoints.mlflow_uri,
+        registry_root=endpoints.registry,
+        scores_url=endpoints.scores_url,
+        pinned=config.model.sha256,
+    )
+    return imported.manifest, None, imported.lineage
 
 
 def _check_table_owner(conn: Any, config: PipelineConfig) -> None:
@@ -190,11 +225,11 @@ def plan_run(
     """
     started = time.perf_counter()
     registry = ModelRegistry(endpoints.registry)
-    manifest = registry.resolve(config.model.name, model_ref or config.model.version)
+    manifest, pinned, model_source = resolve_model(config, endpoints, model_ref)
     check_drift_reference(config, manifest)
     challenger = resolve_challenger(config, registry, manifest) if config.shadow is not None else None
     with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
-        checking = pool.submit(_check_model, config, registry, manifest, preload)
+        checking = pool.submit(_check_model, config, registry, manifest, preload, pinned)
         source_schema = probe_schema(endpoints.source_url, config.source.query, window)
         schema = staged_schema(source_schema, config.entity_key, manifest.features)
         unused = [c for c in source_schema.names if c not in schema.names]
@@ -242,6 +277,7 @@ def plan_run(
             model_sha256=manifest.sha256,
             output_table=config.output.table,
             unused_columns=unused,
+            model_source=model_source,
         )
         seconds = time.perf_counter() - started
         runs.record_plan_seconds(conn, pipeline=config.name, run_id=run_id, seconds=seconds)

@@ -226,10 +226,13 @@ class ModelRegistry:
         positive_class: str | None = None,
         aliases: tuple[str, ...] = (),
         reference: dict[str, Any] | None = None,
+        artifact: bytes | None = None,
     ) -> ModelManifest:
         """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest.
 
         ``reference``: the drift reference (:func:`batchscore.drift.build_reference`), if any.
+        ``artifact``: skops bytes of ``estimator`` to store as they are (an import from another
+        registry keeps the source's bytes, so both name the model by the same sha256).
         """
         import sklearn
 
@@ -237,7 +240,8 @@ class ModelRegistry:
 
         task = task_of(estimator)
         classes, positive_class = classes_of(estimator, task, positive_class)
-        artifact = sio.dumps(estimator)
+        if artifact is None:
+            artifact = sio.dumps(estimator)
         version = max(self.versions(name), default=0) + 1
         # Proven loadable under the allowlist now, so a run may trust these bytes by their sha256 alone.
         _deserialise(f"model {name} v{version}", artifact)

@@ -39,22 +39,25 @@ def record_start(
     model_sha256: str,
     output_table: str,
     unused_columns: list[str] | None = None,
+    model_source: dict[str, Any] | None = None,
 ) -> None:
     """Mark the run as running (a rerun of the same Airflow run resets its row).
 
     ``unused_columns``: what the source query returns that the model does not use.
+    ``model_source``: where the model came from when not from the registry itself (MLflow:
+    the model URI, the version the alias resolved to, its run id and the artifact's sha256).
     """
     conn.execute(
         """
         INSERT INTO scoring.scoring_runs AS r
             (pipeline, run_id, window_start, window_end, status, model_name, model_version,
-             model_sha256, output_table, unused_columns)
-        VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, %s)
+             model_sha256, output_table, unused_columns, model_source)
+        VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, %s, %s::jsonb)
         ON CONFLICT (pipeline, run_id) DO UPDATE SET
             window_start = excluded.window_start, window_end = excluded.window_end, status = 'running',
             model_name = excluded.model_name, model_version = excluded.model_version,
             model_sha256 = excluded.model_sha256, output_table = excluded.output_table,
-            unused_columns = excluded.unused_columns,
+            unused_columns = excluded.unused_columns, model_source = excluded.model_source,
             rows_read = NULL, rows_scored = NULL, rows_rejected = NULL, rows_written = NULL,
             extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL, plan_seconds = NULL,
             slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, failed_stage = NULL,
@@ -71,6 +74,7 @@ def record_start(
             model_sha256,
             output_table,
             unused_columns or [],
+            json.dumps(model_source) if model_source is not None else None,
         ),
     )
 

@@ -1,5 +1,6 @@
 -- The demo warehouse: one row per customer per day of activity features,
--- with the churn outcome that the ground-truth rule drew for that row.
+-- with the outcomes the ground-truth rules drew for that row (churn, the next 30 days' spend).
+-- spend_next_30d is last and nullable, so positional INSERTs of the older columns still work.
 CREATE SCHEMA IF NOT EXISTS warehouse;
 
 CREATE TABLE IF NOT EXISTS warehouse.customer_activity (
@@ -17,5 +18,6 @@ CREATE TABLE IF NOT EXISTS warehouse.customer_activity (
     avg_session_minutes  double precision,
     discount_rate        double precision,
     late_payments_90d    integer,
-    churned              boolean          NOT NULL
+    churned              boolean          NOT NULL,
+    spend_next_30d       double precision
 );

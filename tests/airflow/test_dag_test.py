@@ -119,6 +119,47 @@ def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: 
     np.testing.assert_allclose(through_dag.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)
 
 
+def test_dag_test_of_the_segments_pipeline_stores_the_clusterers_labels(airflow_db: Services) -> None:
+    """The clusterer through the DAG's tasks: labels only (no score), the partial summaries merged through XCom."""
+    from datetime import UTC, datetime
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from batchscore.demo import segments
+    from batchscore.registry import ModelRegistry, RegistryError
+    from batchscore.windows import Window
+    from tests.conftest import WAREHOUSE_DAYS
+    from tests.integration.helpers import model_input, window_rows
+
+    registry = ModelRegistry(airflow_db.registry)
+    try:
+        manifest = registry.resolve("segments", "champion")
+    except RegistryError:
+        first = datetime.combine(WAREHOUSE_END - timedelta(days=WAREHOUSE_DAYS), datetime.min.time(), tzinfo=UTC)
+        manifest = segments.train_and_register(
+            airflow_db.warehouse_url, registry.root, train=Window(first, first + timedelta(days=1))
+        )
+    dag = DagBag(dag_folder=str(STACK.dags_dir)).dags["score_segments"]
+    start, end = day_window(WAREHOUSE_END - timedelta(days=3))
+    run = dag.test(run_conf={"window_start": start.isoformat(), "window_end": end.isoformat()})
+    assert run.state == "success"
+    rows = window_rows(airflow_db.warehouse_url, start, end)
+    expected = registry.load(manifest).predict(model_input(rows, list(manifest.feature_names))).astype(str)
+    stored = stored_scores(airflow_db.scores_url, "scoring.customer_segments", start, end)
+    assert len(stored) == len(rows) > 2_000
+    assert list(stored.loc[rows["customer_id"], "label"]) == list(expected)
+    assert stored["score"].isna().all()
+    record = run_record(airflow_db.scores_url, "segments", run.run_id)
+    assert record is not None
+    assert (record["status"], record["rows_written"], record["model_sha256"]) == (
+        "success",
+        len(rows),
+        manifest.sha256,
+    )
+    assert sum(record["score_summary"]["labels"].values()) == len(rows)
+    assert record["score_summary"]["histogram"] is None
+
+
 def test_dag_test_publishes_the_challengers_scores_with_the_champions(airflow_db: Services) -> None:
     from airflow.dag_processing.dagbag import DagBag
 

@@ -34,6 +34,29 @@ def churn_variant(name: str, query: str, **validation: object) -> PipelineConfig
     )
 
 
+def window_rows(warehouse_url: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """Every warehouse row of [start, end), read with psycopg (not the engine's extract path)."""
+    with psycopg.connect(warehouse_url) as conn:
+        cur = conn.execute(
+            "SELECT * FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s", (start, end)
+        )
+        return pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+
+
+def model_input(rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """The features as a scikit-learn user would pass them: floats, and objects with NaN for missing categories."""
+    return pd.DataFrame(
+        {
+            c: (
+                rows[c].astype(object).where(rows[c].notna(), np.nan)
+                if rows[c].dtype == object or isinstance(rows[c].dtype, pd.StringDtype)
+                else rows[c].astype(float)
+            )
+            for c in features
+        }
+    )
+
+
 def expected_scores(
     warehouse_url: str, registry: str, start: datetime, end: datetime, model: tuple[str, str] = ("churn", "champion")
 ) -> tuple[pd.DataFrame, set[int]]:
@@ -46,24 +69,10 @@ def expected_scores(
     manifest = ModelRegistry(registry).resolve(*model)
     model = ModelRegistry(registry).load(manifest)
     regions = next(f.categories for f in manifest.features if f.name == "region")
-    with psycopg.connect(warehouse_url) as conn:
-        cur = conn.execute(
-            "SELECT * FROM warehouse.customer_activity WHERE event_time >= %s AND event_time < %s", (start, end)
-        )
-        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+    frame = window_rows(warehouse_url, start, end)
     bad = frame["plan"].isna() | ~frame["region"].isin(regions)
     good = frame[~bad]
-    features = [f.name for f in manifest.features]
-    x = pd.DataFrame(
-        {
-            c: (
-                good[c].astype(object).where(good[c].notna(), np.nan)
-                if good[c].dtype == object or isinstance(good[c].dtype, pd.StringDtype)
-                else good[c].astype(float)
-            )
-            for c in features
-        }
-    )
+    x = model_input(good, [f.name for f in manifest.features])
     proba = model.predict_proba(x)[:, list(model.classes_).index(1)]
     expected = pd.DataFrame({"customer_id": good["customer_id"].to_numpy(), "score": proba}).set_index("customer_id")
     return expected, set(frame.loc[bad, "customer_id"].astype(int))

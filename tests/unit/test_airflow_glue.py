@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from batchscore.airflow_glue import ParamError, failing_fast, run_params
@@ -121,3 +123,54 @@ def test_one_line_joins_a_multi_line_error_and_caps_its_length() -> None:
     assert one_line(error) == "ConfigError: a.yaml: model: Field required; a.yaml: entity_key: Field required"
     assert len(one_line(RuntimeError("x" * 2000))) == 500
     assert one_line(KeyError()) == "KeyError"
+
+
+def test_an_mlflow_connection_becomes_a_tracking_uri_the_way_http_connections_do() -> None:
+    from airflow.models.connection import Connection
+
+    from batchscore.airflow_glue import tracking_uri_of
+
+    assert tracking_uri_of(Connection(conn_id="m", conn_type="http", host="mlflow", port=5000)) == "http://mlflow:5000"
+    assert tracking_uri_of(Connection(conn_id="m", conn_type="http", host="https://mlflow.example.com")) == (
+        "https://mlflow.example.com"
+    )
+    assert tracking_uri_of(Connection(conn_id="m", conn_type="http", host="mlflow", schema="https")) == (
+        "https://mlflow"
+    )
+    assert tracking_uri_of(Connection(conn_id="m", uri="http://127.0.0.1:5123")) == "http://127.0.0.1:5123"
+    extra = Connection(conn_id="m", conn_type="http", extra='{"tracking_uri": "https://h/prefix/mlflow"}')
+    assert tracking_uri_of(extra) == "https://h/prefix/mlflow"
+
+
+@pytest.mark.parametrize(
+    ("connection", "uri", "env"),
+    [
+        ('{"conn_type": "http", "host": "mlflow", "port": 5000}', "http://mlflow:5000", {}),
+        (
+            '{"conn_type": "http", "host": "https://m.example.com", "login": "token", "password": "t0k"}',
+            "https://m.example.com",
+            {"MLFLOW_TRACKING_TOKEN": "t0k"},
+        ),
+        (
+            '{"conn_type": "http", "host": "m", "login": "ann", "password": "p@ss"}',
+            "http://m",
+            {"MLFLOW_TRACKING_USERNAME": "ann", "MLFLOW_TRACKING_PASSWORD": "p@ss"},
+        ),
+        (None, "http://from-env:5000", {}),  # no connection: MLflow's own variable
+    ],
+)
+def test_mlflow_credentials_go_where_the_mlflow_client_reads_them_not_into_the_uri(
+    monkeypatch: pytest.MonkeyPatch, connection: str | None, uri: str, env: dict[str, str]
+) -> None:
+    from batchscore.airflow_glue import mlflow_tracking_uri
+
+    names = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    for name in names:
+        monkeypatch.setenv(name, "unset")  # restored (removed) after the test, whatever the glue sets
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    if connection is None:
+        monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_TEST", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TEST", connection)
+    assert mlflow_tracking_uri("mlflow_test") == uri
+    assert {n: os.environ[n] for n in names if os.environ[n] != "unset"} == env

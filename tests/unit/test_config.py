@@ -186,3 +186,45 @@ def test_a_shadow_table_must_fit_beside_the_output_table(tmp_path: Path) -> None
     assert config.shadow is not None
     assert (config.shadow.version, config.shadow_table) == ("challenger", "scoring.churn_scores_shadow")
     assert (config.drift.policy, config.drift.threshold) == ("warn", 0.25)
+
+
+def with_model(tmp_path: Path, model: dict) -> Path:
+    data = churn_data()
+    data["model"] = model
+    return write(tmp_path, data)
+
+
+def test_an_mlflow_model_names_its_registry_model_after_itself(tmp_path: Path) -> None:
+    config = load_config(with_model(tmp_path, {"mlflow": "models:/churn@champion"}))
+    assert (config.model.name, config.model.mlflow_conn_id, config.model.reference) == (
+        "churn",
+        "mlflow_default",
+        "models:/churn@champion",
+    )
+    ref = config.model.mlflow_ref
+    assert ref is not None
+    assert (ref.name, ref.alias, ref.version) == ("churn", "champion", None)
+    assert ref.with_ref("7").uri == "models:/churn/7"
+    assert ref.with_ref("challenger").uri == "models:/churn@challenger"
+    pinned = load_config(with_model(tmp_path, {"name": "churn_v", "mlflow": "models:/Churn Model/3"}))
+    assert (pinned.model.name, pinned.model.mlflow_ref) == ("churn_v", type(ref)("Churn Model", version=3))
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"mlflow": "models:/churn/latest"}, "model.mlflow: 'models:/churn/latest' is not an MLflow model URI"),
+        ({"mlflow": "runs:/abc/model"}, "use models:/<name>@<alias> or models:/<name>/<version>"),
+        ({"mlflow": "models:/churn@champion", "version": "3"}, "model: version and mlflow are exclusive"),
+        ({"name": "churn", "mlflow_conn_id": "mlflow_x"}, "model: mlflow_conn_id is only used with mlflow"),
+        ({"mlflow": "models:/Churn Model@champion"}, "model: name is required: the MLflow model name 'Churn Model'"),
+        ({"mlflow": "models:/churn@champion", "mlflow_conn_id": "a b"}, "model.mlflow_conn_id: String should match"),
+    ],
+)
+def test_a_bad_mlflow_reference_is_named_in_one_error(tmp_path: Path, model: dict, expected: str) -> None:
+    file = with_model(tmp_path, model)
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    assert str(info.value) == str(info.value).splitlines()[0]  # one line: no second error about name
+    assert str(info.value).startswith(f"{file}: ")
+    assert expected in str(info.value)

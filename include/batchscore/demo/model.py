@@ -1,4 +1,4 @@
-"""Train the demo churn model on a warehouse window and register it.
+"""Train the demo churn model on a warehouse window and register it (and what the other demo models share).
 
 A scikit-learn Pipeline (imputation and one-hot encoding for categories, then a
 HistGradientBoostingClassifier that handles missing numbers itself), fitted on one
@@ -21,13 +21,14 @@ from batchscore.registry import FeatureSpec, ModelManifest, ModelRegistry
 from batchscore.windows import Window
 
 NOT_NULL_CATEGORIES = {"plan", "region"}
+OUTCOMES = ("churned", "spend_next_30d")
 
 
 def read_window(url: str, window: Window) -> pa.Table:
-    """Features and outcome for a window, as Arrow (binary COPY through ADBC)."""
+    """Features and outcomes (``churned``, ``spend_next_30d``) for a window, as Arrow (binary COPY through ADBC)."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    columns = ", ".join(("customer_id", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, "churned"))
+    columns = ", ".join(("customer_id", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *OUTCOMES))
     with adbc.connect(db.libpq_url(url)) as conn, conn.cursor() as cur:
         cur.execute(
             f"SELECT {columns} FROM warehouse.customer_activity WHERE event_time >= $1 AND event_time < $2",  # noqa: S608 (constant column names; the window is bound)
@@ -36,25 +37,62 @@ def read_window(url: str, window: Window) -> pa.Table:
         return cur.fetch_arrow_table()
 
 
-def build_estimator(max_iter: int = 100) -> Any:
+def read_training_window(url: str, window: Window) -> pa.Table:
+    """:func:`read_window`, refusing an empty window (the warehouse was not seeded that far back)."""
+    table = read_window(url, window)
+    if table.num_rows == 0:
+        raise ValueError(f"no rows in the training window {window}: seed the warehouse first")
+    return table
+
+
+def accepted_rows(table: pa.Table, *, seen_regions_only: bool = True) -> pa.Table:
+    """The rows a production run would score: known plan and region (and, by default, not the newest region).
+
+    The newest region "launched" after the demo models were trained, so scoring runs see it
+    as an unseen category and reject it; training leaves it out for the same reason.
+    """
+    import pyarrow.compute as pc
+
+    keep = pc.and_(pc.is_valid(table.column("plan")), pc.is_valid(table.column("region")))
+    if seen_regions_only:
+        keep = pc.and_(keep, pc.not_equal(table.column("region"), NEW_REGION))
+    return table.filter(keep)
+
+
+def preprocessing() -> Any:
+    """Numbers as they are (the boosted trees handle missing ones), categories imputed and one-hot encoded.
+
+    Unknown categories encode as all zeros; the pipeline's validation rejects them before they get here.
+    """
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
     categories = make_pipeline(
         SimpleImputer(strategy="constant", fill_value="missing"),
         OneHotEncoder(handle_unknown="ignore", sparse_output=False),
     )
-    prep = ColumnTransformer(
+    return ColumnTransformer(
         [("num", "passthrough", list(NUMERIC_FEATURES)), ("cat", categories, list(CATEGORICAL_FEATURES))],
         verbose_feature_names_out=False,
     )
-    return Pipeline([("prep", prep), ("model", HistGradientBoostingClassifier(max_iter=max_iter, random_state=0))])
 
 
-def feature_specs(train: pa.Table) -> tuple[FeatureSpec, ...]:
+def build_estimator(max_iter: int = 100) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline(
+        [("prep", preprocessing()), ("model", HistGradientBoostingClassifier(max_iter=max_iter, random_state=0))]
+    )
+
+
+def feature_specs(
+    train: pa.Table,
+    categorical: tuple[str, ...] = CATEGORICAL_FEATURES,
+    numeric: tuple[str, ...] = NUMERIC_FEATURES,
+) -> tuple[FeatureSpec, ...]:
     """Categorical features carry the categories seen in training (for the unseen-category check)."""
     import pyarrow.compute as pc
 
@@ -66,11 +104,10 @@ def feature_specs(train: pa.Table) -> tuple[FeatureSpec, ...]:
             categories=tuple(sorted(v for v in pc.unique(train.column(name)).to_pylist() if v is not None)),
             source_type=str(train.schema.field(name).type),
         )
-        for name in CATEGORICAL_FEATURES
+        for name in categorical
     ]
     specs += [
-        FeatureSpec(name, "numeric", nullable=True, source_type=str(train.schema.field(name).type))
-        for name in NUMERIC_FEATURES
+        FeatureSpec(name, "numeric", nullable=True, source_type=str(train.schema.field(name).type)) for name in numeric
     ]
     return tuple(specs)
 
@@ -85,27 +122,15 @@ def train_and_register(
     aliases: tuple[str, ...] = ("champion",),
 ) -> ModelManifest:
     """Fit on ``train``, evaluate on the following window of the same length, register."""
-    import pyarrow.compute as pc
     from sklearn.metrics import log_loss, roc_auc_score
 
     holdout = Window(train.end, train.end + timedelta(seconds=train.duration.total_seconds() / 2))
-    train_table, test_table = read_window(url, train), read_window(url, holdout)
-    if train_table.num_rows == 0:
-        raise ValueError(f"no rows in the training window {train}: seed the warehouse first")
-    # Train on rows a production run would accept (known plan and region); the newest region
-    # "launched" after this model was trained, so scoring runs see it as an unseen category.
-    clean = pc.and_(
-        pc.and_(pc.is_valid(train_table.column("plan")), pc.is_valid(train_table.column("region"))),
-        pc.not_equal(train_table.column("region"), NEW_REGION),
-    )
-    train_table = train_table.filter(clean)
+    train_table = accepted_rows(read_training_window(url, train))
     specs = feature_specs(train_table)
     estimator = build_estimator(max_iter).fit(
         to_model_frame(train_table, specs), train_table.column("churned").to_numpy().astype(int)
     )
-    test_table = test_table.filter(
-        pc.and_(pc.is_valid(test_table.column("plan")), pc.is_valid(test_table.column("region")))
-    )
+    test_table = accepted_rows(read_window(url, holdout), seen_regions_only=False)
     frame = to_model_frame(test_table, specs)
     y = test_table.column("churned").to_numpy().astype(int)
     proba = estimator.predict_proba(frame)[:, 1]

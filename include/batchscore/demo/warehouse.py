@@ -1,8 +1,9 @@
-"""Generate the demo warehouse: daily customer activity with a known churn rule.
+"""Generate the demo warehouse: daily customer activity with known churn and spend rules.
 
 Deterministic from a seed: day ``d`` always gets the same rows whatever the chunking,
 so tests can regenerate any window independently. The churn outcome follows
-:func:`true_churn_logit` plus noise, so a model's quality can be checked against the
+:func:`true_churn_logit` plus noise and the next 30 days' spend follows
+:func:`true_spend_30d` times noise, so a model's quality can be checked against the
 rule that made the data. A few rows are dirty on purpose (a NULL ``plan``, a region
 the model was not trained on) so the rejects path is exercised by the demo itself.
 """
@@ -33,6 +34,7 @@ NUMERIC_FEATURES = (
     "late_payments_90d",
 )
 CATEGORICAL_FEATURES = ("plan", "region", "channel")
+SPEND_NOISE = 0.3  # sigma of the log-normal noise on spend_next_30d
 FEATURES = CATEGORICAL_FEATURES + NUMERIC_FEATURES
 
 
@@ -51,6 +53,20 @@ def true_churn_logit(cols: dict[str, np.ndarray]) -> np.ndarray:
         + np.where(plan == "premium", -0.6, 0.0)
         + np.where(plan == "basic", 0.35, 0.0)
     )
+
+
+def true_spend_30d(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """The ground-truth expected spend over the next 30 days (before noise), in the currency of ``monthly_spend``.
+
+    The subscription plus purchases at the last week's pace (more on premium, with a discount,
+    less the longer since the last login), for a customer who stays: times P(no churn).
+    """
+    login = np.where(np.isnan(cols["days_since_last_login"]), 45.0, cols["days_since_last_login"])
+    plan = cols["plan"]
+    pace = np.where(plan == "premium", 1.25, np.where(plan == "basic", 0.9, 1.0))
+    purchases = (30 / 7) * cols["txn_amount_7d"] * pace * (1.0 + cols["discount_rate"]) * np.exp(-login / 40.0)
+    stay = 1.0 / (1.0 + np.exp(true_churn_logit(cols)))
+    return stay * (cols["monthly_spend"] + purchases)
 
 
 def generate_day(day: date, rows: int, seed: int = 7, dirty_fraction: float = 0.0005) -> dict[str, np.ndarray]:
@@ -79,9 +95,13 @@ def generate_day(day: date, rows: int, seed: int = 7, dirty_fraction: float = 0.
     cols["channel"][rng.random(rows) < 0.05] = None
     logit = true_churn_logit(cols) + rng.normal(0.0, 0.5, rows)
     cols["churned"] = rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))
+    expected_spend = true_spend_30d(cols)
     # Dirty rows on purpose: a NULL where the model allows none, and a brand-new region.
     cols["plan"][rng.random(rows) < dirty_fraction] = None
     cols["region"][rng.random(rows) < dirty_fraction] = NEW_REGION
+    # Drawn last, so every earlier column is what it was before spend existed. Mean-one
+    # log-normal noise: true_spend_30d is the expected value given the features.
+    cols["spend_next_30d"] = np.round(expected_spend * rng.lognormal(-(SPEND_NOISE**2) / 2, SPEND_NOISE, rows), 2)
     return cols
 
 
@@ -105,6 +125,7 @@ def day_table(day: date, rows: int, seed: int = 7) -> pa.Table:
             "discount_rate": pa.array(cols["discount_rate"], pa.float64()),
             "late_payments_90d": pa.array(cols["late_payments_90d"], pa.int32()),
             "churned": pa.array(cols["churned"], pa.bool_()),
+            "spend_next_30d": pa.array(cols["spend_next_30d"], pa.float64()),
         }
     )
 
