@@ -84,7 +84,7 @@ def versus_reference(drift_rows: Sequence[dict[str, Any]], run_id: str) -> dict[
 
 
 def trend(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Mean score and reject rate (rejected / read) per window, oldest first; None without a scored window."""
+    """Mean score and reject rate (rejected / read) per window, oldest first; None when no window read a row."""
     points = []
     for run in runs:
         summary = run.get("score_summary") if isinstance(run.get("score_summary"), dict) else {}
@@ -97,8 +97,8 @@ def trend(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
                 "reject_rate": (run.get("rows_rejected") or 0) / read if read else None,
             }
         )
-    if not any(p["mean"] is not None for p in points):
-        return None
+    if not any(p["mean"] is not None or p["reject_rate"] is not None for p in points):
+        return None  # a clusterer has no mean score, but its reject rate still tells a story
     return {
         "labels": [p["label"] for p in points],
         "run_ids": [p["run_id"] for p in points],

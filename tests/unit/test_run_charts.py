@@ -41,6 +41,9 @@ def test_trend_has_mean_and_reject_rate_per_window() -> None:
     assert chart["mean"] == pytest.approx([0.30, 0.31, 0.32])
     assert chart["reject_rate"] == pytest.approx([30 / 3000, 31 / 3000, 32 / 3000])
     assert run_charts.trend([run(0, score_summary=None, rows_read=0)]) is None
+    labels_only = run_charts.trend([run(0, score_summary={"count": 0, "mean": None, "labels": {"2": 9}})])
+    assert labels_only is not None
+    assert labels_only["mean"] == [None]
     assert run_charts.trend([]) is None
 
 
