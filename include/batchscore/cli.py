@@ -180,10 +180,6 @@ def cmd_models(args: argparse.Namespace) -> None:
         if bool(args.file) == bool(args.mlflow):
             raise RegistryError("give either --file or --mlflow")
         if args.mlflow:
-            if args.reference:
-                raise RegistryError(
-                    "--reference is not supported with --mlflow yet: an MLflow import has no drift reference"
-                )
             _register_from_mlflow(registry, args)
             return
         estimator, source = read_model_file(Path(args.file), trust_sha256=args.trust_pickle)
@@ -250,7 +246,15 @@ def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
         ref = MlflowModelRef.parse(args.mlflow)
     except ValueError as exc:
         raise MlflowSourceError(f"--mlflow: {exc}") from None
-    imported = import_model(registry, args.name, tracking_uri, ref, pinned=args.trust_pickle, aliases=tuple(args.alias))
+    imported = import_model(
+        registry,
+        args.name,
+        tracking_uri,
+        ref,
+        pinned=args.trust_pickle,
+        aliases=tuple(args.alias),
+        reference=(lambda estimator, features: _reference(args, estimator, features)) if args.reference else None,
+    )
     manifest, origin = imported.manifest, imported.lineage
     print(
         f"{'already imported as' if imported.reused else 'registered'} {manifest.name} v{manifest.version} "
@@ -258,6 +262,8 @@ def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
         f"sha256 {manifest.sha256}"
     )
     print(f"features: {', '.join(f'{f.name} ({f.kind})' for f in manifest.features)}")
+    if manifest.reference:
+        print(f"drift reference: {manifest.reference['rows']:,} rows from {manifest.reference['source']}")
 
 
 def _reference_rows(args: argparse.Namespace) -> tuple[Any, str]:

@@ -18,6 +18,7 @@ pipeline pins its sha256 and the downloaded bytes match, and it is then stored a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -55,6 +56,10 @@ class ImportedModel:
     manifest: ModelManifest
     lineage: dict[str, Any]
     reused: bool
+
+
+# Builds a drift reference for an imported estimator: (features, completed) -> (features, reference).
+ReferenceOf = Callable[[Any, tuple[FeatureSpec, ...]], tuple[tuple[FeatureSpec, ...], dict[str, Any]]]
 
 
 def check_pin(version: MlflowVersion, artifact: MlflowArtifact, pinned: str | None) -> None:
@@ -168,8 +173,13 @@ def import_model(
     *,
     pinned: str | None = None,
     aliases: tuple[str, ...] = (),
+    reference: ReferenceOf | None = None,
 ) -> ImportedModel:
     """Resolve ``ref`` in MLflow and make that version a registry version of ``name`` (or reuse its import).
+
+    ``reference`` (``models register --mlflow ... --reference``) builds the drift reference from
+    the estimator and its features: an import without one is then imported again with it, as a
+    new version of the same bytes, which later plans of that MLflow version reuse (the newest).
 
     Every call downloads the file and checks its sha256: against ``pinned`` when given, and
     against the earlier import of the same MLflow version, so a file changed in MLflow's
@@ -184,12 +194,12 @@ def import_model(
     origin = _origin(tracking_uri, version, artifact)
     earlier = _imports_of(registry, name, origin)
     same_bytes = [m for m in earlier if mlflow_origin(m)["artifact_sha256"] == artifact.sha256]  # type: ignore[index]
-    if same_bytes:
+    if same_bytes and (reference is None or same_bytes[0].reference is not None):
         manifest, reused = same_bytes[0], True
         for alias in aliases:
             registry.set_alias(name, alias, manifest.version)
     else:
-        if earlier and pinned is None:
+        if earlier and not same_bytes and pinned is None:
             recorded = mlflow_origin(earlier[0])["artifact_sha256"]  # type: ignore[index]
             raise MlflowSourceError(
                 f"{version.label}: artifact {artifact.path} sha256 {artifact.sha256} does not match the one "
@@ -198,10 +208,15 @@ def import_model(
                 "to the new checksum only if you trust the change",
             )
         estimator = read_estimator(version, artifact, pinned)
+        features = features_from(version, estimator, artifact.signature)
+        drift = None
+        if reference is not None:
+            features, drift = reference(estimator, features)
         manifest = registry.register(
             name,
             estimator,
-            features_from(version, estimator, artifact.signature),
+            features,
+            reference=drift,
             training={"source": {"mlflow": origin}},
             metrics=run_metrics(mlflow, version.run_id),
             aliases=aliases,

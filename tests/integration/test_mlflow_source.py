@@ -342,3 +342,32 @@ def test_models_register_imports_from_mlflow_once(
     assert out[1].startswith("features: tenure_days (numeric), monthly_spend (numeric)")
     assert out[2].startswith("already imported as churn_cli v1 (classifier)")
     assert ModelRegistry(str(tmp_path / "registry")).aliases("churn_cli") == {"champion": 1}
+
+
+def test_models_register_from_mlflow_with_a_reference_is_what_plan_reuses(
+    mlflow_server: MlflowServer,
+    logged: dict[str, Logged],
+    services: Services,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry_root = tmp_path / "registry"
+    monkeypatch.setenv("BATCHSCORE_MODEL_REGISTRY", str(registry_root))
+    window_frame(services.warehouse_url, day(WAREHOUSE_DAYS - 1)).to_parquet(tmp_path / "train.parquet")
+    argv = ["models", "register", "--name", "churn_ref", "--mlflow", f"models:/{MODEL}/2"]
+    argv += ["--mlflow-uri", mlflow_server.uri]
+    assert cli_main(argv) == 0  # imported without a reference first
+    assert cli_main([*argv, "--reference", str(tmp_path / "train.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "registered churn_ref v2 (classifier)" in out
+    assert "drift reference: " in out
+    registry = ModelRegistry(str(registry_root))
+    first, second = registry.resolve("churn_ref", "1"), registry.resolve("churn_ref", "2")
+    assert first.reference is None
+    assert second.reference is not None
+    assert second.sha256 == first.sha256 == logged["v2"].sha256  # the same bytes, now with a reference
+    assert {b["column"] for b in second.reference["bins"]} >= {"tenure_days", "(score)"}
+    assert cli_main([*argv, "--reference", str(tmp_path / "train.parquet")]) == 0
+    assert "already imported as churn_ref v2" in capsys.readouterr().out
+    assert registry.versions("churn_ref") == [1, 2]
