@@ -106,6 +106,14 @@ def _backfill_runs(client: AirflowClient, dag_id: str, first: date, last: date, 
     return runs
 
 
+def _cancel_unfinished_backfills(client: AirflowClient, dag_id: str) -> None:
+    """Cancel a backfill left unfinished by an interrupted demo: Airflow allows one running backfill per DAG."""
+    for backfill in client.get("/backfills", dag_id=dag_id, limit=100)["backfills"]:
+        if backfill.get("completed_at") is None:
+            _say(f"cancelling backfill {backfill['id']} of {dag_id}, left unfinished by an earlier run")
+            client.send("PUT", f"/backfills/{backfill['id']}/cancel", {})
+
+
 def run_through_airflow(stack: LocalStack, today: date) -> None:
     """Each pipeline's nightly run by the scheduler, then a 3-window backfill of churn; waits for all of them.
 
@@ -129,6 +137,7 @@ def run_through_airflow(stack: LocalStack, today: date) -> None:
     _say(f"{len(DAG_IDS)} nightly runs succeeded")
     first = today - timedelta(days=BACKFILL_DAYS + 1)
     last = today - timedelta(days=2)
+    _cancel_unfinished_backfills(client, BACKFILL_DAG)
     _say(f"backfilling {BACKFILL_DAG} {first} .. {last} with `airflow backfill create`")
     stack.backfill(BACKFILL_DAG, first, last, "--max-active-runs", "3", "--reprocess-behavior", "completed")
     done = client.wait_for_runs(BACKFILL_DAG, _backfill_runs(client, BACKFILL_DAG, first, last))
