@@ -142,7 +142,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from batchscore.config import load_all
+    from batchscore.pipeline_folder import load_all
 
     configs = load_all(settings.pipelines_dir())
     for config in configs:

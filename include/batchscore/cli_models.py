@@ -68,7 +68,7 @@ def cmd_models(args: argparse.Namespace) -> None:
             print(f"{name}: versions {registry.versions(name)}; {named}")
     elif args.action == "show":
         manifest = registry.resolve(args.name, args.version or "latest")
-        from batchscore.config import load_each
+        from batchscore.pipeline_folder import load_each
 
         users = [c.name for c in load_each(settings.pipelines_dir()).configs if c.model.name == args.name]
         shown = json.loads(manifest.to_json())

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchscore.config import ConfigError, load_all, load_config, load_each, parse_config
+from batchscore.config import ConfigError, load_config, parse_config
+from batchscore.pipeline_folder import load_all, load_each
 
 REPO = Path(__file__).resolve().parents[2]
 CHURN = REPO / "include" / "pipelines" / "churn.yaml"
