@@ -20,7 +20,7 @@ import itertools
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -98,7 +98,8 @@ class Bins:
         )
 
 
-def _fractions(counts: np.ndarray) -> tuple[float, ...]:
+def fractions(counts: np.ndarray) -> tuple[float, ...]:
+    """Each bin's share of the counted rows (all 0 when nothing was counted)."""
     total = counts.sum()
     return tuple(float(c) / total if total else 0.0 for c in counts)
 
@@ -109,7 +110,7 @@ def numeric_bins(column: str, values: pa.Array | pa.ChunkedArray, kind: Literal[
     present = numbers[~np.isnan(numbers)]
     edges = tuple(float(e) for e in np.unique(np.quantile(present, DECILES))) if len(present) else ()
     bins = Bins(column, kind, (), edges=edges)
-    return Bins(column, kind, _fractions(bins.count(values)), edges=edges)
+    return Bins(column, kind, fractions(bins.count(values)), edges=edges)
 
 
 def categorical_bins(
@@ -120,7 +121,7 @@ def categorical_bins(
     commonest = [i["values"] for i in sorted(counted, key=lambda i: (-i["counts"], i["values"]))]
     categories = tuple(dict.fromkeys([*sorted(known), *commonest[:MAX_CATEGORIES]]))
     bins = Bins(column, kind, (), categories=categories)
-    return Bins(column, kind, _fractions(bins.count(values)), categories=categories)
+    return Bins(column, kind, fractions(bins.count(values)), categories=categories)
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def evaluate(
             if bins.column in partial:
                 counts += np.asarray(partial[bins.column], dtype=np.int64)
         rows = max(rows, int(counts.sum()))
-        observed = list(_fractions(counts))
+        observed = list(fractions(counts))
         value = psi(observed, bins.reference)
         limit = score_threshold if bins.column == SCORE else threshold
         columns.append(
@@ -271,7 +272,7 @@ def evaluate(
             )
         )
     if rows < min_rows:
-        columns = [ColumnDrift(**{**asdict(c), "drifted": False}) for c in columns]
+        columns = [replace(c, drifted=False) for c in columns]
         return DriftReport(tuple(columns), rows, "few_rows")
     drifted = any(c.drifted for c in columns)
     status: Literal["ok", "warn", "held"] = ("held" if policy == "hold" else "warn") if drifted else "ok"

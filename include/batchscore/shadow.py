@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from batchscore.drift import DECILES, SCORE, Bins, Reference, psi
+from batchscore.drift import DECILES, SCORE, Bins, Reference, fractions, psi
 from batchscore.load import SliceTarget, ingest_scores
 from batchscore.output_table import swap_window
 from batchscore.predict import score_batch
@@ -101,11 +101,6 @@ class Agreement:
             }
 
 
-def _fractions(counts: np.ndarray) -> list[float]:
-    total = counts.sum()
-    return [float(c) / total if total else 0.0 for c in counts]
-
-
 def _summed(counts: Sequence[Sequence[int]]) -> np.ndarray:
     """Bin counts of several slices added up (every slice uses the same bins)."""
     return np.sum([np.asarray(c, dtype=np.int64) for c in counts], axis=0) if counts else np.zeros(0, np.int64)
@@ -123,7 +118,7 @@ def agreement(partials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "rows": rows,
         "label_agreement": sum(int(p["labels_equal"]) for p in partials) / labelled if labelled else None,
         "mean_abs_diff": sum(float(p["abs_diff"]) for p in partials) / scored if scored else None,
-        "psi": psi(_fractions(challenger), _fractions(champion)) if compared else None,
+        "psi": psi(fractions(challenger), fractions(champion)) if compared else None,
     }
 
 
