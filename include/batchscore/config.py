@@ -248,6 +248,9 @@ class ExecutionConfig(_Strict):
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
     max_window_days: Annotated[int, Field(ge=1, le=366)] = 31
+    # How long publish waits for the window's locks (other runs of the window, readers holding it),
+    # asking for them a second at a time so no reader queues behind it; then the task fails (and retries).
+    publish_wait_seconds: Annotated[int, Field(ge=1, le=86_400)] = 600
 
     @model_validator(mode="before")
     @classmethod

@@ -314,6 +314,7 @@ def publish_run(
         slices=results,
         max_reject_fraction=config.validation.max_reject_fraction,
         dry_run=plan.dry_run,
+        lock_timeout_seconds=config.execution.publish_wait_seconds,
         drift=drift_gate(config, _manifest(config, endpoints, plan)),
         shadow=ShadowPublish(config.shadow_table, plan.shadow_name, plan.shadow_version or 0, plan.shadow_sha256 or "")
         if plan.shadow_name

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -135,23 +136,77 @@ class Leaf(Protocol):
     def table(self) -> str: ...
 
 
-def swap_window(conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[Leaf]) -> None:
-    """Replace the window's partition by one made of ``slices`` (no row is scanned or copied).
-
-    Inside the caller's transaction (publish's, under the window's lock): readers see the old
-    window or the new one.
-    """
+def window_partition(conn: psycopg.Connection[Any], output_table: str, window: Window) -> sql.Identifier | None:
+    """The window's partition of ``output_table``, or None before its first publish."""
     schema, table = output_table.split(".")
-    parent, final = table_ident(output_table), sql.Identifier(schema, partition_name(table, window))
-    if conn.execute("SELECT to_regclass(%s)", (final.as_string(conn),)).fetchone() != (None,):
-        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, final))
-        conn.execute(sql.SQL("DROP TABLE {}").format(final))  # with the leaves of the previous run
-    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {}) PARTITION BY LIST (lineage_id)").format(final, parent))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(final, window_check(window)))
+    final = sql.Identifier(schema, partition_name(table, window))
+    row = conn.execute(
+        "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s) AND inhparent = %s::regclass",
+        (final.as_string(conn), table_ident(output_table).as_string(conn)),
+    ).fetchone()
+    return final if row else None
+
+
+def _leaves(conn: psycopg.Connection[Any], partition: sql.Identifier) -> dict[tuple[str, str], sql.Identifier]:
+    """The slice tables attached to a window's partition, by (schema, name)."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE i.inhparent = %s::regclass",
+        (partition.as_string(conn),),
+    ).fetchall()
+    return {(str(s), str(t)): sql.Identifier(str(s), str(t)) for s, t in rows}
+
+
+def attached_slices(conn: psycopg.Connection[Any], output_table: str, window: Window) -> set[tuple[str, str]] | None:
+    """The (schema, name) of each slice table the window's partition holds now; None before its first publish."""
+    final = window_partition(conn, output_table, window)
+    return None if final is None else set(_leaves(conn, final))
+
+
+@dataclass(frozen=True)
+class Swap:
+    """What a swap changed in the window's partition: slice tables attached, and old ones dropped."""
+
+    attached: int
+    dropped: int
+    created: bool  # the window's first publish: its partition was made and attached to the table
+
+
+def swap_window(conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[Leaf]) -> Swap:
+    """Make ``slices`` the leaves of the window's partition (no row is scanned or copied).
+
+    Only the window's own partition is locked (ACCESS EXCLUSIVE, with its leaves): readers
+    of other windows, whose queries prune to their partitions, never wait, and a scan of the
+    whole table waits only while this transaction holds the lock. The window's partition
+    stays attached to the table once made; its first publish attaches it, which takes only
+    SHARE UPDATE EXCLUSIVE on the table (no reader waits for that either). Leaves already
+    attached and wanted stay (a run whose cleared slice was scored again keeps its other
+    slices); the others are detached and dropped.
+
+    Inside the caller's transaction (publish's, under the window's advisory lock and a short
+    ``lock_timeout``): readers see the old window or the new one.
+    """
+    parent = table_ident(output_table)
+    final = window_partition(conn, output_table, window)
+    wanted = {(p.schema, p.table): p for p in slices}
+    if final is not None:
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(final))  # with its leaves
+        current = _leaves(conn, final)
+        created = False
+    else:
+        schema, table = output_table.split(".")
+        final, current, created = sql.Identifier(schema, partition_name(table, window)), {}, True
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE {}) PARTITION BY LIST (lineage_id)").format(final, parent))
+        conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(final, window_check(window)))
+    for name, leaf in current.items():
+        if name not in wanted:
+            conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(final, leaf))
+            conn.execute(sql.SQL("DROP TABLE {}").format(leaf))  # a slice of the window's previous run
     drop_defaults = sql.SQL(", ").join(
         sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(sql.Identifier(c)) for c in LINEAGE_DEFAULTS
     )
-    for piece in slices:
+    added = [piece for name, piece in wanted.items() if name not in current]
+    for piece in added:
         leaf = sql.Identifier(piece.schema, piece.table)
         conn.execute(
             sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
@@ -159,13 +214,15 @@ def swap_window(conn: psycopg.Connection[Any], output_table: str, window: Window
             )
         )
         conn.execute(sql.SQL("ALTER TABLE {} ").format(leaf) + drop_defaults)
-    conn.execute(
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
-            parent,
-            final,
-            sql.Literal(window.start),
-            sql.Literal(window.end),
-            sql.Literal(window.start),
-            sql.Literal(window.end + timedelta(microseconds=1)),
+    if created:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
+                parent,
+                final,
+                sql.Literal(window.start),
+                sql.Literal(window.end),
+                sql.Literal(window.start),
+                sql.Literal(window.end + timedelta(microseconds=1)),
+            )
         )
-    )
+    return Swap(attached=len(added), dropped=len(current) - (len(wanted) - len(added)), created=created)

@@ -24,7 +24,8 @@ from batchscore import db, runs, summary
 from batchscore.drift import DriftReport, Reference, evaluate
 from batchscore.errors import PermanentError
 from batchscore.load import drop_run_slices
-from batchscore.output_table import swap_window
+from batchscore.output_table import attached_slices, swap_window, window_partition
+from batchscore.polite_locks import LocksBusy, LockWait, lock_holders, politely
 from batchscore.shadow import ShadowPublish, publish_shadow
 from batchscore.windows import Window
 
@@ -145,8 +146,9 @@ def check_reject_threshold(url: str, slices: Sequence[SliceResult], max_fraction
         )
 
 
-def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Window, timeout_seconds: int) -> None:
-    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout_seconds)}s")))
+def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Window, timeout_seconds: float) -> None:
+    """The window's advisory lock: runs publishing one window queue here (no reader ever waits on it)."""
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout_seconds * 1000)}ms")))
     try:
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
@@ -155,8 +157,18 @@ def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Windo
     except psycopg.errors.LockNotAvailable:
         raise PublishLockTimeout(
             f"another run kept publishing window {window} of {output_table} for more than "
-            f"{timeout_seconds}s; nothing was changed, the task can be retried"
+            f"{timeout_seconds:.0f}s; nothing was changed, the task can be retried"
         ) from None
+
+
+def _window_lock_holders(conn: psycopg.Connection[Any], tables: Sequence[str], window: Window) -> list[str]:
+    """Who holds the locks a publish of ``window`` needs: its partitions, or (first publish) the tables themselves."""
+    trees: list[str] = []
+    parents: list[str] = []
+    for table in tables:
+        partition = window_partition(conn, table, window)
+        (trees if partition is not None else parents).append(partition.as_string(conn) if partition else table)
+    return lock_holders(conn, trees, parents)
 
 
 def _keep_rejects(
@@ -190,13 +202,45 @@ def _replace_rejects(
     _keep_rejects(conn, pipeline, window, run_id, slices)
 
 
-def _already_published(conn: psycopg.Connection[Any], slices: Sequence[SliceResult]) -> bool:
-    """True when an earlier attempt of this publish committed (it was lost after its commit)."""
+class SlicesReplaced(PermanentError, RuntimeError):
+    """The run was published, then another run replaced the window: its slice tables went with that publish."""
+
+    remedy = (
+        "the window holds the later run's scores; to score it again with this run, clear the run from its plan "
+        "task (or trigger a new run for the window)"
+    )
+
+
+def _already_published(
+    conn: psycopg.Connection[Any], output_table: str, window: Window, slices: Sequence[SliceResult]
+) -> bool:
+    """True when an earlier attempt of this publish committed (it was lost after its commit).
+
+    Published and still the window's slices: nothing to do. Published, but the window now
+    holds other slices: a later run replaced this one, whose tables are gone; raises
+    :class:`SlicesReplaced` rather than report a publish that did not happen.
+    """
     row = conn.execute(
         "SELECT count(*) FROM scoring.lineage WHERE lineage_id = ANY(%s) AND published_at IS NOT NULL",
         ([s.lineage_id for s in slices],),
     ).fetchone()
-    return bool(row and row[0] == len(slices))
+    published = int(row[0]) if row else 0
+    attached = attached_slices(conn, output_table, window) or set()
+    if published and attached == {(s.schema, s.table) for s in slices}:
+        return True
+    gone = [s.index for s in slices if (s.schema, s.table) not in attached and _published(conn, s.lineage_id)]
+    if gone:
+        raise SlicesReplaced(
+            f"slice(s) {', '.join(map(str, gone))} of this run were published to window {window} of {output_table} "
+            "and have since been replaced by another run's publish; nothing was changed"
+        )
+    return False
+
+
+def _published(conn: psycopg.Connection[Any], lineage_id: int) -> bool:
+    row = conn.execute("SELECT published_at IS NOT NULL FROM scoring.lineage WHERE lineage_id = %s", (lineage_id,))
+    found = row.fetchone()
+    return bool(found and found[0])
 
 
 def publish_window(
@@ -257,10 +301,11 @@ def publish_window(
         raise
     if dry_run:
         _drop_slices(url, pipeline, output_table, run_id, shadow)
-    with db.pg_connect(url) as conn:
+
+    def finish(conn: psycopg.Connection[Any], waited: LockWait | None) -> str:
+        """The publish transaction's body (after the window's lock): swap, lineage, rejects, run record."""
         if not dry_run:
-            _lock_window(conn, output_table, window, lock_timeout_seconds)
-            if _already_published(conn, slices):
+            if _already_published(conn, output_table, window, slices):
                 log.info("publish: window %s was published by an earlier attempt of this task", window)
             else:
                 swap_window(conn, output_table, window, slices)
@@ -272,13 +317,35 @@ def publish_window(
                 _replace_rejects(conn, pipeline, window, run_id, slices)
                 if shadow is not None:
                     publish_shadow(conn, shadow, window, slices)
-        seconds = time.perf_counter() - started
         status = "dry_run" if dry_run else "success"
+        seconds = time.perf_counter() - started
         runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds))
         if report is not None:
             runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
         if shadow is not None:
             runs.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, not dry_run))
+        if waited is not None:
+            runs.record_event(
+                conn, pipeline=pipeline, run_id=run_id, stage="publish", event="waited", detail=str(waited)
+            )
+        return status
+
+    tables = [output_table, *([shadow.table] if shadow is not None else [])]
+    try:
+        status = politely(
+            url,
+            finish,
+            what=f"the locks on window {window} of {', '.join(tables)}",
+            holders=lambda conn: _window_lock_holders(conn, tables, window),
+            deadline_seconds=lock_timeout_seconds,
+            enter=None if dry_run else lambda conn, left: _lock_window(conn, output_table, window, left),
+        )
+    except LocksBusy as exc:
+        raise PublishLockTimeout(
+            f"other sessions kept window {window} of {output_table} locked: {exc}; nothing was changed, "
+            "the task can be retried (those sessions are listed; end them or let them finish)"
+        ) from exc
+    seconds = time.perf_counter() - started
     log.info(
         "publish: %s %d scores and %d rejects from %d slice(s) for %s in %.2fs",
         status,

@@ -169,6 +169,29 @@ def record_shadow(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
     )
 
 
+def record_event(
+    conn: psycopg.Connection[Any], *, pipeline: str, run_id: str | None, stage: str, event: str, detail: str
+) -> None:
+    """Something that happened to a run beside its outcome (a publish that waited for readers, a slice
+    attempt replaced, a sweep), kept in ``scoring.run_events``; in the caller's transaction."""
+    conn.execute(
+        "INSERT INTO scoring.run_events (pipeline, run_id, stage, event, detail) VALUES (%s, %s, %s, %s, %s)",
+        (pipeline, run_id, stage, event, detail[:4000]),
+    )
+
+
+def run_events(url: str, *, pipeline: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    """A pipeline's recorded events (one run's with ``run_id``), oldest first."""
+    with db.pg_connect(url) as conn:
+        cur = conn.execute(
+            "SELECT run_id, at, stage, event, detail FROM scoring.run_events WHERE pipeline = %s "
+            "AND (%s::text IS NULL OR run_id = %s) ORDER BY event_id",
+            (pipeline, run_id, run_id),
+        )
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
 def record_failure(
     url: str,
     *,

@@ -118,3 +118,16 @@ CREATE TABLE IF NOT EXISTS scoring.drift (
     PRIMARY KEY (pipeline, run_id, feature)
 );
 CREATE INDEX IF NOT EXISTS drift_window_idx ON scoring.drift (pipeline, window_start);
+
+-- What happened to a run beside its outcome: a publish that waited for readers (and who held the
+-- window), a slice attempt replaced after a lost try, a clear noticed, a sweep of old slice tables.
+CREATE TABLE IF NOT EXISTS scoring.run_events (
+    event_id      bigint           GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline      text             NOT NULL,
+    run_id        text,
+    at            timestamptz      NOT NULL DEFAULT now(),
+    stage         text             NOT NULL,
+    event         text             NOT NULL,
+    detail        text             NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_events_run_idx ON scoring.run_events (pipeline, run_id);
