@@ -175,7 +175,7 @@ def _which(args: argparse.Namespace) -> None:
     from batchscore import db
     from batchscore.config import load_config
     from batchscore.local import LocalStack
-    from batchscore.output_table import lineage_view
+    from batchscore.table_names import lineage_view
 
     config = load_config(settings.pipelines_dir() / f"{args.pipeline}.yaml")
     day = datetime.combine(date.fromisoformat(args.date), datetime.min.time(), tzinfo=UTC)

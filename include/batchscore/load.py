@@ -23,9 +23,10 @@ from psycopg import sql
 
 from batchscore import db
 from batchscore.errors import PermanentError
-from batchscore.output_table import slice_table_name, table_ident, window_check
+from batchscore.output_table import table_ident, window_check
 from batchscore.registry import ModelManifest
 from batchscore.slices import KeySlice
+from batchscore.table_names import legacy_slice_table_name, slice_rejects_name, slice_table_name
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,7 @@ class SliceTarget:
 
 def _target(output_table: str, lineage_id: int) -> SliceTarget:
     schema, table = output_table.split(".")
-    name = slice_table_name(table, lineage_id)
-    return SliceTarget(lineage_id, schema, name, f"{name}_rej")
+    return SliceTarget(lineage_id, schema, slice_table_name(table, lineage_id), slice_rejects_name(table, lineage_id))
 
 
 def _drop_attempts(conn: psycopg.Connection[Any], output_table: str, where: sql.Composable, params: tuple) -> int:
@@ -71,9 +71,16 @@ def _drop_attempts(conn: psycopg.Connection[Any], output_table: str, where: sql.
             (output_table, *params),
         )
     ]
+    schema, table = output_table.split(".")
     for lineage_id in ids:
         target = _target(output_table, lineage_id)
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(target.scores_ident, target.rejects_ident))
+        legacy = legacy_slice_table_name(table, lineage_id)  # an attempt made by an older version (cut names)
+        names = dict.fromkeys((target.table, target.rejects_table, legacy, f"{legacy}_rej"))
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(
+                sql.SQL(", ").join(sql.Identifier(schema, name) for name in names)
+            )
+        )
         conn.execute("DELETE FROM scoring.lineage WHERE lineage_id = %s", (lineage_id,))
     return len(ids)
 

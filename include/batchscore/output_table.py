@@ -7,14 +7,16 @@
         churn_scores_l1234                    one slice's rows (one lineage row each)
         churn_scores_l1235
 
-Publishing a window swaps one partition; dropping old windows (retention) is a
-``DROP TABLE`` of theirs. Rows carry only a ``lineage_id``; the ``<table>_lineage`` view
-joins each to its run and model artifact.
+A window's partition is attached by its first publish and stays; publishing swaps the slices
+inside it (:func:`swap_window`), locking that window only. Names are derived by
+:mod:`batchscore.table_names`. Dropping old windows (retention) is a ``DROP TABLE`` of theirs.
+Rows carry only a ``lineage_id``; the ``<table>_lineage`` view joins each to its run and model
+artifact.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,7 +26,10 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from batchscore.table_names import legacy_lineage_view, legacy_partition_name, lineage_view, partition_name
 from batchscore.windows import Window
+
+log = logging.getLogger(__name__)
 
 PG_KEY_TYPES = {
     pa.int64(): "bigint",
@@ -52,22 +57,6 @@ def table_ident(qualified: str) -> sql.Identifier:
     """``schema.table`` (validated by the config) as a quoted identifier."""
     schema, table = qualified.split(".")
     return sql.Identifier(schema, table)
-
-
-def lineage_view(qualified: str) -> str:
-    """The view beside a scores table that joins each score to its run and model artifact."""
-    return f"{qualified.split('.')[1][:55]}_lineage"
-
-
-def partition_name(table: str, window: Window) -> str:
-    """The partition holding one window's scores: readable, unique per window, <= 63 characters."""
-    digest = hashlib.sha256(f"{window.start.isoformat()}|{window.end.isoformat()}".encode()).hexdigest()[:8]
-    return f"{table[:36]}_w{window.start:%Y%m%d%H%M}_{digest}"
-
-
-def slice_table_name(table: str, lineage_id: int) -> str:
-    """The table one slice's scores are loaded into; it becomes a leaf of its window's partition."""
-    return f"{table[:40]}_l{lineage_id}"
 
 
 def window_check(window: Window) -> sql.Composable:
@@ -115,6 +104,13 @@ def ensure_output_table(conn: psycopg.Connection[Any], qualified: str, key: str,
                 f"{qualified} exists but is not partitioned by window with a lineage_id column (made by an "
                 "older version?); rename or drop it and re-run"
             )
+        if conn.execute(
+            "SELECT relispartition FROM pg_class WHERE oid = %s::regclass", (table.as_string(conn),)
+        ).fetchone() == (True,):
+            raise RuntimeError(
+                f"{qualified} is a window partition of another scores table; give the pipeline an output.table "
+                "of its own"
+            )
         view = sql.Identifier(schema, lineage_view(qualified))
         if conn.execute("SELECT to_regclass(%s)", (view.as_string(conn),)).fetchone() == (None,):
             conn.execute(  # only when missing: no lock on a view in use
@@ -123,6 +119,28 @@ def ensure_output_table(conn: psycopg.Connection[Any], qualified: str, key: str,
                     "l.published_at FROM {table} AS s JOIN scoring.lineage AS l USING (lineage_id)"
                 ).format(view=view, table=table)
             )
+            _warn_of_legacy_view(conn, qualified, view)
+
+
+def _warn_of_legacy_view(conn: psycopg.Connection[Any], qualified: str, view: sql.Identifier) -> None:
+    """Say so when an older version's lineage view of this table (a cut name) is still there: readers move."""
+    schema = qualified.split(".", maxsplit=1)[0]
+    legacy = sql.Identifier(schema, legacy_lineage_view(qualified))
+    if legacy == view:
+        return
+    row = conn.execute(
+        "SELECT 1 FROM pg_depend AS d JOIN pg_rewrite AS r ON r.oid = d.objid "
+        "WHERE r.ev_class = to_regclass(%s) AND d.refobjid = %s::regclass LIMIT 1",
+        (legacy.as_string(conn), table_ident(qualified).as_string(conn)),
+    ).fetchone()
+    if row:
+        log.warning(
+            "%s: its lineage view is now %s; %s was its name under an older version (cut at 55 characters, so "
+            "it could be shared with another table): point its readers at the new view and drop it",
+            qualified,
+            view.as_string(conn),
+            legacy.as_string(conn),
+        )
 
 
 class Leaf(Protocol):
@@ -137,14 +155,21 @@ class Leaf(Protocol):
 
 
 def window_partition(conn: psycopg.Connection[Any], output_table: str, window: Window) -> sql.Identifier | None:
-    """The window's partition of ``output_table``, or None before its first publish."""
+    """The window's partition of ``output_table``, or None before its first publish.
+
+    Looked up by its name, then by the name an older version gave it (long table names were
+    cut differently): :func:`swap_window` renames such a partition when it next publishes.
+    """
     schema, table = output_table.split(".")
-    final = sql.Identifier(schema, partition_name(table, window))
-    row = conn.execute(
-        "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s) AND inhparent = %s::regclass",
-        (final.as_string(conn), table_ident(output_table).as_string(conn)),
-    ).fetchone()
-    return final if row else None
+    for name in dict.fromkeys((partition_name(table, window), legacy_partition_name(table, window))):
+        found = sql.Identifier(schema, name)
+        row = conn.execute(
+            "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s) AND inhparent = %s::regclass",
+            (found.as_string(conn), table_ident(output_table).as_string(conn)),
+        ).fetchone()
+        if row:
+            return found
+    return None
 
 
 def _leaves(conn: psycopg.Connection[Any], partition: sql.Identifier) -> dict[tuple[str, str], sql.Identifier]:
@@ -189,13 +214,18 @@ def swap_window(conn: psycopg.Connection[Any], output_table: str, window: Window
     parent = table_ident(output_table)
     final = window_partition(conn, output_table, window)
     wanted = {(p.schema, p.table): p for p in slices}
+    schema, table = output_table.split(".")
+    partition = partition_name(table, window)
+    named = sql.Identifier(schema, partition)
     if final is not None:
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(final))  # with its leaves
+        if final != named:  # made by an older version, under its cut name
+            conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(final, sql.Identifier(partition)))
+            final = named
         current = _leaves(conn, final)
         created = False
     else:
-        schema, table = output_table.split(".")
-        final, current, created = sql.Identifier(schema, partition_name(table, window)), {}, True
+        final, current, created = named, {}, True
         conn.execute(sql.SQL("CREATE TABLE {} (LIKE {}) PARTITION BY LIST (lineage_id)").format(final, parent))
         conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(final, window_check(window)))
     for name, leaf in current.items():

@@ -10,8 +10,8 @@ import pandas as pd
 import psycopg
 
 from batchscore.config import PipelineConfig, load_config
-from batchscore.output_table import lineage_view
 from batchscore.registry import ModelRegistry
+from batchscore.table_names import lineage_view
 
 REPO = Path(__file__).resolve().parents[2]
 
