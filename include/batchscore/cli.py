@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from batchscore import settings
 from batchscore.cli_models import add_models_parser, parse_window
+from batchscore.cli_tables import add_tables_parser
 
 if TYPE_CHECKING:
     pass
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dags)
 
     add_models_parser(sub)
+    add_tables_parser(sub)
 
     p = sub.add_parser("validate", help="validate every pipeline config")
     p.set_defaults(func=cmd_validate)

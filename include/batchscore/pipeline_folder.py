@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchscore.config import ConfigError, PipelineConfig, load_config
+from batchscore.ownership import Written, written_tables
 
 
 @dataclass(frozen=True)
@@ -32,22 +33,38 @@ def load_each(folder: Path) -> LoadedPipelines:
     return LoadedPipelines(tuple(configs[name] for name in sorted(configs)), errors)
 
 
-def table_clashes(folder: Path, configs: tuple[PipelineConfig, ...] | list[PipelineConfig]) -> list[str]:
-    """One message per output table that more than one pipeline writes.
+ROLE_FIELDS = {"scores": "output.table", "shadow": "shadow (output.table + _shadow)", "lineage view": "lineage view"}
 
+
+def table_clashes(folder: Path, configs: tuple[PipelineConfig, ...] | list[PipelineConfig]) -> list[str]:
+    """One message per table or view that more than one pipeline writes.
+
+    Every table a pipeline writes counts (its scores table, its ``<table>_shadow``, their
+    lineage views), so a pipeline whose ``output.table`` is another's shadow is named too.
     Reported (by ``batchscore validate`` and the DAG folder's check file), but no DAG is
     stopped for it: a new file must not silence the pipeline that already owns the table.
-    At run time, ``plan`` refuses to write a table that another pipeline has published to.
+    At run time, ``plan`` claims its tables atomically (:mod:`batchscore.ownership`) and
+    refuses a table another pipeline owns.
     """
-    writers: dict[str, list[str]] = {}
+    writers: dict[str, dict[str, Written]] = {}
     for config in configs:
-        writers.setdefault(config.output.table, []).append(config.name)
-    return [
-        f"{', '.join(f'{folder / name}.yaml' for name in names)}: output.table: all write {table}; "
-        "only the pipeline that published there first may run"
-        for table, names in sorted(writers.items())
-        if len(names) > 1
-    ]
+        for written in written_tables(config):
+            writers.setdefault(written.table, {}).setdefault(config.name, written)
+    messages = []
+    for table, names in sorted(writers.items()):
+        one_tables_view = all(w.role == "lineage view" for w in names.values()) and (
+            len({w.scores_table for w in names.values()}) == 1
+        )
+        if len(names) < 2 or one_tables_view:
+            continue  # one writer, or the view of one shared table: reported with the table
+        fields = {ROLE_FIELDS[w.role] for w in names.values()}
+        files = ", ".join(
+            f"{folder / name}.yaml" + ("" if len(fields) == 1 else f" ({ROLE_FIELDS[w.role]})")
+            for name, w in names.items()
+        )
+        what = f"{fields.pop()}: " if len(fields) == 1 else ""
+        messages.append(f"{files}: {what}all write {table}; only the pipeline that claimed it first may run")
+    return messages
 
 
 def load_all(folder: Path) -> list[PipelineConfig]:

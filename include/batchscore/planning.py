@@ -20,6 +20,7 @@ from batchscore.errors import PermanentError
 from batchscore.extract import estimate_rows, probe_schema, render_query
 from batchscore.features import staged_schema
 from batchscore.output_table import ensure_output_table, pg_key_type
+from batchscore.ownership import claim_tables
 from batchscore.predict import scorer
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.slices import KeySlice
@@ -191,21 +192,6 @@ def resolve_model(
     return imported.manifest, None, imported.lineage
 
 
-def _check_table_owner(conn: Any, config: PipelineConfig) -> None:
-    """Refuse a scores table that another pipeline has published to: it would replace that pipeline's windows."""
-    row = conn.execute(
-        "SELECT pipeline FROM scoring.lineage WHERE output_table = %s AND pipeline <> %s "
-        "AND published_at IS NOT NULL LIMIT 1",
-        (config.output.table, config.name),
-    ).fetchone()
-    if row:
-        raise PlanError(
-            f"pipeline {config.name}: output table {config.output.table} belongs to pipeline {row[0]}, which has "
-            "published scores there",
-            remedy="give this pipeline an output.table of its own",
-        )
-
-
 def plan_run(
     config: PipelineConfig,
     endpoints: Endpoints,
@@ -262,7 +248,7 @@ def plan_run(
     )
     with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
         runs.apply_schema(conn)
-        _check_table_owner(conn, config)
+        claim_tables(conn, config)  # before anything is made: a table another pipeline owns stops here
         key_type = pg_key_type(schema.field(config.entity_key).type)
         ensure_output_table(conn, config.output.table, config.entity_key, key_type)
         if challenger is not None:

@@ -131,3 +131,12 @@ CREATE TABLE IF NOT EXISTS scoring.run_events (
     detail        text             NOT NULL
 );
 CREATE INDEX IF NOT EXISTS run_events_run_idx ON scoring.run_events (pipeline, run_id);
+
+-- Who owns each table or view a pipeline writes (its scores table, <table>_shadow, their lineage
+-- views): claimed by plan with INSERT ... ON CONFLICT, so two pipelines can never both write one.
+CREATE TABLE IF NOT EXISTS scoring.table_owners (
+    table_name    text             PRIMARY KEY,  -- schema.name
+    pipeline      text             NOT NULL,
+    role          text             NOT NULL CHECK (role IN ('scores', 'shadow', 'lineage view')),
+    claimed_at    timestamptz      NOT NULL DEFAULT now()
+);

@@ -1,0 +1,51 @@
+"""The ``tables`` commands: who owns each table pipelines write, and handing a retired pipeline's tables over."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _scores_url(args: argparse.Namespace) -> str:
+    from batchscore.local import LocalStack
+
+    return str(args.scores_url or LocalStack().database_url("scores"))
+
+
+def cmd_owners(args: argparse.Namespace) -> None:
+    from batchscore import db, runs
+
+    with db.pg_connect(_scores_url(args), autocommit=True) as conn:
+        runs.apply_schema(conn)
+        rows = conn.execute(
+            "SELECT table_name, pipeline, role, claimed_at FROM scoring.table_owners ORDER BY table_name"
+        ).fetchall()
+    for table, pipeline, role, claimed in rows:
+        print(f"{table}\t{pipeline}\t{role}\tclaimed {claimed:%Y-%m-%d %H:%M}")
+
+
+def cmd_hand_over(args: argparse.Namespace) -> None:
+    from batchscore import db, runs
+    from batchscore.ownership import hand_over_tables
+
+    with db.pg_connect(_scores_url(args), autocommit=True) as conn:
+        runs.apply_schema(conn)
+        moved = hand_over_tables(conn, args.owner, args.to)
+    if not moved:
+        raise ValueError(f"pipeline {args.owner} owns no table (see: batchscore tables owners)")
+    for table in moved:
+        print(f"{table}: now owned by pipeline {args.to}")
+
+
+def add_tables_parser(sub: Any) -> None:
+    """The ``tables`` command and its subcommands on the CLI's subparsers."""
+    p = sub.add_parser("tables", help="the tables pipelines write: owners, hand-over")
+    tables = p.add_subparsers(dest="tables_command", required=True)
+    t = tables.add_parser("owners", help="list every owned table and view, with its pipeline and role")
+    t.add_argument("--scores-url")
+    t.set_defaults(func=cmd_owners)
+    t = tables.add_parser("hand-over", help="give every table a (retired or renamed) pipeline owns to another")
+    t.add_argument("owner", help="the pipeline that owns the tables now")
+    t.add_argument("to", help="the pipeline that takes them over")
+    t.add_argument("--scores-url")
+    t.set_defaults(func=cmd_hand_over)
