@@ -195,7 +195,7 @@ def mark_failed(config: PipelineConfig, context: Any) -> None:
     The record names the stage (the task), the one-line cause and the remedy; a run that
     failed in ``plan`` gets its row here, with its window when the window could be resolved.
     """
-    from batchscore.job import fail_run
+    from batchscore.failures import fail_run
 
     stage = context["ti"].task_id
     error = context.get("exception") or f"{stage} failed without an exception (the task was killed or timed out)"

@@ -21,17 +21,17 @@ import pyarrow as pa
 from batchscore import runs, settings
 from batchscore.config import PipelineConfig
 from batchscore.drift import DriftCounter, Reference
-from batchscore.errors import one_line, remedy_of, root_cause
 from batchscore.extract import source_batches
+from batchscore.failures import fail_run
 from batchscore.features import conform, staged_schema
 from batchscore.load import (
     RejectWriter,
-    drop_run_slices,
     has_duplicate_keys,
     ingest_scores,
     prepare_slice,
     read_scores,
     remove_duplicate_keys,
+    slices_gone,
 )
 from batchscore.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
@@ -298,14 +298,43 @@ def drift_gate(config: PipelineConfig, manifest: ModelManifest) -> DriftGate | N
 
 
 def publish_run(
-    config: PipelineConfig, endpoints: Endpoints, plan: RunPlan, results: list[SliceResult]
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    plan: RunPlan,
+    results: list[SliceResult],
+    *,
+    workers: int | None = None,
 ) -> PublishResult:
-    """Publish the run's slices as the window's scores (one short transaction)."""
+    """Publish the run's slices as the window's scores (one short transaction).
+
+    Works from any mix of slices scored again and slices of earlier tries (a cleared task):
+    slices already attached to the window stay, and a slice whose tables are gone (the run
+    failed and dropped them, or the sweep did) is scored again here first, with the plan's
+    model and key range, so clearing any task converges to the window exact.
+    """
     planned = {s.index for s in plan.key_slices}
     got = {r.index for r in results}
     if got != planned:
         raise RuntimeError(f"publish needs every slice of the plan: missing {sorted(planned - got)}")
-    return publish_window(
+    gone = slices_gone(endpoints.scores_url, results)
+    if gone:
+        log.warning("publish: the tables of slice(s) %s are gone; scoring them again here", gone)
+        again = {
+            s.index: score_slice(config, endpoints, plan, s, workers=workers)
+            for s in plan.key_slices
+            if s.index in gone
+        }
+        results = [again.get(r.index, r) for r in results]
+        runs.record_event_now(
+            endpoints.scores_url,
+            pipeline=config.name,
+            run_id=plan.run_id,
+            stage="publish",
+            event="slices scored again",
+            detail=f"slice(s) {', '.join(map(str, gone))}: their tables were gone (dropped when the run failed, "
+            "or swept); scored again by publish with the plan's model and key ranges",
+        )
+    result = publish_window(
         endpoints.scores_url,
         pipeline=config.name,
         output_table=config.output.table,
@@ -320,38 +349,7 @@ def publish_run(
         if plan.shadow_name
         else None,
     )
-
-
-def fail_run(
-    config: PipelineConfig,
-    endpoints: Endpoints,
-    run_id: str,
-    error: BaseException | str,
-    *,
-    stage: str | None = None,
-    window: Window | None = None,
-) -> None:
-    """Record a run as failed (stage, one-line cause, remedy) and drop its unpublished slices.
-
-    Best effort: it never hides ``error``. A run that failed in ``plan`` gets its row here.
-    """
-    cause = error if isinstance(error, str) else root_cause(error)
-    try:
-        drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.output.table, run_id=run_id)
-        if config.shadow is not None:
-            drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.shadow_table, run_id=run_id)
-        runs.record_failure(
-            endpoints.scores_url,
-            pipeline=config.name,
-            run_id=run_id,
-            error=one_line(cause),
-            stage=stage,
-            remedy=None if isinstance(cause, str) else remedy_of(cause),
-            window=window,
-            output_table=config.output.table,
-        )
-    except Exception:
-        log.exception("could not record the failure of run %s", run_id)
+    return result
 
 
 def run_pipeline(

@@ -11,8 +11,9 @@ earlier attempt first, so it replaces exactly its slice and nothing else.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from batchscore import db
+from batchscore import db, runs
 from batchscore.errors import PermanentError
 from batchscore.output_table import table_ident, window_check
 from batchscore.registry import ModelManifest
@@ -93,6 +94,57 @@ def drop_run_slices(url: str, *, pipeline: str, output_table: str, run_id: str) 
         return _drop_attempts(conn, output_table, sql.SQL("pipeline = %s AND run_id = %s"), (pipeline, run_id))
 
 
+def published_by(url: str, output_table: str, window: Window, run_id: str) -> datetime | None:
+    """When ``run_id`` published the slices the window holds now; None when it holds another run's, or none."""
+    from batchscore.output_table import attached_slices
+
+    schema, table = output_table.split(".")
+    with db.pg_connect(url) as conn:
+        if conn.execute("SELECT to_regclass('scoring.lineage')").fetchone() == (None,):
+            return None
+        attached = attached_slices(conn, output_table, window)
+        rows = conn.execute(
+            "SELECT lineage_id, published_at FROM scoring.lineage WHERE output_table = %s AND run_id = %s "
+            "AND published_at IS NOT NULL",
+            (output_table, run_id),
+        ).fetchall()
+    ours = {
+        (schema, name): published
+        for lineage_id, published in rows
+        for name in (slice_table_name(table, lineage_id), legacy_slice_table_name(table, lineage_id))
+    }
+    if not attached or not attached <= set(ours):
+        return None
+    return max(ours[name] for name in attached)
+
+
+def slices_gone(url: str, results: Sequence[Any]) -> list[int]:
+    """The indexes of the slices (``SliceResult``) whose tables are gone: dropped when the run failed, or swept.
+
+    A slice is there when its scores table exists (its challenger's too), and its rejects
+    table, unless it was published (its rejects are in ``scoring.rejects`` then).
+    """
+    with db.pg_connect(url) as conn:
+        missing = []
+        for r in results:
+            tables = [sql.Identifier(r.schema, r.table)]
+            if r.shadow is not None:
+                tables.append(sql.Identifier(r.shadow["schema"], r.shadow["table"]))
+            row = conn.execute(
+                "SELECT bool_and(to_regclass(t) IS NOT NULL) AND (to_regclass(%s) IS NOT NULL OR EXISTS ("
+                "SELECT 1 FROM scoring.lineage WHERE lineage_id = %s AND published_at IS NOT NULL)) "
+                "FROM unnest(%s::text[]) AS t",
+                (
+                    sql.Identifier(r.schema, r.rejects_table).as_string(conn),
+                    r.lineage_id,
+                    [t.as_string(conn) for t in tables],
+                ),
+            ).fetchone()
+            if not (row and row[0]):
+                missing.append(r.index)
+    return missing
+
+
 def prepare_slice(
     url: str,
     *,
@@ -114,6 +166,30 @@ def prepare_slice(
         )
         if dropped:
             log.info("%s: replaced %d earlier attempt(s)", key_slice.describe(), dropped)
+            runs.record_event(
+                conn,
+                pipeline=pipeline,
+                run_id=run_id,
+                stage="score_slice",
+                event="attempt replaced",
+                detail=f"{output_table} {key_slice.describe()}: {dropped} earlier attempt(s) that never published "
+                "(a try lost or failed mid-load, or cleared) dropped before loading again",
+            )
+        published = conn.execute(
+            "SELECT 1 FROM scoring.lineage WHERE pipeline = %s AND run_id = %s AND output_table = %s "
+            "AND window_start = %s AND window_end = %s AND slice_index = %s AND published_at IS NOT NULL",
+            (pipeline, run_id, output_table, window.start, window.end, key_slice.index),
+        ).fetchone()
+        if published:
+            runs.record_event(
+                conn,
+                pipeline=pipeline,
+                run_id=run_id,
+                stage="score_slice",
+                event="scored again",
+                detail=f"{output_table} {key_slice.describe()}: scored again after the run had published it (the "
+                "task was cleared); a publish after it swaps this slice in, the run's other slices stay",
+            )
         row = conn.execute(
             """
             INSERT INTO scoring.lineage (pipeline, output_table, window_start, window_end, run_id, model_name,

@@ -19,6 +19,7 @@ from batchscore.config import PipelineConfig
 from batchscore.errors import PermanentError
 from batchscore.extract import estimate_rows, probe_schema, render_query
 from batchscore.features import staged_schema
+from batchscore.load import drop_run_slices
 from batchscore.output_table import ensure_output_table, pg_key_type
 from batchscore.ownership import claim_tables
 from batchscore.predict import scorer
@@ -253,6 +254,10 @@ def plan_run(
         ensure_output_table(conn, config.output.table, config.entity_key, key_type)
         if challenger is not None:
             ensure_output_table(conn, config.shadow_table, config.entity_key, key_type)
+    # A run planned again (the whole run cleared) starts afresh: its earlier unpublished slices are stale.
+    for table in (config.output.table, *([config.shadow_table] if challenger is not None else [])):
+        drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=table, run_id=run_id)
+    with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
         runs.record_start(
             conn,
             pipeline=config.name,

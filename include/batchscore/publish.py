@@ -26,6 +26,7 @@ from batchscore.errors import PermanentError
 from batchscore.load import drop_run_slices
 from batchscore.output_table import attached_slices, swap_window, window_partition
 from batchscore.polite_locks import LocksBusy, LockWait, lock_holders, politely
+from batchscore.rejects import RejectThresholdExceeded, check_reject_threshold, keep_rejects, replace_rejects
 from batchscore.shadow import ShadowPublish, publish_shadow
 from batchscore.windows import Window
 
@@ -34,15 +35,6 @@ log = logging.getLogger(__name__)
 
 class PublishLockTimeout(RuntimeError):
     """Another run held the window's publish lock past the timeout; nothing was published."""
-
-
-class RejectThresholdExceeded(PermanentError, RuntimeError):
-    """Too many rows failed validation: nothing is published for the window."""
-
-    remedy = (
-        "see the run's rows in scoring.rejects (reason, row as it arrived); fix the source, "
-        "or raise validation.max_reject_fraction"
-    )
 
 
 class DriftHeld(PermanentError, RuntimeError):
@@ -122,30 +114,6 @@ class PublishResult:
     published: bool
 
 
-def _top_reasons(url: str, slices: Sequence[SliceResult], limit: int = 3) -> str:
-    """The commonest reject reasons across the slices, for the one-line error."""
-    union = sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT reason FROM {}").format(sql.Identifier(s.schema, s.rejects_table)) for s in slices
-    )
-    statement = sql.SQL("SELECT reason, count(*) FROM ({}) AS r GROUP BY reason ORDER BY 2 DESC LIMIT {}").format(
-        union, sql.Literal(limit)
-    )
-    with db.pg_connect(url) as conn:
-        return "; ".join(f"{n:,} × {reason}" for reason, n in conn.execute(statement))
-
-
-def check_reject_threshold(url: str, slices: Sequence[SliceResult], max_fraction: float) -> None:
-    """Fail before any publish when the share of rejected rows is above the pipeline's threshold."""
-    rows_in = sum(s.rows_in for s in slices)
-    rejected = sum(s.rows_rejected for s in slices)
-    if rows_in and rejected / rows_in > max_fraction:
-        raise RejectThresholdExceeded(
-            f"{rejected:,} of {rows_in:,} rows ({rejected / rows_in:.2%}) failed validation, above "
-            f"max_reject_fraction={max_fraction:.2%}; nothing was published. Top reasons: "
-            f"{_top_reasons(url, slices)}"
-        )
-
-
 def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Window, timeout_seconds: float) -> None:
     """The window's advisory lock: runs publishing one window queue here (no reader ever waits on it)."""
     conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout_seconds * 1000)}ms")))
@@ -169,37 +137,6 @@ def _window_lock_holders(conn: psycopg.Connection[Any], tables: Sequence[str], w
         partition = window_partition(conn, table, window)
         (trees if partition is not None else parents).append(partition.as_string(conn) if partition else table)
     return lock_holders(conn, trees, parents)
-
-
-def _keep_rejects(
-    conn: psycopg.Connection[Any], pipeline: str, window: Window, run_id: str, slices: Sequence[SliceResult]
-) -> None:
-    """Copy the slices' rejects into ``scoring.rejects`` under this run's id, then drop the slices' reject tables."""
-    for piece in slices:
-        if piece.rows_rejected:
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO scoring.rejects (pipeline, window_start, window_end, run_id, entity_key, reason, "
-                    "row_data) SELECT %s, %s, %s, %s, entity_key, reason, row_data::jsonb FROM {}"
-                ).format(sql.Identifier(piece.schema, piece.rejects_table)),
-                (pipeline, window.start, window.end, run_id),
-            )
-    conn.execute(
-        sql.SQL("DROP TABLE IF EXISTS {}").format(
-            sql.SQL(", ").join(sql.Identifier(p.schema, p.rejects_table) for p in slices)
-        )
-    )
-
-
-def _replace_rejects(
-    conn: psycopg.Connection[Any], pipeline: str, window: Window, run_id: str, slices: Sequence[SliceResult]
-) -> None:
-    """The window's rejects become this run's (earlier runs' rejects of the window, failed ones too, go)."""
-    conn.execute(
-        "DELETE FROM scoring.rejects WHERE pipeline = %s AND window_start = %s AND window_end = %s",
-        (pipeline, window.start, window.end),
-    )
-    _keep_rejects(conn, pipeline, window, run_id, slices)
 
 
 class SlicesReplaced(PermanentError, RuntimeError):
@@ -291,7 +228,7 @@ def publish_window(
         # Nothing is published, but the bad rows are kept aside (under this run's id, beside the
         # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
         with db.pg_connect(url) as conn:
-            _keep_rejects(conn, pipeline, window, run_id, slices)
+            keep_rejects(conn, pipeline, window, run_id, slices)
             runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
             if report is not None:
                 runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
@@ -314,7 +251,7 @@ def publish_window(
                         "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
                         (piece.rows_scored, piece.lineage_id),
                     )
-                _replace_rejects(conn, pipeline, window, run_id, slices)
+                replace_rejects(conn, pipeline, window, run_id, slices)
                 if shadow is not None:
                     publish_shadow(conn, shadow, window, slices)
         status = "dry_run" if dry_run else "success"

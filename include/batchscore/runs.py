@@ -180,6 +180,12 @@ def record_event(
     )
 
 
+def record_event_now(url: str, *, pipeline: str, run_id: str | None, stage: str, event: str, detail: str) -> None:
+    """:func:`record_event` in a transaction of its own."""
+    with db.pg_connect(url, autocommit=True) as conn:
+        record_event(conn, pipeline=pipeline, run_id=run_id, stage=stage, event=event, detail=detail)
+
+
 def run_events(url: str, *, pipeline: str, run_id: str | None = None) -> list[dict[str, Any]]:
     """A pipeline's recorded events (one run's with ``run_id``), oldest first."""
     with db.pg_connect(url) as conn:
@@ -203,9 +209,11 @@ def record_failure(
     window: Window | None = None,
     output_table: str | None = None,
 ) -> bool:
-    """Record a run as failed, with the stage, a one-line cause and the remedy; False if it had succeeded.
+    """Record a run as failed, with the stage, a one-line cause and the remedy.
 
     Upserts: a run that failed in ``plan`` has no row yet (its window may not even be known).
+    A run recorded as ``success`` is failed too: a task of it was cleared and failed again, and
+    Airflow shows the run failed (the caller says in ``error`` what the window holds then).
     """
     with db.pg_connect(url, autocommit=True) as conn:
         apply_schema(conn)  # a run failing on its first day may fail before plan created the tables
@@ -221,7 +229,6 @@ def record_failure(
                 window_start = coalesce(r.window_start, excluded.window_start),
                 window_end = coalesce(r.window_end, excluded.window_end),
                 output_table = coalesce(r.output_table, excluded.output_table)
-            WHERE r.status <> 'success'
             """,
             (
                 pipeline,

@@ -99,6 +99,17 @@ CREATE TABLE IF NOT EXISTS scoring.rejects (
     rejected_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS rejects_window_idx ON scoring.rejects (pipeline, window_start);
+-- The slice that rejected the row (added in place on older databases; checked first, as above).
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = 'scoring' AND table_name = 'rejects' AND column_name = 'lineage_id'
+    ) THEN
+        ALTER TABLE scoring.rejects ADD COLUMN lineage_id bigint;
+    END IF;
+END
+$$;
 
 -- Drift per run: for each feature, and for the model's output (feature '(score)'), the PSI of the
 -- window's distribution against the model's training reference, with both distributions as

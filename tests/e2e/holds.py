@@ -85,3 +85,47 @@ def held_mid_load(scores_url: str, table: str) -> Iterator[None]:
             finally:
                 admin.execute(DISARM_HOLD)
                 holder.execute("SELECT pg_advisory_unlock(%s)", (HOLD_KEY,))
+
+
+def arm_failure(table: str, key: str, value: int) -> str:
+    """SQL making every new slice table of ``schema.table`` refuse the row whose ``key`` is ``value``.
+
+    A slice holding that key fails its load on every try (an error no retry fixes, raised inside
+    PostgreSQL mid-COPY); the other slices load as usual.
+    """
+    schema, name = table.split(".")
+    return f"""
+CREATE OR REPLACE FUNCTION public.test_fail_load() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.{key} = {int(value)} THEN
+        RAISE EXCEPTION 'test: the load of this slice fails at key %', NEW.{key};
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE FUNCTION public.test_arm_failure() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE created record;
+BEGIN
+    FOR created IN SELECT object_identity FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
+        IF created.object_identity ~ '^{schema}\\.{name}_l[0-9]+$' THEN
+            EXECUTE format(
+                'CREATE TRIGGER test_fail BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION public.test_fail_load()',
+                created.object_identity
+            );
+        END IF;
+    END LOOP;
+END $$;
+DROP EVENT TRIGGER IF EXISTS test_arm_failure;
+CREATE EVENT TRIGGER test_arm_failure ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+    EXECUTE FUNCTION public.test_arm_failure();
+"""
+
+
+@contextmanager
+def failing_load(scores_url: str, table: str, key: str, value: int) -> Iterator[None]:
+    """Within: every new slice table of ``table`` refuses the row with ``key = value``. On exit: disarmed."""
+    with psycopg.connect(scores_url, autocommit=True) as admin:
+        admin.execute(arm_failure(table, key, value))
+        try:
+            yield
+        finally:
+            admin.execute("DROP EVENT TRIGGER IF EXISTS test_arm_failure")

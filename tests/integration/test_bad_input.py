@@ -19,8 +19,9 @@ import pytest
 from batchscore.airflow_glue import ParamError, run_params
 from batchscore.config import ConfigError, PipelineConfig, parse_config
 from batchscore.demo.warehouse import FEATURES
+from batchscore.failures import fail_run
 from batchscore.features import SchemaMismatch
-from batchscore.job import fail_run, run_pipeline, score_slice
+from batchscore.job import run_pipeline, score_slice
 from batchscore.load import DuplicateKeys
 from batchscore.planning import Endpoints, PlanError, plan_run
 from batchscore.publish import RejectThresholdExceeded
