@@ -1,4 +1,4 @@
-"""The ``tables`` commands: who owns each table pipelines write, and handing a retired pipeline's tables over."""
+"""The ``tables`` commands: who owns each table pipelines write, handing tables over, sweeping old slice tables."""
 
 from __future__ import annotations
 
@@ -37,9 +37,28 @@ def cmd_hand_over(args: argparse.Namespace) -> None:
         print(f"{table}: now owned by pipeline {args.to}")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from batchscore import settings
+    from batchscore.config import load_config
+    from batchscore.sweep import sweep_unpublished
+
+    config = load_config(settings.pipelines_dir() / f"{args.pipeline}.yaml")
+    hours = args.older_than_hours if args.older_than_hours is not None else config.execution.sweep_after_hours
+    swept = sweep_unpublished(
+        _scores_url(args), pipeline=config.name, older_than=timedelta(hours=hours), by="batchscore tables sweep"
+    )
+    for table in swept.dropped:
+        print(f"dropped {table}")
+    for table in swept.busy:
+        print(f"left {table}: a session holds it; the next sweep tries again")
+    print(f"{len(swept.dropped)} unpublished slice table(s) older than {hours:g} h dropped")
+
+
 def add_tables_parser(sub: Any) -> None:
     """The ``tables`` command and its subcommands on the CLI's subparsers."""
-    p = sub.add_parser("tables", help="the tables pipelines write: owners, hand-over")
+    p = sub.add_parser("tables", help="the tables pipelines write: owners, hand-over, sweep")
     tables = p.add_subparsers(dest="tables_command", required=True)
     t = tables.add_parser("owners", help="list every owned table and view, with its pipeline and role")
     t.add_argument("--scores-url")
@@ -49,3 +68,8 @@ def add_tables_parser(sub: Any) -> None:
     t.add_argument("to", help="the pipeline that takes them over")
     t.add_argument("--scores-url")
     t.set_defaults(func=cmd_hand_over)
+    t = tables.add_parser("sweep", help="drop a pipeline's unpublished slice tables older than its sweep_after_hours")
+    t.add_argument("--pipeline", required=True)
+    t.add_argument("--older-than-hours", type=float, help="instead of the pipeline's execution.sweep_after_hours")
+    t.add_argument("--scores-url")
+    t.set_defaults(func=cmd_sweep)

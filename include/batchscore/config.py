@@ -251,6 +251,8 @@ class ExecutionConfig(_Strict):
     # How long publish waits for the window's locks (other runs of the window, readers holding it),
     # asking for them a second at a time so no reader queues behind it; then the task fails (and retries).
     publish_wait_seconds: Annotated[int, Field(ge=1, le=86_400)] = 600
+    # Unpublished slice tables older than this whose run is not running are dropped by the next publish.
+    sweep_after_hours: Annotated[float, Field(gt=0, le=8_760)] = 24.0
 
     @model_validator(mode="before")
     @classmethod

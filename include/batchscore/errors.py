@@ -43,9 +43,27 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+DISK_FULL_SQLSTATE = "53100"
+
+
+def out_of_disk(error: BaseException) -> bool:
+    """True when ``error`` (or what raised it) is the database running out of disk (psycopg or ADBC alike)."""
+    current: BaseException | None = error
+    while current is not None:
+        if getattr(current, "sqlstate", None) == DISK_FULL_SQLSTATE or "No space left on device" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def remedy_of(error: BaseException) -> str:
     """What an operator should do about ``error`` (or about the permanent error that caused it)."""
     cause = root_cause(error)
     if isinstance(cause, PermanentError):
         return cause.remedy
+    if out_of_disk(cause):
+        return (
+            "the scores database ran out of disk (nothing was published; the failed load was dropped): free space "
+            "on its volume (or move the scores tables' tablespace), then clear the failed task"
+        )
     return "transient: the task was retried and failed every time; check the task log and the databases, then clear it"

@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import timedelta
 
 import pyarrow as pa
 
@@ -42,6 +43,7 @@ from batchscore.runner import Overlapped
 from batchscore.shadow import Challenger, ShadowLoader, ShadowPublish
 from batchscore.slices import KeySlice
 from batchscore.summary import ScoreSummary
+from batchscore.sweep import sweep_unpublished
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
@@ -349,6 +351,15 @@ def publish_run(
         if plan.shadow_name
         else None,
     )
+    try:  # best effort: a sweep that fails leaves tables for the next one, never fails the run
+        sweep_unpublished(
+            endpoints.scores_url,
+            pipeline=config.name,
+            older_than=timedelta(hours=config.execution.sweep_after_hours),
+            by=f"the publish of run {plan.run_id}",
+        )
+    except Exception:
+        log.exception("publish: the sweep of old unpublished slice tables failed; the next publish tries again")
     return result
 
 

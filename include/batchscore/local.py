@@ -262,7 +262,11 @@ class LocalStack:
 
     def kill_worker(self, hostname: str) -> None:
         """SIGKILL a worker's whole process group, as a lost machine would vanish."""
-        pidfile = self._pidfile(f"worker-{hostname}")
+        self.kill(f"worker-{hostname}")
+
+    def kill(self, service: str) -> None:
+        """SIGKILL a service's whole process group (``scheduler``, ``worker-<name>``), as a crash would."""
+        pidfile = self._pidfile(service)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(int(pidfile.read_text()), signal.SIGKILL)
         pidfile.unlink(missing_ok=True)

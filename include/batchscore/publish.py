@@ -1,12 +1,13 @@
-"""Publish: the run's slices become the window's partition, in ONE short transaction.
+"""Publish: the run's slices become the window's scores, in ONE short transaction.
 
 Everything heavy happened before, in the slice tasks (each slice's scores are already in
 a table of its own that proves its window and lineage with CHECK constraints). Here, under
-the window's advisory lock: the window's old partition is detached and dropped, a new one
-is made of the slices (each attach scans nothing), the window's rejects are replaced, the
-lineage rows are marked published and the run record is finished. Readers see the old
-window or the new one, never a mix; two runs on one window queue on the lock; runs on
-other windows do not wait.
+the window's advisory lock and a short ``lock_timeout`` retried until a deadline
+(:mod:`batchscore.polite_locks`): the slices are swapped in inside the window's own
+partition (:func:`~batchscore.output_table.swap_window`, each attach scans nothing), the
+window's rejects are replaced, the lineage rows are marked published and the run record is
+finished. Readers see the old window or the new one, never a mix; readers of other windows
+never wait; two runs on one window queue on the advisory lock.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pytest
 
 from batchscore.embedded_pg import free_ports
 from batchscore.local import AirflowClient, LocalStack, start_redis
+from batchscore.runs import run_events
 from tests.conftest import CELERY, CELERY_TABLE, PG_PORT, STACK, TEST_ROOT, WAREHOUSE_END, Services
 from tests.e2e.conftest import assert_exact, trigger, utc_day
 from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port
@@ -129,3 +130,25 @@ def test_a_worker_lost_mid_window_is_replaced_by_the_other_and_the_window_is_exa
     record = run_record(airflow_db.scores_url, CELERY, run_id)
     assert record is not None
     assert len(record["slices"]) == 4
+    events = run_events(airflow_db.scores_url, pipeline=CELERY, run_id=run_id)
+    assert [e["event"] for e in events] == ["attempt replaced"], "the record says a slice's first try was lost"
+
+
+def test_the_scheduler_killed_mid_run_and_started_again_finishes_the_window_exact(
+    celery: tuple[LocalStack, AirflowClient], airflow_db: Services
+) -> None:
+    stack, api = celery
+    start, end = utc_day(WAREHOUSE_END - timedelta(days=13))
+    with held_mid_load(airflow_db.scores_url, CELERY_TABLE):
+        run_id = trigger(api, start, end, dag_id=CELERY_DAG)
+        loading_backend(airflow_db.scores_url, CELERY_TABLE)  # slices are loading on the workers
+        stack.kill("scheduler")  # its whole process group, as a crash; the workers and their tasks go on
+        assert not stack.running("scheduler")
+    stack.start_services(timeout=240)  # only the scheduler was down: it alone starts again
+    api.wait_for_runs(CELERY_DAG, {run_id}, timeout=600, poll=1)
+
+    assert_exact(airflow_db, start, end, run_id, table=CELERY_TABLE, pipeline=CELERY)
+    record = run_record(airflow_db.scores_url, CELERY, run_id)
+    assert record is not None
+    assert len(record["slices"]) == 4
+    assert all(t["state"] == "success" for t in _slice_instances(api, run_id))

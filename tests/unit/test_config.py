@@ -229,3 +229,12 @@ def test_a_bad_mlflow_reference_is_named_in_one_error(tmp_path: Path, model: dic
     assert str(info.value) == str(info.value).splitlines()[0]  # one line: no second error about name
     assert str(info.value).startswith(f"{file}: ")
     assert expected in str(info.value)
+
+
+def test_publish_wait_and_sweep_age_have_defaults_and_bounds(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, churn_data()))
+    assert (config.execution.publish_wait_seconds, config.execution.sweep_after_hours) == (600, 24.0)
+    data = churn_data()
+    data["execution"] = {**data.get("execution", {}), "sweep_after_hours": 0}
+    with pytest.raises(ConfigError, match="sweep_after_hours"):
+        load_config(write(tmp_path, data))
