@@ -119,26 +119,22 @@ def published_by(url: str, output_table: str, window: Window, run_id: str) -> da
 
 
 def slices_gone(url: str, results: Sequence[Any]) -> list[int]:
-    """The indexes of the slices (``SliceResult``) whose tables are gone: dropped when the run failed, or swept.
+    """The indexes of the unpublished slices (``SliceResult``) whose tables are gone: the run failed, or swept.
 
-    A slice is there when its scores table exists (its challenger's too), and its rejects
-    table, unless it was published (its rejects are in ``scoring.rejects`` then).
+    An unpublished slice is there when its scores table exists (its challenger's too) and its
+    rejects table. A published slice is left to publish to judge: attached to the window, it
+    is there; replaced since by another run's publish, it must not come back.
     """
     with db.pg_connect(url) as conn:
         missing = []
         for r in results:
-            tables = [sql.Identifier(r.schema, r.table)]
+            tables = [sql.Identifier(r.schema, r.table), sql.Identifier(r.schema, r.rejects_table)]
             if r.shadow is not None:
                 tables.append(sql.Identifier(r.shadow["schema"], r.shadow["table"]))
             row = conn.execute(
-                "SELECT bool_and(to_regclass(t) IS NOT NULL) AND (to_regclass(%s) IS NOT NULL OR EXISTS ("
-                "SELECT 1 FROM scoring.lineage WHERE lineage_id = %s AND published_at IS NOT NULL)) "
-                "FROM unnest(%s::text[]) AS t",
-                (
-                    sql.Identifier(r.schema, r.rejects_table).as_string(conn),
-                    r.lineage_id,
-                    [t.as_string(conn) for t in tables],
-                ),
+                "SELECT EXISTS (SELECT 1 FROM scoring.lineage WHERE lineage_id = %s AND published_at IS NOT NULL) "
+                "OR bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
+                (r.lineage_id, [t.as_string(conn) for t in tables]),
             ).fetchone()
             if not (row and row[0]):
                 missing.append(r.index)

@@ -170,7 +170,7 @@ def _already_published(
     if gone:
         raise SlicesReplaced(
             f"slice(s) {', '.join(map(str, gone))} of this run were published to window {window} of {output_table} "
-            "and have since been replaced by another run's publish; nothing was changed"
+            "and have since been replaced by another run's publish (or the window was dropped); nothing was changed"
         )
     return False
 
