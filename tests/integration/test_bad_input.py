@@ -82,19 +82,19 @@ def assert_untouched(services: Services, before: pd.DataFrame) -> None:
 
 
 def tampered(registry: Path) -> None:
-    artifact = next(registry.glob("churn/versions/*/model.skops"))
+    artifact = next(registry.glob("churn/artifacts/*.skops"))
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
 
 
 def truncated(registry: Path) -> None:
-    for artifact in registry.glob("churn/versions/*/model.skops"):
+    for artifact in registry.glob("churn/artifacts/*.skops"):
         artifact.write_bytes(artifact.read_bytes()[:-100])
 
 
 def missing(registry: Path) -> None:
-    for artifact in registry.glob("churn/versions/*/model.skops"):
+    for artifact in registry.glob("churn/artifacts/*.skops"):
         artifact.unlink()
 
 

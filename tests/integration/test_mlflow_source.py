@@ -282,7 +282,7 @@ def test_a_pickle_flavour_needs_its_sha256_pinned_and_never_runs_unpinned(
     origin = manifest.training["source"]["mlflow"]
     assert (origin["format"], origin["artifact_sha256"]) == ("pickle", pin)
     assert manifest.sha256 != pin
-    assert manifest.artifact == "model.skops"
+    assert manifest.artifact == f"artifacts/{manifest.sha256}.skops"
     frame = window_frame(services.warehouse_url, window)
     np.testing.assert_allclose(
         ModelRegistry(services.registry).load(manifest).predict_proba(frame)[:, 1],
