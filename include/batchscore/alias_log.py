@@ -78,7 +78,7 @@ class AliasLog:
         older = list(self._read_json(layout.LEGACY_HISTORY, []))
         return older + [record for _, record in self.changes()]
 
-    def change(self, alias: str, version: int, *, by: str = "", expected: int | None | Unset = ANY) -> int | None:
+    def change(self, alias: str, version: int, *, by: str = "", expected: int | Unset | None = ANY) -> int | None:
         """Point ``alias`` at ``version`` as the next change; return the version it pointed at before.
 
         ``expected``: the version the caller believes the alias points at (None: unset); when it
@@ -108,5 +108,5 @@ class AliasLog:
         raise AliasContention(f"{self.model_url}: alias {alias!r} not changed after {ATTEMPTS} attempts")
 
 
-def _label(version: int | None | Unset) -> str:
+def _label(version: int | Unset | None) -> str:
     return "nothing" if version is None else f"v{version}"

@@ -6,7 +6,6 @@ scikit-learn are imported only inside the tasks.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path

@@ -189,7 +189,7 @@ class ModelRegistry:
         return AliasLog(self._url(name))
 
     def promote(
-        self, name: str, alias: str, version: int, *, by: str = "", expected: int | None | Unset = ANY
+        self, name: str, alias: str, version: int, *, by: str = "", expected: int | Unset | None = ANY
     ) -> int | None:
         """Point ``alias`` at ``version`` as one logged change; return the version it pointed at before.
 

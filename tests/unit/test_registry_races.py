@@ -77,7 +77,7 @@ def race(commands: list[list[str]], tmp_path: Path) -> list[str]:
 def test_concurrent_registers_get_distinct_versions_and_each_alias_its_own_bytes(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    x, fitted = models(WRITERS)
+    _x, fitted = models(WRITERS)
     files = []
     for i, model in enumerate(fitted):
         files.append(tmp_path / f"model-{i}.skops")
@@ -112,10 +112,7 @@ def test_concurrent_promotes_all_land_in_the_history_and_the_alias_holds_the_las
     _x, fitted = models(WRITERS)
     for model in fitted:
         registry.register("m", model, FEATURES)
-    commands = [
-        ["models", "promote", "m", "--alias", "champion", "--version", str(v)]
-        for v in range(1, WRITERS + 1)
-    ]
+    commands = [["models", "promote", "m", "--alias", "champion", "--version", str(v)] for v in range(1, WRITERS + 1)]
     outputs = race(commands, tmp_path)
 
     history = [change for change in registry.alias_history("m") if change["alias"] == "champion"]
@@ -153,7 +150,7 @@ def crash_while_registering(registry: ModelRegistry, file: Path) -> subprocess.C
 def test_a_writer_killed_between_artifact_and_manifest_leaves_no_version(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    x, (first, second, third) = models(3)
+    _x, (first, second, third) = models(3)
     registry.register("m", first, FEATURES, aliases=("champion",))
     file = tmp_path / "second.skops"
     sio.dump(second, file)
