@@ -157,7 +157,7 @@ def test_a_hand_made_hostile_file_swapped_into_the_registry_runs_nothing_at_slic
     payload.mkdir()
     hostile = hostile_files(payload / "code-ran")[way]
     artifact(registry, "evil", 1).write_bytes(hostile)
-    manifest_path = artifact(registry, "evil", 1).with_name("manifest.json")
+    manifest_path = Path(registry.root) / "evil" / "versions" / "1" / "manifest.json"
     doc = json.loads(manifest_path.read_text())
     doc["sha256"] = hashlib.sha256(hostile).hexdigest()
     manifest_path.write_text(json.dumps(doc))
