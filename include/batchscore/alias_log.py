@@ -44,8 +44,10 @@ class AliasContention(RuntimeError):
 class AliasLog:
     """The aliases of the model in folder ``model_url``, read from and appended to its change log."""
 
-    def __init__(self, model_url: str) -> None:
+    def __init__(self, model_url: str, *, locked: bool = False) -> None:
+        """``locked``: the caller holds the registry's writer lock (:mod:`batchscore.registry_lock`)."""
         self.model_url = model_url.rstrip("/")
+        self.locked = locked
 
     def _url(self, *parts: str) -> str:
         return storage.join(self.model_url, *parts)
@@ -100,7 +102,7 @@ class AliasLog:
             }
             url = self._url(layout.ALIAS_CHANGES, layout.change_name(last + 1))
             try:
-                storage.create_exclusive(url, json.dumps(record, indent=2).encode())
+                storage.create_exclusive(url, json.dumps(record, indent=2).encode(), locked=self.locked)
             except FileExistsError:  # another writer's change is number last+1: read again
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 25)))  # noqa: S311 (jitter, not secrets)
                 continue

@@ -36,6 +36,7 @@ from batchscore import registry_layout as layout
 from batchscore import storage
 from batchscore.alias_log import ANY, AliasLog, Unset
 from batchscore.errors import PermanentError
+from batchscore.registry_lock import writer_lock
 
 ARTIFACT_NAME = layout.LEGACY_ARTIFACT  # the artifact inside a version's folder, in registries written before
 CLAIM_ATTEMPTS = 200  # each failed attempt means another writer took that version number
@@ -182,8 +183,8 @@ class ModelRegistry:
             return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if fs.isdir(p))
 
-    def _aliases_of(self, name: str) -> AliasLog:
-        return AliasLog(self._url(name))
+    def _aliases_of(self, name: str, *, locked: bool = False) -> AliasLog:
+        return AliasLog(self._url(name), locked=locked)
 
     def promote(
         self, name: str, alias: str, version: int, *, by: str = "", expected: int | Unset | None = ANY
@@ -200,7 +201,8 @@ class ModelRegistry:
             raise RegistryError(f"alias {alias!r} must be an identifier (letters, digits, _ and -, from a letter)")
         if version not in self.versions(name):
             raise RegistryError(f"model {name!r} has no version {version}")
-        return self._aliases_of(name).change(alias, version, by=by, expected=expected)
+        with writer_lock(self.root, name) as locked:
+            return self._aliases_of(name, locked=locked).change(alias, version, by=by, expected=expected)
 
     def alias_history(self, name: str) -> list[dict[str, Any]]:
         """Every alias change of ``name``, oldest first (``alias``, ``from``, ``to``, ``at``, ``by``)."""
@@ -243,7 +245,6 @@ class ModelRegistry:
         # Proven loadable under the allowlist now, so a run may trust these bytes by their sha256 alone.
         _deserialise(f"model {name} v{self._next_number(name)}", artifact)
         sha256 = sha256_hex(artifact)
-        self._store_artifact(name, sha256, artifact)
         draft = ModelManifest(
             name=name,
             version=0,
@@ -259,16 +260,18 @@ class ModelRegistry:
             artifact=layout.artifact_path(sha256),
             reference=reference,
         )
-        manifest = self._claim_version(draft)
+        with writer_lock(self.root, name) as locked:
+            self._store_artifact(name, sha256, artifact, locked=locked)
+            manifest = self._claim_version(draft, locked=locked)
         for alias in aliases:
             self.set_alias(name, alias, manifest.version)
         return manifest
 
-    def _store_artifact(self, name: str, sha256: str, data: bytes) -> None:
+    def _store_artifact(self, name: str, sha256: str, data: bytes, *, locked: bool) -> None:
         """Write the artifact under its sha256, once: an artifact already there must be these bytes."""
         url = self._url(name, layout.artifact_path(sha256))
         try:
-            storage.create_exclusive(url, data)
+            storage.create_exclusive(url, data, locked=locked)
         except FileExistsError:  # the same model registered before (or by a writer that died before its manifest)
             if sha256_hex(storage.read_bytes(url)) != sha256:
                 raise RegistryError(
@@ -276,7 +279,7 @@ class ModelRegistry:
                     remedy="delete that file (no complete version can be using it), then register again",
                 ) from None
 
-    def _claim_version(self, draft: ModelManifest) -> ModelManifest:
+    def _claim_version(self, draft: ModelManifest, *, locked: bool) -> ModelManifest:
         """Create the next version's manifest exclusively; on losing number n to another writer, try n+1.
 
         Creating the manifest is the whole commit: before it the version does not exist, after
@@ -287,7 +290,7 @@ class ModelRegistry:
             manifest = replace(draft, version=version)
             url = self._url(draft.name, layout.VERSIONS, str(version), layout.MANIFEST)
             try:
-                storage.create_exclusive(url, manifest.to_json().encode())
+                storage.create_exclusive(url, manifest.to_json().encode(), locked=locked)
             except FileExistsError:
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 25)))  # noqa: S311 (jitter, not secrets)
                 continue

@@ -1,8 +1,8 @@
 """Writers of one registry at the same moment, and writers that die halfway: real processes, a real folder.
 
-Each racing writer is a process of its own (forked, so the libraries are imported once) running
-the real ``batchscore models`` command, all released by one barrier so that they pick version
-numbers and write at the same instant. The crashed writer is a real process killed between its
+Each racing writer is a process of its own running the real ``batchscore models`` command, all
+released by one barrier so that they pick version numbers and write at the same instant
+(:mod:`tests.registry_writers`). The crashed writer is a real process killed between its
 artifact and its manifest (:mod:`tests.registry_crash`).
 """
 
@@ -12,25 +12,22 @@ import contextlib
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import skops.io as sio
-from sklearn.linear_model import LogisticRegression
 
 from batchscore import storage
 from batchscore.alias_log import AliasConflict
 from batchscore.cli import main
 from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
 from tests.registry_crash import CRASH_EXIT
+from tests.registry_writers import classifiers, race
 
 WRITERS = 8
 REPO = Path(__file__).resolve().parents[2]
@@ -44,40 +41,10 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
     return ModelRegistry(str(tmp_path / "registry"))
 
 
-def models(count: int) -> tuple[pd.DataFrame, list[LogisticRegression]]:
-    """``count`` classifiers with different coefficients (so their files differ), on one frame."""
-    rng = np.random.default_rng(0)
-    x = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
-    y = (x["a"] + x["b"] > 0).astype(int).to_numpy()
-    return x, [LogisticRegression(C=0.01 * 3**i).fit(x, y) for i in range(count)]
-
-
-def _cli(argv: list[str], barrier: Any, out: str) -> None:
-    """One writer: wait for the others, then run the CLI with its output in ``out``."""
-    barrier.wait(timeout=120)
-    with open(out, "w") as handle, contextlib.redirect_stdout(handle):
-        code = main(argv)
-    sys.exit(code)
-
-
-def race(commands: list[list[str]], tmp_path: Path) -> list[str]:
-    """Run each ``batchscore`` command in its own process, all released at once; their outputs, in order."""
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(len(commands))
-    outs = [str(tmp_path / f"writer-{i}.out") for i in range(len(commands))]
-    procs = [ctx.Process(target=_cli, args=(argv, barrier, out)) for argv, out in zip(commands, outs, strict=True)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0] * len(procs), [Path(o).read_text() for o in outs]
-    return [Path(out).read_text() for out in outs]
-
-
 def test_concurrent_registers_get_distinct_versions_and_each_alias_its_own_bytes(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    _x, fitted = models(WRITERS)
+    _x, fitted = classifiers(WRITERS)
     files = []
     for i, model in enumerate(fitted):
         files.append(tmp_path / f"model-{i}.skops")
@@ -109,7 +76,7 @@ def test_concurrent_registers_get_distinct_versions_and_each_alias_its_own_bytes
 def test_concurrent_promotes_all_land_in_the_history_and_the_alias_holds_the_last(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    _x, fitted = models(WRITERS)
+    _x, fitted = classifiers(WRITERS)
     for model in fitted:
         registry.register("m", model, FEATURES)
     commands = [["models", "promote", "m", "--alias", "champion", "--version", str(v)] for v in range(1, WRITERS + 1)]
@@ -129,7 +96,7 @@ def test_concurrent_promotes_all_land_in_the_history_and_the_alias_holds_the_las
 
 
 def test_a_promotion_expecting_another_target_changes_nothing(registry: ModelRegistry) -> None:
-    _x, fitted = models(3)
+    _x, fitted = classifiers(3)
     for model in fitted:
         registry.register("m", model, FEATURES)
     assert registry.promote("m", "champion", 1, expected=None) is None
@@ -150,7 +117,7 @@ def crash_while_registering(registry: ModelRegistry, file: Path) -> subprocess.C
 def test_a_writer_killed_between_artifact_and_manifest_leaves_no_version(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    _x, (first, second, third) = models(3)
+    _x, (first, second, third) = classifiers(3)
     registry.register("m", first, FEATURES, aliases=("champion",))
     file = tmp_path / "second.skops"
     sio.dump(second, file)
@@ -172,7 +139,7 @@ def test_a_writer_killed_between_artifact_and_manifest_leaves_no_version(
 
 def test_an_artifact_is_written_once_and_shared_by_the_versions_of_its_bytes(registry: ModelRegistry) -> None:
     """Registering the same bytes again (an MLflow import given a drift reference) reuses their file."""
-    _x, (model,) = models(1)
+    _x, (model,) = classifiers(1)
     data = sio.dumps(model)
     one = registry.register("m", model, FEATURES, artifact=data)
     two = registry.register("m", model, FEATURES, artifact=data)
@@ -188,7 +155,7 @@ def test_an_older_registrys_half_written_version_is_invisible_and_its_number_not
     registry: ModelRegistry,
 ) -> None:
     """Registries written before kept the artifact in the version's folder: a crash left one without manifest."""
-    _x, (first, second) = models(2)
+    _x, (first, second) = classifiers(2)
     registry.register("m", first, FEATURES)
     orphan = Path(registry.root) / "m" / "versions" / "2"
     orphan.mkdir()
@@ -209,7 +176,7 @@ def listing() -> list[str]:
 
 def test_an_older_registrys_aliases_and_history_carry_on(registry: ModelRegistry) -> None:
     """aliases.json and alias_history.json of a registry written before are where the change log starts."""
-    _x, fitted = models(3)
+    _x, fitted = classifiers(3)
     for model in fitted:
         registry.register("m", model, FEATURES)
     folder = Path(registry.root) / "m"
@@ -224,7 +191,7 @@ def test_an_older_registrys_aliases_and_history_carry_on(registry: ModelRegistry
 
 def test_on_an_object_store_an_artifact_without_manifest_is_no_version_either() -> None:
     """fsspec's in-memory store stands for S3/GCS/Azure here: the same conditional put, the same layout."""
-    _x, (first, second) = models(2)
+    _x, (first, second) = classifiers(2)
     remote = ModelRegistry("memory://batchscore-races/registry")
     remote.register("m", first, FEATURES, aliases=("champion",))
     data = sio.dumps(second)
