@@ -62,15 +62,19 @@ def read_many(urls: list[str]) -> list[bytes]:
     return [bytes(found[path]) for path in paths]
 
 
+def _protocols(fs: Any) -> set[str]:
+    return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+
+
 def _is_local(fs: Any) -> bool:
-    return isinstance(fs, LocalFileSystem)
+    """A folder of this machine's (or a network mount): ``os`` calls reach it directly."""
+    return isinstance(fs, LocalFileSystem) and "file" in _protocols(fs)
 
 
 def has_atomic_create(url: str) -> bool:
     """Whether the store at ``url`` can create a file only-if-absent atomically (see :func:`create_exclusive`)."""
     fs, _ = filesystem(url)
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    return _is_local(fs) or bool(protocols & ATOMIC_CREATE_PROTOCOLS)
+    return _is_local(fs) or bool(_protocols(fs) & ATOMIC_CREATE_PROTOCOLS)
 
 
 def write_bytes(url: str, data: bytes) -> None:

@@ -1,9 +1,11 @@
 """A registry on a store that cannot create a file only if it is absent: refused alone, safe under the lock.
 
-The store is fsspec's ``dir::`` filesystem over a folder, whose create-if-absent checks and then
-writes (two steps another writer can come between), standing for FTP, WebDAV or an S3-compatible
-server that ignores ``If-None-Match``. The lock is a real PostgreSQL advisory lock in the
-embedded server; the writers are real processes running the CLI at the same instant.
+The store is a folder reached through fsspec's generic create-if-absent, which checks and then
+writes (two steps another writer can come between): what FTP, WebDAV or an S3-compatible server
+that ignores ``If-None-Match`` give. It is fsspec's own local filesystem under a protocol of its
+own (``plainfolder://``), so the registry cannot use hard links on it. The lock is a real
+PostgreSQL advisory lock in the embedded server; the writers are real processes running the CLI
+at the same instant.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 import skops.io as sio
+from fsspec.implementations.local import LocalFileSystem
 
 from batchscore.local import LocalStack
 from batchscore.registry import FeatureSpec, ModelRegistry
@@ -25,17 +29,30 @@ WRITERS = 8
 FEATURES = (FeatureSpec("a", "numeric"), FeatureSpec("b", "numeric"))
 
 
+class PlainFolder(LocalFileSystem):
+    """A folder as a store without conditional put: fsspec's generic ``pipe_file(mode="create")``."""
+
+    protocol = ("plainfolder",)
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return str(super()._strip_protocol(str(path).removeprefix("plainfolder://")))
+
+
+fsspec.register_implementation("plainfolder", PlainFolder, clobber=True)
+
+
 def test_without_a_lock_such_a_store_is_refused_before_anything_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("BATCHSCORE_REGISTRY_LOCK_URL", raising=False)
     (tmp_path / "reg").mkdir()
-    registry = ModelRegistry(f"dir::{tmp_path}/reg")
+    registry = ModelRegistry(f"plainfolder://{tmp_path}/reg")
     _x, (model,) = classifiers(1)
     with pytest.raises(StoreError) as refused:
         registry.register("m", model, FEATURES)
     assert str(refused.value) == (
-        f"model registry at dir::{tmp_path}/reg: this store (DirFileSystem) cannot create a file only if it is "
+        f"model registry at plainfolder://{tmp_path}/reg: this store (PlainFolder) cannot create a file only if it is "
         "absent, so two writers could take one version"
     )
     assert "BATCHSCORE_REGISTRY_LOCK_URL" in refused.value.remedy
@@ -46,7 +63,7 @@ def test_under_the_lock_concurrent_writers_get_distinct_versions_and_lose_no_pro
     database: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "reg").mkdir()
-    root = f"dir::{tmp_path}/reg"
+    root = f"plainfolder://{tmp_path}/reg"
     monkeypatch.setenv("BATCHSCORE_MODEL_REGISTRY", root)
     monkeypatch.setenv("BATCHSCORE_REGISTRY_LOCK_URL", database.database_url("scores"))
     _x, fitted = classifiers(WRITERS)
