@@ -230,6 +230,8 @@ class ModelRegistry:
     ) -> ModelManifest:
         """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest.
 
+        Safe from many processes and machines at once: each call gets a version of its own,
+        which appears complete or not at all (the module's docstring says how).
         ``reference``: the drift reference (:func:`batchscore.drift.build_reference`), if any.
         ``artifact``: skops bytes of ``estimator`` to store as they are (an import from another
         registry keeps the source's bytes, so both name the model by the same sha256).

@@ -25,6 +25,7 @@ import skops.io as sio
 from batchscore import storage
 from batchscore.alias_log import AliasConflict
 from batchscore.cli import main
+from batchscore.errors import PermanentError
 from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
 from tests.registry_crash import CRASH_EXIT
 from tests.registry_writers import classifiers, race
@@ -202,3 +203,13 @@ def test_on_an_object_store_an_artifact_without_manifest_is_no_version_either() 
         storage.create_exclusive(f"{remote.root}/m/versions/1/manifest.json", b"{}")
     assert remote.register("m", second, FEATURES).version == 2
     assert remote.resolve("m", "champion").version == 1
+
+
+def test_an_unreadable_manifest_fails_once_with_a_permanent_error(registry: ModelRegistry) -> None:
+    """A manifest changed by hand is a bad input, not a hiccup: no retry of ``plan`` would read it."""
+    _x, (model,) = classifiers(1)
+    registry.register("m", model, FEATURES)
+    (Path(registry.root) / "m" / "versions" / "1" / "manifest.json").write_text("{half")
+    with pytest.raises(RegistryError, match=r"model 'm' v1: manifest .*manifest\.json is not readable") as failed:
+        registry.resolve("m", "latest")
+    assert isinstance(failed.value, PermanentError)
