@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from batchscore import settings
-from batchscore.config import MODEL_REF, ConfigError, PipelineConfig, load_config
+from batchscore.pipeline.config import MODEL_REF, ConfigError, PipelineConfig, load_config
 
 
 def scores_asset(config: PipelineConfig) -> Asset:
@@ -30,7 +30,7 @@ _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # as registry.MODEL_ALIAS
 # Airflow checks `pattern` when a run is triggered, unlike `format: date-time` (which only picks
 # the form's widget); the window's other rules (both ends or neither, start before end, length,
 # not in the future) need both fields and the clock: the UI plugin checks them when the run is
-# triggered (batchscore.airflow_glue.check_trigger_conf), and `plan` checks them again.
+# triggered (batchscore.airflow.glue.check_trigger_conf), and `plan` checks them again.
 ISO_DATE_TIME = r"^$|^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
 
 
@@ -112,7 +112,7 @@ def build_dag(config: PipelineConfig) -> DAG:
     """The scoring DAG ``score_<name>`` for one pipeline config."""
 
     def on_failure(context: Any) -> None:
-        from batchscore.airflow_glue import mark_failed
+        from batchscore.airflow.glue import mark_failed
 
         mark_failed(config, context)
 
@@ -142,16 +142,16 @@ def build_dag(config: PipelineConfig) -> DAG:
             Returns one small assignment per slice (the run's plan and the slice's key range),
             which the mapped ``score_slice`` expands over.
             """
-            from batchscore import airflow_glue
-            from batchscore.planning import plan_run
+            from batchscore.airflow import glue
+            from batchscore.run.planning import plan_run
 
             context = get_current_context()
-            with airflow_glue.failing_fast():
-                _, _, model_ref, dry_run = airflow_glue.run_params(dict(context["params"]))
-                window = airflow_glue.window_from_context(config, context)
+            with glue.failing_fast():
+                _, _, model_ref, dry_run = glue.run_params(dict(context["params"]))
+                window = glue.window_from_context(config, context)
                 planned = plan_run(
                     config,
-                    airflow_glue.endpoints(config, with_mlflow=True),
+                    glue.endpoints(config, with_mlflow=True),
                     window=window,
                     run_id=context["run_id"],
                     model_ref=model_ref,
@@ -165,33 +165,33 @@ def build_dag(config: PipelineConfig) -> DAG:
         )
         def score_slice(assignment: dict[str, Any]) -> dict[str, Any]:
             """Read, score and load one slice of the window (one mapped task per slice, in parallel)."""
-            from batchscore import airflow_glue
-            from batchscore.job import score_slice
-            from batchscore.planning import RunPlan
-            from batchscore.slices import KeySlice
+            from batchscore.airflow import glue
+            from batchscore.run.planning import RunPlan
+            from batchscore.run.stages import score_slice
+            from batchscore.source.slices import KeySlice
 
             planned = RunPlan.from_dict(assignment["run"])
-            with airflow_glue.failing_fast():
+            with glue.failing_fast():
                 return score_slice(
                     config,
-                    airflow_glue.endpoints(config),
+                    glue.endpoints(config),
                     planned,
                     KeySlice.from_dict(assignment["slice"]),
-                    workers=airflow_glue.slice_workers(config, len(planned.slices)),
+                    workers=glue.slice_workers(config, len(planned.slices)),
                 ).to_dict()
 
         @task(outlets=[scores_asset(config)])
         def publish(assignments: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
             """Make the slices the window's scores in one transaction and finish the run record."""
-            from batchscore import airflow_glue
-            from batchscore.job import publish_run
-            from batchscore.planning import RunPlan
-            from batchscore.publish import SliceResult
+            from batchscore.airflow import glue
+            from batchscore.run.planning import RunPlan
+            from batchscore.run.stages import publish_run
+            from batchscore.sink.publish import SliceResult
 
-            with airflow_glue.failing_fast():
+            with glue.failing_fast():
                 result = publish_run(
                     config,
-                    airflow_glue.endpoints(config),
+                    glue.endpoints(config),
                     RunPlan.from_dict(assignments[0]["run"]),
                     [SliceResult.from_dict(s) for s in scored],
                 )

@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import quote
 
 from batchscore import settings
-from batchscore.config import MODEL_REF, PipelineConfig
 from batchscore.errors import PermanentError, one_line
-from batchscore.planning import Endpoints
-from batchscore.windows import Window, resolve_window
+from batchscore.pipeline.config import MODEL_REF, PipelineConfig
+from batchscore.pipeline.windows import Window, resolve_window
+from batchscore.run.planning import Endpoints
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def check_trigger_conf(config: PipelineConfig, conf: dict[str, Any], run_after: 
 
     Called by the UI plugin when a run is triggered (REST API or the trigger form), so a window
     that ends after ``run_after``, an end before the start or one end alone is refused before
-    any run exists. Raises :class:`ParamError` or :class:`~batchscore.windows.WindowError`.
+    any run exists. Raises :class:`ParamError` or :class:`~batchscore.pipeline.windows.WindowError`.
     """
     start, end, _, _ = run_params(conf)
     if start is None and end is None:
@@ -195,7 +195,7 @@ def mark_failed(config: PipelineConfig, context: Any) -> None:
     The record names the stage (the task), the one-line cause and the remedy; a run that
     failed in ``plan`` gets its row here, with its window when the window could be resolved.
     """
-    from batchscore.job import fail_run
+    from batchscore.run.stages import fail_run
 
     stage = context["ti"].task_id
     error = context.get("exception") or f"{stage} failed without an exception (the task was killed or timed out)"

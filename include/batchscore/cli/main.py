@@ -15,20 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchscore import settings
-from batchscore.cli_models import add_models_parser, parse_window
+from batchscore.cli.models import add_models_parser, parse_window
 
 if TYPE_CHECKING:
     pass
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from batchscore.demo.run import main
+    from batchscore.local.demo.run import main
 
     main(rows_per_day=args.rows_per_day, days=args.days, reseed=args.reseed)
 
 
 def cmd_db(args: argparse.Namespace) -> None:
-    from batchscore.local import LocalStack
+    from batchscore.local.stack import LocalStack
 
     stack = LocalStack()
     if args.action == "start":
@@ -49,7 +49,7 @@ def cmd_db(args: argparse.Namespace) -> None:
 
 
 def cmd_airflow(args: argparse.Namespace) -> None:
-    from batchscore.local import ADMIN_PASSWORD, ADMIN_USER, LocalStack
+    from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER, LocalStack
 
     stack = LocalStack()
     if args.action == "env":
@@ -66,7 +66,7 @@ def cmd_airflow(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    from batchscore.demo.run import prepare_data
+    from batchscore.local.demo.run import prepare_data
 
     prepare_data(
         args.url,
@@ -78,8 +78,8 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
-    from batchscore.demo.warehouse import seed_warehouse
-    from batchscore.local import LocalStack
+    from batchscore.local.demo.warehouse import seed_warehouse
+    from batchscore.local.stack import LocalStack
 
     stack = LocalStack()
     stack.start_database()
@@ -91,9 +91,9 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from batchscore.demo.model import train_and_register
-    from batchscore.local import LocalStack
-    from batchscore.windows import Window
+    from batchscore.local.demo.model import train_and_register
+    from batchscore.local.stack import LocalStack
+    from batchscore.pipeline.windows import Window
 
     stack = LocalStack()
     window = parse_window(args.start, args.end)
@@ -109,11 +109,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from batchscore.config import load_config
-    from batchscore.job import run_pipeline
-    from batchscore.local import LocalStack
-    from batchscore.planning import Endpoints
-    from batchscore.windows import Window
+    from batchscore.local.stack import LocalStack
+    from batchscore.pipeline.config import load_config
+    from batchscore.pipeline.windows import Window
+    from batchscore.run.planning import Endpoints
+    from batchscore.run.stages import run_pipeline
 
     config = load_config(settings.pipelines_dir() / f"{args.pipeline}.yaml")
     stack = LocalStack()
@@ -142,7 +142,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from batchscore.pipeline_folder import load_all
+    from batchscore.pipeline.folder import load_all
 
     configs = load_all(settings.pipelines_dir())
     for config in configs:
@@ -150,7 +150,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_dags(args: argparse.Namespace) -> None:
-    from batchscore.dag_files import sync
+    from batchscore.airflow.dag_files import sync
 
     folder = Path(args.dags_dir) if args.dags_dir else settings.PROJECT_ROOT / "dags"
     result = sync(settings.pipelines_dir(), folder)

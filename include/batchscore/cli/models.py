@@ -17,24 +17,24 @@ from typing import TYPE_CHECKING, Any
 from batchscore import settings
 
 if TYPE_CHECKING:
-    from batchscore.registry import FeatureSpec
+    from batchscore.models.registry import FeatureSpec
 
 
 def parse_window(start: str, end: str) -> object:
     """A window from two command-line instants (checked like a run's)."""
-    from batchscore.windows import Window, parse_instant
+    from batchscore.pipeline.windows import Window, parse_instant
 
     return Window(parse_instant(start), parse_instant(end))
 
 
 def cmd_models(args: argparse.Namespace) -> None:
     """``batchscore models register|list|show|promote|which``: the registry for the people who feed it."""
-    from batchscore.registry import ModelRegistry, RegistryError
+    from batchscore.models.registry import ModelRegistry, RegistryError
 
     registry = ModelRegistry(settings.model_registry_root())
     if args.action == "register":
-        from batchscore.config import IDENTIFIER
-        from batchscore.model_intake import features_of, read_model_file
+        from batchscore.models.intake import features_of, read_model_file
+        from batchscore.pipeline.config import IDENTIFIER
 
         if not IDENTIFIER.match(args.name):
             raise RegistryError(f"model name {args.name!r} must be a lower-case identifier ([a-z_][a-z0-9_]*)")
@@ -68,7 +68,7 @@ def cmd_models(args: argparse.Namespace) -> None:
             print(f"{name}: versions {registry.versions(name)}; {named}")
     elif args.action == "show":
         manifest = registry.resolve(args.name, args.version or "latest")
-        from batchscore.pipeline_folder import load_each
+        from batchscore.pipeline.folder import load_each
 
         users = [c.name for c in load_each(settings.pipelines_dir()).configs if c.model.name == args.name]
         shown = json.loads(manifest.to_json())
@@ -94,10 +94,10 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
     """``models register --mlflow models:/x@alias``: the import ``plan`` does, by hand (reused if done before)."""
-    from batchscore.config import MlflowModelRef
-    from batchscore.mlflow_import import import_model
-    from batchscore.mlflow_source import MlflowSourceError
-    from batchscore.registry import ModelRegistry
+    from batchscore.models.mlflow_import import import_model
+    from batchscore.models.mlflow_source import MlflowSourceError
+    from batchscore.models.registry import ModelRegistry
+    from batchscore.pipeline.config import MlflowModelRef
 
     assert isinstance(registry, ModelRegistry)
     tracking_uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -130,17 +130,17 @@ def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
 def _reference_rows(args: argparse.Namespace) -> tuple[Any, str]:
     """``--reference``'s rows and a description: a Parquet/CSV file, or a query over ``--reference-window``."""
     if not args.reference_window:
-        from batchscore.model_intake import read_reference_file
+        from batchscore.models.intake import read_reference_file
 
         return read_reference_file(Path(args.reference)), Path(args.reference).name
     import pyarrow as pa
     from pydantic import ValidationError
 
-    from batchscore.config import SourceConfig
-    from batchscore.extract import source_batches
-    from batchscore.local import LocalStack
-    from batchscore.registry import RegistryError
-    from batchscore.slices import WHOLE
+    from batchscore.local.stack import LocalStack
+    from batchscore.models.registry import RegistryError
+    from batchscore.pipeline.config import SourceConfig
+    from batchscore.source.extract import source_batches
+    from batchscore.source.slices import WHOLE
 
     try:  # the same rules as a pipeline's query: one SELECT bounded by :window_start and :window_end
         query = SourceConfig(conn_id="reference", query=args.reference).query
@@ -157,7 +157,8 @@ def _reference(
     args: argparse.Namespace, estimator: object, features: tuple[FeatureSpec, ...]
 ) -> tuple[tuple[FeatureSpec, ...], dict[str, Any]]:
     """The features (categories completed from the reference) and the drift reference for ``--reference``."""
-    from batchscore.model_intake import drift_reference, reference_frame, with_reference_categories
+    from batchscore.models.intake import reference_frame, with_reference_categories
+    from batchscore.scoring.drift import drift_reference
 
     rows, described = _reference_rows(args)
     table = reference_frame(rows, features, f"--reference {described}")
@@ -173,9 +174,9 @@ def _which(args: argparse.Namespace) -> None:
     from psycopg import sql
 
     from batchscore import db
-    from batchscore.config import load_config
-    from batchscore.local import LocalStack
-    from batchscore.output_table import lineage_view
+    from batchscore.local.stack import LocalStack
+    from batchscore.pipeline.config import load_config
+    from batchscore.sink.output_table import lineage_view
 
     config = load_config(settings.pipelines_dir() / f"{args.pipeline}.yaml")
     day = datetime.combine(date.fromisoformat(args.date), datetime.min.time(), tzinfo=UTC)

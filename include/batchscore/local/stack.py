@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from batchscore import settings
-from batchscore.embedded_pg import DEFAULT_PORT, EmbeddedPostgres, port_in_use
+from batchscore.local.embedded_pg import DEFAULT_PORT, EmbeddedPostgres, port_in_use
 
 logger = logging.getLogger(__name__)
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")  # the triggerer: UI health shows it
@@ -188,7 +188,7 @@ class LocalStack:
 
     def start_services(self, timeout: float = 180) -> None:
         """Write the pipelines' DAG files, start the Airflow services in the background; wait until healthy."""
-        from batchscore.dag_files import sync
+        from batchscore.airflow.dag_files import sync
 
         synced = sync(settings.pipelines_dir(), self.dags_dir)
         if synced.written or synced.removed:
@@ -239,7 +239,7 @@ class LocalStack:
         Nothing of a task's data passes through this directory (tasks hand over through the
         databases): it holds the worker's own logs. Each worker serves its logs on its own port.
         """
-        from batchscore.embedded_pg import free_port
+        from batchscore.local.embedded_pg import free_port
 
         workdir = self.root / f"{self.name}-worker-{hostname}"
         (workdir / "logs").mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchscore.config import IDENTIFIER
-from batchscore.registry import FeatureSpec, ModelManifest, RegistryError, _deserialise, classes_of, sha256_hex, task_of
+from batchscore.models.registry import FeatureSpec, RegistryError, _deserialise, sha256_hex
+from batchscore.pipeline.config import IDENTIFIER
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -152,23 +152,3 @@ def with_reference_categories(features: tuple[FeatureSpec, ...], table: pa.Table
         else spec
         for spec in features
     )
-
-
-def drift_reference(
-    estimator: Any,
-    features: tuple[FeatureSpec, ...],
-    table: pa.Table,
-    *,
-    source: str,
-    positive_class: str | None = None,
-) -> dict[str, Any]:
-    """The drift reference of ``table`` (already :func:`reference_frame`) and the estimator's output on it."""
-    from batchscore.drift import build_reference
-    from batchscore.features import to_model_frame
-    from batchscore.predict import score_frame
-
-    task = task_of(estimator)
-    classes, positive_class = classes_of(estimator, task, positive_class)
-    provisional = ModelManifest("reference", 0, "", task, features, classes, positive_class)
-    scores, labels = score_frame(estimator, provisional, to_model_frame(table, features))
-    return build_reference(table, features, scores=scores, labels=labels, source=source).to_dict()

@@ -22,8 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from batchscore.config import MlflowModelRef
-from batchscore.mlflow_source import (
+from batchscore.models.mlflow_source import (
     MlflowArtifact,
     MlflowSourceError,
     MlflowVersion,
@@ -33,7 +32,8 @@ from batchscore.mlflow_source import (
     resolve,
     run_metrics,
 )
-from batchscore.registry import FeatureSpec, ModelManifest, ModelRegistry, _deserialise
+from batchscore.models.registry import FeatureSpec, ModelManifest, ModelRegistry, _deserialise
+from batchscore.pipeline.config import MlflowModelRef
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ def features_from(
     The signature's column types become the features' training types where it has them, so a
     source whose numbers turned into text fails in ``plan`` as it does for any registered model.
     """
-    from batchscore.config import IDENTIFIER
-    from batchscore.model_intake import features_of
+    from batchscore.models.intake import features_of
+    from batchscore.pipeline.config import IDENTIFIER
 
     types = {str(c["name"]): str(c.get("type", "")) for c in signature}
     if getattr(estimator, "feature_names_in_", None) is not None:

@@ -1,7 +1,7 @@
 """Reading a model from an MLflow registry: resolve an alias or version, download its scikit-learn file.
 
 Only ``plan`` (and ``batchscore models register --mlflow``) talks to MLflow, through the
-``mlflow-skinny`` client; :mod:`batchscore.mlflow_import` turns what is downloaded here into a
+``mlflow-skinny`` client; :mod:`batchscore.models.mlflow_import` turns what is downloaded here into a
 registry version. MLflow's refusals (no such model, alias or version; a file missing from the
 artifact store; credentials refused) become one-line permanent errors; anything else (the server
 or its artifact store unreachable) propagates, so Airflow retries the task.
@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from batchscore.config import MlflowModelRef
-from batchscore.registry import RegistryError, sha256_hex
+from batchscore.models.registry import RegistryError, sha256_hex
+from batchscore.pipeline.config import MlflowModelRef
 
 # A model file's path inside the model's artifacts, as MLmodel names it: no absolute path, no "..".
 ARTIFACT_PATH = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*$")

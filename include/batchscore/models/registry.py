@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from batchscore import storage
 from batchscore.errors import PermanentError
+from batchscore.models import storage
 
 ARTIFACT_NAME = "model.skops"
 Task = Literal["classifier", "regressor", "clusterer"]
@@ -99,7 +99,7 @@ class ModelManifest:
     created_at: str = ""
     sklearn_version: str = ""
     artifact: str = ARTIFACT_NAME
-    # The drift reference (batchscore.drift.Reference.to_dict()): bins and fractions per feature and
+    # The drift reference (batchscore.scoring.drift.Reference.to_dict()): bins and fractions per feature and
     # for the model's output, from the training data. None: the model was registered without one.
     reference: dict[str, Any] | None = None
 
@@ -230,7 +230,7 @@ class ModelRegistry:
     ) -> ModelManifest:
         """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest.
 
-        ``reference``: the drift reference (:func:`batchscore.drift.build_reference`), if any.
+        ``reference``: the drift reference (:func:`batchscore.scoring.drift.build_reference`), if any.
         ``artifact``: skops bytes of ``estimator`` to store as they are (an import from another
         registry keeps the source's bytes, so both name the model by the same sha256).
         """

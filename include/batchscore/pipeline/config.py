@@ -216,7 +216,7 @@ class ValidationConfig(_Strict):
 
 
 class DriftConfig(_Strict):
-    """How a run's drift against the model's reference is judged (see :mod:`batchscore.drift`).
+    """How a run's drift against the model's reference is judged (see :mod:`batchscore.scoring.drift`).
 
     ``warn`` records and logs it; ``hold`` publishes nothing when a column's PSI is above its
     threshold (the run fails naming them, the previous scores stay); ``off`` skips the counting.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchscore.config import ConfigError, PipelineConfig, load_config
+from batchscore.pipeline.config import ConfigError, PipelineConfig, load_config
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from batchscore import db
-from batchscore.runs import RUN_COLUMNS
+from batchscore.sink.run_record import RUN_COLUMNS
 
 STATUSES = ("running", "success", "failed", "dry_run")
 MAX_RUNS = 500

@@ -14,16 +14,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from batchscore import db, runs, slices
-from batchscore.config import PipelineConfig
+from batchscore import db
 from batchscore.errors import PermanentError
-from batchscore.extract import estimate_rows, probe_schema, render_query
-from batchscore.features import staged_schema
-from batchscore.output_table import ensure_output_table, pg_key_type
-from batchscore.predict import scorer
-from batchscore.registry import ModelManifest, ModelRegistry
-from batchscore.slices import KeySlice
-from batchscore.windows import Window
+from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.windows import Window
+from batchscore.scoring.features import staged_schema
+from batchscore.scoring.predict import scorer
+from batchscore.sink import run_record
+from batchscore.sink.output_table import ensure_output_table, pg_key_type
+from batchscore.source import slices
+from batchscore.source.extract import estimate_rows, probe_schema, render_query
+from batchscore.source.slices import KeySlice
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +167,7 @@ def resolve_model(
     """The registry version this run scores, the sha256 pin to check it against, and where it came from.
 
     A registry model is resolved by alias or version. An MLflow model is resolved in MLflow
-    and imported into the registry (:mod:`batchscore.mlflow_import`); the pipeline's pin was
+    and imported into the registry (:mod:`batchscore.models.mlflow_import`); the pipeline's pin was
     checked against the MLflow file there (a pickle's pin is not the stored skops file's), so
     the registry version is checked against its own manifest only.
     """
@@ -178,7 +180,7 @@ def resolve_model(
             f"pipeline {config.name} takes its model from MLflow ({ref.uri}) but no tracking server was given",
             remedy=f"add the Airflow connection {config.model.mlflow_conn_id} (or set MLFLOW_TRACKING_URI)",
         )
-    from batchscore.mlflow_import import import_for_run
+    from batchscore.models.mlflow_import import import_for_run
 
     imported = import_for_run(
         config.model.name,
@@ -261,13 +263,13 @@ def plan_run(
         shadow_sha256=challenger.sha256 if challenger else None,
     )
     with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
-        runs.apply_schema(conn)
+        run_record.apply_schema(conn)
         _check_table_owner(conn, config)
         key_type = pg_key_type(schema.field(config.entity_key).type)
         ensure_output_table(conn, config.output.table, config.entity_key, key_type)
         if challenger is not None:
             ensure_output_table(conn, config.shadow_table, config.entity_key, key_type)
-        runs.record_start(
+        run_record.record_start(
             conn,
             pipeline=config.name,
             run_id=run_id,
@@ -280,7 +282,7 @@ def plan_run(
             model_source=model_source,
         )
         seconds = time.perf_counter() - started
-        runs.record_plan_seconds(conn, pipeline=config.name, run_id=run_id, seconds=seconds)
+        run_record.record_plan_seconds(conn, pipeline=config.name, run_id=run_id, seconds=seconds)
     log.info(
         "plan: %s window %s model %s v%d, ~%s rows in %d slice(s)%s, %.1fs",
         config.name,

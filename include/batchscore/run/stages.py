@@ -1,4 +1,4 @@
-"""A scoring run's stages as plain functions: plan (:mod:`batchscore.planning`), score a slice, publish.
+"""A scoring run's stages as plain functions: plan (:mod:`batchscore.run.planning`), score a slice, publish.
 
 The Airflow tasks and the command line call exactly these: the DAG maps
 :func:`score_slice` over the plan's slices on the executor's slots, the in-process
@@ -18,13 +18,20 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from batchscore import runs, settings
-from batchscore.config import PipelineConfig
-from batchscore.drift import DriftCounter, Reference
+from batchscore import settings
 from batchscore.errors import one_line, remedy_of, root_cause
-from batchscore.extract import source_batches
-from batchscore.features import conform, staged_schema
-from batchscore.load import (
+from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
+from batchscore.run.progress import Progress
+from batchscore.run.runner import Overlapped
+from batchscore.scoring.drift import DriftCounter, Reference
+from batchscore.scoring.features import conform, staged_schema
+from batchscore.scoring.predict import ScoredBatch, score_batch, scorer, scores_schema
+from batchscore.scoring.summary import ScoreSummary
+from batchscore.sink import run_record
+from batchscore.sink.load import (
     RejectWriter,
     drop_run_slices,
     has_duplicate_keys,
@@ -33,16 +40,10 @@ from batchscore.load import (
     read_scores,
     remove_duplicate_keys,
 )
-from batchscore.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
-from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
-from batchscore.progress import Progress
-from batchscore.publish import DriftGate, PublishResult, SliceResult, publish_window
-from batchscore.registry import ModelManifest, ModelRegistry
-from batchscore.runner import Overlapped
-from batchscore.shadow import Challenger, ShadowLoader, ShadowPublish
-from batchscore.slices import KeySlice
-from batchscore.summary import ScoreSummary
-from batchscore.windows import Window
+from batchscore.sink.publish import DriftGate, PublishResult, SliceResult, publish_window
+from batchscore.sink.shadow_table import Challenger, ShadowLoader, ShadowPublish
+from batchscore.source.extract import source_batches
+from batchscore.source.slices import KeySlice
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ def fail_run(
         drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.output.table, run_id=run_id)
         if config.shadow is not None:
             drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.shadow_table, run_id=run_id)
-        runs.record_failure(
+        run_record.record_failure(
             endpoints.scores_url,
             pipeline=config.name,
             run_id=run_id,

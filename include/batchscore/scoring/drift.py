@@ -21,11 +21,14 @@ import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from batchscore.models.registry import FeatureSpec
 
 SCORE = "(score)"  # the model output's row in the drift table (not a valid feature name)
 NULL_BIN = "(null)"
@@ -150,7 +153,7 @@ def build_reference(
 ) -> Reference:
     """The reference of ``table`` (one column per feature, as the model saw them) and the model's output on it.
 
-    ``features`` are the model's :class:`~batchscore.registry.FeatureSpec` s; ``scores`` its
+    ``features`` are the model's :class:`~batchscore.models.registry.FeatureSpec` s; ``scores`` its
     score per row (classifiers, regressors) or ``labels`` (clusterers).
     """
     bins = []
@@ -277,3 +280,27 @@ def evaluate(
     drifted = any(c.drifted for c in columns)
     status: Literal["ok", "warn", "held"] = ("held" if policy == "hold" else "warn") if drifted else "ok"
     return DriftReport(tuple(columns), rows, status)
+
+
+def drift_reference(
+    estimator: Any,
+    features: tuple[FeatureSpec, ...],
+    table: pa.Table,
+    *,
+    source: str,
+    positive_class: str | None = None,
+) -> dict[str, Any]:
+    """The drift reference of ``table`` and the estimator's output on it, as a manifest stores it.
+
+    ``table`` is already :func:`batchscore.models.intake.reference_frame` (the model's feature
+    columns in the types the model sees). Model intake and training both build it here.
+    """
+    from batchscore.models.registry import ModelManifest, classes_of, task_of
+    from batchscore.scoring.features import to_model_frame
+    from batchscore.scoring.predict import score_frame
+
+    task = task_of(estimator)
+    classes, positive_class = classes_of(estimator, task, positive_class)
+    provisional = ModelManifest("reference", 0, "", task, features, classes, positive_class)
+    scores, labels = score_frame(estimator, provisional, to_model_frame(table, features))
+    return build_reference(table, features, scores=scores, labels=labels, source=source).to_dict()

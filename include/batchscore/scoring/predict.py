@@ -13,10 +13,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from batchscore.compiled_trees import accelerate
-from batchscore.features import to_model_frame
-from batchscore.registry import ModelManifest
-from batchscore.validation import validate
+from batchscore.models.registry import ModelManifest
+from batchscore.scoring.compiled_trees import accelerate
+from batchscore.scoring.features import to_model_frame
+from batchscore.scoring.validation import validate
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchscore.registry import FeatureSpec
+from batchscore.models.registry import FeatureSpec
 
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 REJECT_SCHEMA = pa.schema([("entity_key", pa.string()), ("reason", pa.string()), ("row_data", pa.string())])

@@ -23,10 +23,10 @@ from psycopg import sql
 
 from batchscore import db
 from batchscore.errors import PermanentError
-from batchscore.output_table import slice_table_name, table_ident, window_check
-from batchscore.registry import ModelManifest
-from batchscore.slices import KeySlice
-from batchscore.windows import Window
+from batchscore.models.registry import ModelManifest
+from batchscore.pipeline.windows import Window
+from batchscore.sink.output_table import slice_table_name, table_ident, window_check
+from batchscore.source.slices import KeySlice
 
 log = logging.getLogger(__name__)
 

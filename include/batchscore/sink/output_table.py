@@ -23,7 +23,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from batchscore.windows import Window
+from batchscore.pipeline.windows import Window
 
 PG_KEY_TYPES = {
     pa.int64(): "bigint",

@@ -20,13 +20,15 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from batchscore import db, runs, summary
-from batchscore.drift import DriftReport, Reference, evaluate
+from batchscore import db
 from batchscore.errors import PermanentError
-from batchscore.load import drop_run_slices
-from batchscore.output_table import swap_window
-from batchscore.shadow import ShadowPublish, publish_shadow
-from batchscore.windows import Window
+from batchscore.pipeline.windows import Window
+from batchscore.scoring import summary
+from batchscore.scoring.drift import DriftReport, Reference, evaluate
+from batchscore.sink import run_record
+from batchscore.sink.load import drop_run_slices
+from batchscore.sink.output_table import swap_window
+from batchscore.sink.shadow_table import ShadowPublish, publish_shadow
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +98,9 @@ class SliceResult:
     host: str
     summary: dict[str, Any]
     unique_key_seconds: float = 0.0  # proving one row per key (and handling duplicates)
-    drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.drift)
+    drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.scoring.drift)
     drift_seconds: float = 0.0  # CPU seconds counting rows into the drift bins (on the scoring threads)
-    shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.shadow.ShadowSlice), if any
+    shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.scoring.shadow.ShadowSlice), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,7 +223,7 @@ def publish_window(
     """
     started = time.perf_counter()
     slices = sorted(slices, key=lambda s: s.index)
-    totals = runs.RunTotals(
+    totals = run_record.RunTotals(
         rows_read=sum(s.rows_in for s in slices),
         rows_scored=sum(s.rows_scored for s in slices),
         rows_rejected=sum(s.rows_rejected for s in slices),
@@ -248,11 +250,11 @@ def publish_window(
         # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
         with db.pg_connect(url) as conn:
             _keep_rejects(conn, pipeline, window, run_id, slices)
-            runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
+            run_record.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
             if report is not None:
-                runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+                run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
             if shadow is not None:
-                runs.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
+                run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
         _drop_slices(url, pipeline, output_table, run_id, shadow)
         raise
     if dry_run:
@@ -274,11 +276,13 @@ def publish_window(
                     publish_shadow(conn, shadow, window, slices)
         seconds = time.perf_counter() - started
         status = "dry_run" if dry_run else "success"
-        runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds))
+        run_record.record_finish(
+            conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds)
+        )
         if report is not None:
-            runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+            run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
         if shadow is not None:
-            runs.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, not dry_run))
+            run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, not dry_run))
     log.info(
         "publish: %s %d scores and %d rejects from %d slice(s) for %s in %.2fs",
         status,
@@ -298,7 +302,7 @@ def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow
         drop_run_slices(url, pipeline=pipeline, output_table=shadow.table, run_id=run_id)
 
 
-def _with_load(totals: runs.RunTotals, seconds: float) -> runs.RunTotals:
+def _with_load(totals: run_record.RunTotals, seconds: float) -> run_record.RunTotals:
     from dataclasses import replace
 
     return replace(totals, load_seconds=seconds)

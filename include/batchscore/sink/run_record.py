@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql
 
 from batchscore import db, settings
-from batchscore.drift import DriftReport
-from batchscore.windows import Window
+from batchscore.pipeline.windows import Window
+from batchscore.scoring.drift import DriftReport
 
 
 def apply_schema(conn: psycopg.Connection[Any]) -> None:

@@ -18,8 +18,8 @@ import pyarrow as pa
 from psycopg import sql
 
 from batchscore import db
-from batchscore.slices import KeySlice, slice_query
-from batchscore.windows import Window
+from batchscore.pipeline.windows import Window
+from batchscore.source.slices import KeySlice, slice_query
 
 log = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(r"(?<!:):(window_start|window_end)\b")

@@ -7,11 +7,11 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from batchscore.cli import main
-from batchscore.job import run_pipeline
-from batchscore.planning import Endpoints
-from batchscore.registry import ModelRegistry
-from batchscore.windows import Window
+from batchscore.cli.main import main
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints
+from batchscore.run.stages import run_pipeline
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, stored_scores
 
@@ -53,9 +53,9 @@ def test_which_names_the_model_artifact_and_run(services: Services, capsys: pyte
 def test_a_promote_after_plan_does_not_change_the_planned_runs_model(services: Services) -> None:
     from datetime import UTC, datetime
 
-    from batchscore.demo.model import train_and_register
-    from batchscore.job import publish_run, score_slice
-    from batchscore.planning import plan_run
+    from batchscore.local.demo.model import train_and_register
+    from batchscore.run.planning import plan_run
+    from batchscore.run.stages import publish_run, score_slice
     from tests.conftest import CHALLENGER, TRAIN_WINDOW_DAYS, WAREHOUSE_DAYS
     from tests.integration.helpers import churn_variant, expected_scores
 

@@ -15,19 +15,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchscore.config import load_config
-from batchscore.demo import run
-from batchscore.demo.catalog import DEMO_MODELS
-from batchscore.drift import SCORE
-from batchscore.job import run_pipeline
-from batchscore.planning import Endpoints
-from batchscore.registry import ModelManifest, ModelRegistry
-from batchscore.windows import Window
+from batchscore.local.demo import run
+from batchscore.local.demo.catalog import DEMO_MODELS
+from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.pipeline.config import load_config
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints
+from batchscore.run.stages import run_pipeline
+from batchscore.scoring.drift import SCORE
 from tests.conftest import WAREHOUSE_DAYS, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import model_input, run_record, stored_scores, window_rows
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _prepare(services: Services, registry: str) -> None:

@@ -21,15 +21,15 @@ import psycopg
 import pytest
 import yaml
 
-from batchscore.cli import main as cli_main
-from batchscore.config import PipelineConfig, parse_config
-from batchscore.demo.warehouse import NUMERIC_FEATURES
+from batchscore.cli.main import main as cli_main
 from batchscore.errors import PermanentError
-from batchscore.job import publish_run, score_slice
-from batchscore.mlflow_source import MlflowSourceError
-from batchscore.planning import Endpoints, RunPlan, plan_run
-from batchscore.registry import ModelManifest, ModelRegistry
-from batchscore.windows import Window
+from batchscore.local.demo.warehouse import NUMERIC_FEATURES
+from batchscore.models.mlflow_source import MlflowSourceError
+from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.pipeline.config import PipelineConfig, parse_config
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints, RunPlan, plan_run
+from batchscore.run.stages import publish_run, score_slice
 from tests.conftest import WAREHOUSE_DAYS, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import REPO, run_record, stored_scores
 from tests.mlflow_server import MlflowServer

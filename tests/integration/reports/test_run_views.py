@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batchscore import db, run_views
-from batchscore.local import LocalStack
-from batchscore.runs import apply_schema
+from batchscore import db
+from batchscore.local.stack import LocalStack
+from batchscore.reports import run_views
+from batchscore.sink.run_record import apply_schema
 
 pytestmark = pytest.mark.integration
 

@@ -16,16 +16,16 @@ import pandas as pd
 import psycopg
 import pytest
 
-from batchscore.airflow_glue import ParamError, run_params
-from batchscore.config import ConfigError, PipelineConfig, parse_config
-from batchscore.demo.warehouse import FEATURES
-from batchscore.features import SchemaMismatch
-from batchscore.job import fail_run, run_pipeline, score_slice
-from batchscore.load import DuplicateKeys
-from batchscore.planning import Endpoints, PlanError, plan_run
-from batchscore.publish import RejectThresholdExceeded
-from batchscore.registry import RegistryError
-from batchscore.windows import Window, WindowError, resolve_window
+from batchscore.airflow.glue import ParamError, run_params
+from batchscore.local.demo.warehouse import FEATURES
+from batchscore.models.registry import RegistryError
+from batchscore.pipeline.config import ConfigError, PipelineConfig, parse_config
+from batchscore.pipeline.windows import Window, WindowError, resolve_window
+from batchscore.run.planning import Endpoints, PlanError, plan_run
+from batchscore.run.stages import fail_run, run_pipeline, score_slice
+from batchscore.scoring.features import SchemaMismatch
+from batchscore.sink.load import DuplicateKeys
+from batchscore.sink.publish import RejectThresholdExceeded
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import (
     REPO,

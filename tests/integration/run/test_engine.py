@@ -12,13 +12,13 @@ import pandas as pd
 import psycopg
 import pytest
 
-from batchscore.extract import estimate_rows
-from batchscore.features import SchemaMismatch
-from batchscore.job import run_pipeline
-from batchscore.planning import Endpoints, PlanError, plan_run
-from batchscore.publish import RejectThresholdExceeded
-from batchscore.registry import ModelRegistry, RegistryError
-from batchscore.windows import Window
+from batchscore.models.registry import ModelRegistry, RegistryError
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints, PlanError, plan_run
+from batchscore.run.stages import run_pipeline
+from batchscore.scoring.features import SchemaMismatch
+from batchscore.sink.publish import RejectThresholdExceeded
+from batchscore.source.extract import estimate_rows
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, count, expected_scores, run_record, stored_scores
 
@@ -101,7 +101,7 @@ def test_lineage_names_the_model_that_made_the_rows_even_after_a_failed_reattemp
     services: Services, tmp_path: Path
 ) -> None:
     """A retry of the same run with another model that fails leaves the old rows traced to the old model."""
-    from batchscore.demo.model import train_and_register
+    from batchscore.local.demo.model import train_and_register
 
     registry = tmp_path / "registry"
     shutil.copytree(services.registry, registry)
@@ -298,7 +298,7 @@ def test_generic_sqlalchemy_source_gives_the_same_scores(services: Services, tmp
 
 
 def test_recent_runs_lists_newest_first_and_filters(services: Services) -> None:
-    from batchscore.runs import recent_runs
+    from batchscore.sink.run_record import recent_runs
 
     run_pipeline(churn_config(), endpoints(services), window=day(1), run_id="it__older")
     run_pipeline(churn_config(), endpoints(services), window=day(1), run_id="it__latest")
@@ -309,8 +309,8 @@ def test_recent_runs_lists_newest_first_and_filters(services: Services) -> None:
 
 
 def test_publish_waits_for_the_windows_lock_then_fails_clearly(services: Services) -> None:
-    from batchscore.job import score_slice
-    from batchscore.publish import PublishLockTimeout, publish_window
+    from batchscore.run.stages import score_slice
+    from batchscore.sink.publish import PublishLockTimeout, publish_window
 
     config, window = churn_config(), day(2)
     run_pipeline(config, endpoints(services), window=window, run_id="it__lock_before")

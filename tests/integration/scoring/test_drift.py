@@ -10,16 +10,16 @@ import pandas as pd
 import psycopg
 import pytest
 
-from batchscore.config import DriftConfig, PipelineConfig
-from batchscore.drift import SCORE
-from batchscore.job import run_pipeline
-from batchscore.planning import Endpoints, PlanError
-from batchscore.publish import DriftHeld
-from batchscore.registry import ModelRegistry
-from batchscore.windows import Window
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.config import DriftConfig, PipelineConfig
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints, PlanError
+from batchscore.run.stages import run_pipeline
+from batchscore.scoring.drift import SCORE
+from batchscore.sink.publish import DriftHeld
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, churn_variant, expected_scores, run_record, stored_scores
-from tests.unit.test_drift import independent_psi, pandas_numeric_fractions
+from tests.unit.scoring.test_drift import independent_psi, pandas_numeric_fractions
 
 pytestmark = pytest.mark.integration
 WINDOW = Window(*day_window(WAREHOUSE_END - timedelta(days=4)))
@@ -144,7 +144,7 @@ def test_register_with_a_reference_query(
 ) -> None:
     import skops.io as sio
 
-    from batchscore.cli import main
+    from batchscore.cli.main import main
 
     registry = ModelRegistry(services.registry)
     champion = registry.resolve("churn", "champion")

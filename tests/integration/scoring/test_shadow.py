@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchscore.config import PipelineConfig, ShadowConfig
-from batchscore.drift import SCORE
-from batchscore.job import run_pipeline
-from batchscore.planning import Endpoints, PlanError
-from batchscore.publish import RejectThresholdExceeded
-from batchscore.registry import ModelRegistry
-from batchscore.windows import Window
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.config import PipelineConfig, ShadowConfig
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints, PlanError
+from batchscore.run.stages import run_pipeline
+from batchscore.scoring.drift import SCORE
+from batchscore.sink.publish import RejectThresholdExceeded
 from tests.conftest import CHALLENGER, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, churn_variant, expected_scores, run_record, stored_scores
-from tests.unit.test_drift import independent_psi
+from tests.unit.scoring.test_drift import independent_psi
 
 pytestmark = pytest.mark.integration
 WINDOW = Window(*day_window(WAREHOUSE_END - timedelta(days=6)))
@@ -110,7 +110,7 @@ def test_challenger_scores_are_withheld_with_the_champions(services: Services, c
 def test_a_challenger_that_cannot_be_compared_fails_in_plan(services: Services, challenger: str) -> None:
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    from batchscore.model_intake import features_of
+    from batchscore.models.intake import features_of
 
     registry = ModelRegistry(services.registry)
     frame = pd.DataFrame({"tenure_days": np.arange(10.0), "extra_signal": np.arange(10.0) % 3})

@@ -8,11 +8,11 @@ import pandas as pd
 import psycopg
 import pytest
 
-from batchscore import slices
-from batchscore.extract import render_query, source_batches
-from batchscore.job import publish_run, run_pipeline, score_slice
-from batchscore.planning import Endpoints, plan_run
-from batchscore.windows import Window
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints, plan_run
+from batchscore.run.stages import publish_run, run_pipeline, score_slice
+from batchscore.source import slices
+from batchscore.source.extract import render_query, source_batches
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, count, stored_scores
 

@@ -2,14 +2,14 @@ import os
 
 import pytest
 
-from batchscore.airflow_glue import ParamError, failing_fast, run_params
-from batchscore.config import ConfigError
+from batchscore.airflow.glue import ParamError, failing_fast, run_params
 from batchscore.errors import one_line, remedy_of, root_cause
-from batchscore.features import SchemaMismatch
-from batchscore.planning import PlanError
-from batchscore.publish import RejectThresholdExceeded
-from batchscore.registry import RegistryError
-from batchscore.windows import WindowError
+from batchscore.models.registry import RegistryError
+from batchscore.pipeline.config import ConfigError
+from batchscore.pipeline.windows import WindowError
+from batchscore.run.planning import PlanError
+from batchscore.scoring.features import SchemaMismatch
+from batchscore.sink.publish import RejectThresholdExceeded
 
 
 def test_empty_form_means_defaults() -> None:
@@ -51,7 +51,7 @@ def test_hostile_params_are_refused(params: dict, message: str) -> None:
 def test_connection_urls_quote_credentials_and_keep_other_warehouses() -> None:
     from airflow.models.connection import Connection
 
-    from batchscore.airflow_glue import url_of
+    from batchscore.airflow.glue import url_of
 
     pg = Connection(conn_id="x", conn_type="postgres", host="db", port=5432, login="u@x", password="p:/@ss", schema="w")
     assert url_of(pg) == "postgresql://u%40x:p%3A%2F%40ss@db:5432/w"
@@ -75,10 +75,10 @@ def test_slices_times_threads_never_exceed_the_cores(
 ) -> None:
     from pathlib import Path
 
-    from batchscore.airflow_glue import slice_workers
-    from batchscore.config import load_config
+    from batchscore.airflow.glue import slice_workers
+    from batchscore.pipeline.config import load_config
 
-    config = load_config(Path(__file__).resolve().parents[2] / "include" / "pipelines" / "churn.yaml")
+    config = load_config(Path(__file__).resolve().parents[3] / "include" / "pipelines" / "churn.yaml")
     config = config.model_copy(update={"execution": config.execution.model_copy(update=execution)})
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert slice_workers(config, slices) == expected
@@ -128,7 +128,7 @@ def test_one_line_joins_a_multi_line_error_and_caps_its_length() -> None:
 def test_an_mlflow_connection_becomes_a_tracking_uri_the_way_http_connections_do() -> None:
     from airflow.models.connection import Connection
 
-    from batchscore.airflow_glue import tracking_uri_of
+    from batchscore.airflow.glue import tracking_uri_of
 
     assert tracking_uri_of(Connection(conn_id="m", conn_type="http", host="mlflow", port=5000)) == "http://mlflow:5000"
     assert tracking_uri_of(Connection(conn_id="m", conn_type="http", host="https://mlflow.example.com")) == (
@@ -162,7 +162,7 @@ def test_an_mlflow_connection_becomes_a_tracking_uri_the_way_http_connections_do
 def test_mlflow_credentials_go_where_the_mlflow_client_reads_them_not_into_the_uri(
     monkeypatch: pytest.MonkeyPatch, connection: str | None, uri: str, env: dict[str, str]
 ) -> None:
-    from batchscore.airflow_glue import mlflow_tracking_uri
+    from batchscore.airflow.glue import mlflow_tracking_uri
 
     names = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     for name in names:

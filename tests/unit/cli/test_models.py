@@ -17,8 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-from batchscore.cli import main
-from batchscore.registry import ModelRegistry
+from batchscore.cli.main import main
+from batchscore.models.registry import ModelRegistry
 
 
 @pytest.fixture

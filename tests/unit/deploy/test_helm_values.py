@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VALUES = REPO / "deploy" / "helm" / "values.yaml"
 # Top-level keys and, where this file goes deeper, the nested keys the chart declares for them.
 CHART_KEYS: dict[str, set[str] | None] = {

@@ -8,7 +8,7 @@ import pytest
 def test_a_taken_port_is_named_with_the_setting_that_changes_it(tmp_path: Path) -> None:
     import socket
 
-    from batchscore.embedded_pg import EmbeddedPostgres, free_ports
+    from batchscore.local.embedded_pg import EmbeddedPostgres, free_ports
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

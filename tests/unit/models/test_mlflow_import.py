@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchscore.mlflow_import import features_from, read_estimator
-from batchscore.mlflow_source import MlflowArtifact, MlflowSourceError, MlflowVersion
-from batchscore.registry import RegistryError
+from batchscore.models.mlflow_import import features_from, read_estimator
+from batchscore.models.mlflow_source import MlflowArtifact, MlflowSourceError, MlflowVersion
+from batchscore.models.registry import RegistryError
 
 VERSION = MlflowVersion("churn", 3, "run1", "models:/m-1", "mlflow-artifacts:/0/models/m-1/artifacts", "champion")
 
@@ -88,10 +88,10 @@ def test_features_come_from_the_estimator_else_from_the_signature() -> None:
 def test_plan_names_the_missing_tracking_server_and_where_to_give_it() -> None:
     import yaml
 
-    from batchscore.config import parse_config
-    from batchscore.planning import Endpoints, PlanError, resolve_model
+    from batchscore.pipeline.config import parse_config
+    from batchscore.run.planning import Endpoints, PlanError, resolve_model
 
-    data = yaml.safe_load((Path(__file__).parents[2] / "include" / "pipelines" / "churn.yaml").read_text())
+    data = yaml.safe_load((Path(__file__).parents[3] / "include" / "pipelines" / "churn.yaml").read_text())
     data["model"] = {"mlflow": "models:/churn@champion", "mlflow_conn_id": "mlflow_prod"}
     config = parse_config(data, Path("churn.yaml"))
     with pytest.raises(PlanError, match=r"takes its model from MLflow \(models:/churn@champion\) but no tracking") as e:

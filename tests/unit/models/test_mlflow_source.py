@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchscore.mlflow_source import ARTIFACT_PATH, redact_uri
+from batchscore.models.mlflow_source import ARTIFACT_PATH, redact_uri
 
 
 def test_only_plain_relative_model_paths_and_no_credentials_in_recorded_uris() -> None:

@@ -11,7 +11,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
+from batchscore.models.registry import FeatureSpec, ModelRegistry, RegistryError
 
 FEATURES = (FeatureSpec("a", "numeric"), FeatureSpec("b", "numeric"))
 
@@ -153,7 +153,7 @@ def test_loaded_models_are_bounded_and_memory_stays_flat(
     import psutil
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from batchscore import registry as module
+    from batchscore.models import registry as module
 
     x, y = data
     manifests = [

@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchscore.config import ConfigError, load_config, parse_config
-from batchscore.pipeline_folder import load_all, load_each
+from batchscore.pipeline.config import ConfigError, load_config, parse_config
+from batchscore.pipeline.folder import load_all, load_each
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHURN = REPO / "include" / "pipelines" / "churn.yaml"
 
 

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from batchscore.windows import Window, WindowError, last_complete_interval, parse_instant, resolve_window
+from batchscore.pipeline.windows import Window, WindowError, last_complete_interval, parse_instant, resolve_window
 
 DAILY = "0 0 * * *"
 

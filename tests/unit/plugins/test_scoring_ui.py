@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.unit.ui_records import SHADOW, drift_rows, run
+from tests.unit.reports.ui_records import SHADOW, drift_rows, run
 
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
 VENDORED = {
     "chart.umd.min.js": "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2",
     "chartjs-chart-matrix.min.js": "7e0cafdcfed5636319fb779f209230d38b6a3703b4b5f462ecb501fc6008f661",
@@ -25,7 +25,7 @@ VENDORED = {
 
 
 class FakeRecords:
-    """Stands in for batchscore.run_views: records by (pipeline, run_id)."""
+    """Stands in for batchscore.reports.run_views: records by (pipeline, run_id)."""
 
     def __init__(self) -> None:
         self.runs = [run(day) for day in range(6)]

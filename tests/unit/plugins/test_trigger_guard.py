@@ -11,11 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from batchscore.airflow_glue import ParamError, check_trigger_conf
-from batchscore.config import PipelineConfig, load_config
-from batchscore.dag_factory import model_suggestions
-from batchscore.windows import Window, WindowError
-from tests.unit.test_scoring_ui import PLUGINS
+from batchscore.airflow.dag_factory import model_suggestions
+from batchscore.airflow.glue import ParamError, check_trigger_conf
+from batchscore.pipeline.config import PipelineConfig, load_config
+from batchscore.pipeline.windows import Window, WindowError
+from tests.unit.plugins.test_scoring_ui import PLUGINS
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from batchscore import run_charts
-from tests.unit.ui_records import SHADOW, drift_rows, histogram, run
+from batchscore.reports import run_charts
+from tests.unit.reports.ui_records import SHADOW, drift_rows, histogram, run
 
 
 def test_density_integrates_to_one_over_the_score_axis() -> None:

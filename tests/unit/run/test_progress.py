@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from batchscore.progress import Progress
+from batchscore.run.progress import Progress
 
 log = logging.getLogger("test.progress")
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from batchscore.runner import Overlapped
+from batchscore.run.runner import Overlapped
 
 
 class Source:

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from batchscore.compiled_trees import LANES, CompiledTrees, accelerate
+from batchscore.scoring.compiled_trees import LANES, CompiledTrees, accelerate
 
 COLUMNS = ["a", "b", "c", "d"]
 
@@ -143,7 +143,7 @@ def test_a_difference_from_scikit_learn_switches_back_to_it(
     model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(train, target(train) > 0)
     broken = CompiledTrees(model, COLUMNS, np.arange(len(COLUMNS)))
     broken._value = broken._value + 1e-9  # a kernel that is off by a hair
-    with caplog.at_level(logging.WARNING, logger="batchscore.compiled_trees"):
+    with caplog.at_level(logging.WARNING, logger="batchscore.scoring.compiled_trees"):
         assert np.array_equal(broken.predict_proba(score), model.predict_proba(score))
         assert np.array_equal(broken.predict_proba(score), model.predict_proba(score))
     assert "using scikit-learn" in caplog.text

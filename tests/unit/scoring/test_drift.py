@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from batchscore.drift import (
+from batchscore.models.registry import FeatureSpec
+from batchscore.scoring.drift import (
     NULL_BIN,
     OTHER_BIN,
     SCORE,
@@ -20,7 +21,6 @@ from batchscore.drift import (
     evaluate,
     numeric_bins,
 )
-from batchscore.registry import FeatureSpec
 
 FEATURES = (FeatureSpec("spend", "numeric"), FeatureSpec("plan", "categorical", categories=("basic", "gold", "pro")))
 

@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batchscore.features import SchemaMismatch, conform, staged_schema, to_model_frame
-from batchscore.registry import FeatureSpec
+from batchscore.models.registry import FeatureSpec
+from batchscore.scoring.features import SchemaMismatch, conform, staged_schema, to_model_frame
 
 FEATURES = (FeatureSpec("x", "numeric"), FeatureSpec("c", "categorical"))
 

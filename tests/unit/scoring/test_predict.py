@@ -10,9 +10,9 @@ from sklearn.cluster import KMeans
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from batchscore.features import to_model_frame
-from batchscore.predict import score_batch, scorer, scores_schema
-from batchscore.registry import FeatureSpec, ModelRegistry
+from batchscore.models.registry import FeatureSpec, ModelRegistry
+from batchscore.scoring.features import to_model_frame
+from batchscore.scoring.predict import score_batch, scorer, scores_schema
 
 FEATURES = (FeatureSpec("a", "numeric", nullable=False), FeatureSpec("b", "numeric", nullable=False))
 
@@ -82,7 +82,7 @@ def test_gradient_boosting_is_scored_by_compiled_trees_bit_for_bit(
     frame: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(frame, frame["a"] * frame["b"] > 0)
-    with caplog.at_level("INFO", logger="batchscore.compiled_trees"):
+    with caplog.at_level("INFO", logger="batchscore.scoring.compiled_trees"):
         scores = score_with(model, frame, tmp_path)
     assert "compiled trees" in caplog.text
     assert np.array_equal(scores.column("score").to_numpy(), model.predict_proba(frame)[:, 1])

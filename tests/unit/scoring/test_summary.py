@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batchscore.summary import ScoreSummary, merge
+from batchscore.scoring.summary import ScoreSummary, merge
 
 
 def summarise(scores: np.ndarray, labels: list[str]) -> ScoreSummary:

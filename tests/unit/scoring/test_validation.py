@@ -2,8 +2,8 @@ import json
 
 import pyarrow as pa
 
-from batchscore.registry import FeatureSpec
-from batchscore.validation import validate
+from batchscore.models.registry import FeatureSpec
+from batchscore.scoring.validation import validate
 
 FEATURES = (
     FeatureSpec("amount", "numeric", nullable=False),

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from batchscore.config import load_config
-from batchscore.job import MIN_BATCH_ROWS, batch_rows
-from batchscore.slices import WHOLE, KeySlice, chain, slice_count, slice_query
+from batchscore.pipeline.config import load_config
+from batchscore.run.stages import MIN_BATCH_ROWS, batch_rows
+from batchscore.source.slices import WHOLE, KeySlice, chain, slice_count, slice_query
 
-CONFIG = load_config(Path(__file__).resolve().parents[2] / "include" / "pipelines" / "churn.yaml")
+CONFIG = load_config(Path(__file__).resolve().parents[3] / "include" / "pipelines" / "churn.yaml")
 
 
 def members(slices: tuple[KeySlice, ...], key: int | str | None) -> list[int]:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from batchscore.demo import model, segments, spend
-from batchscore.registry import ModelManifest, ModelRegistry, RegistryError
-from batchscore.windows import Window
+from batchscore.local.demo import model, segments, spend
+from batchscore.models.registry import ModelManifest, ModelRegistry, RegistryError
+from batchscore.pipeline.windows import Window
 
 ALIAS = "champion"
 

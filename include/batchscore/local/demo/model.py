@@ -14,11 +14,12 @@ import numpy as np
 import pyarrow as pa
 
 from batchscore import db
-from batchscore.demo.warehouse import CATEGORICAL_FEATURES, NEW_REGION, NUMERIC_FEATURES, true_churn_logit
-from batchscore.features import to_model_frame
-from batchscore.model_intake import drift_reference, reference_frame
-from batchscore.registry import FeatureSpec, ModelManifest, ModelRegistry
-from batchscore.windows import Window
+from batchscore.local.demo.warehouse import CATEGORICAL_FEATURES, NEW_REGION, NUMERIC_FEATURES, true_churn_logit
+from batchscore.models.intake import reference_frame
+from batchscore.models.registry import FeatureSpec, ModelManifest, ModelRegistry
+from batchscore.pipeline.windows import Window
+from batchscore.scoring.drift import drift_reference
+from batchscore.scoring.features import to_model_frame
 
 NOT_NULL_CATEGORIES = {"plan", "region"}
 OUTCOMES = ("churned", "spend_next_30d")

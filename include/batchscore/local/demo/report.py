@@ -12,10 +12,10 @@ from typing import Any
 import psycopg
 
 from batchscore import db, settings
-from batchscore.config import load_config
-from batchscore.demo.catalog import ALIAS, DEMO_MODELS, DemoModel
-from batchscore.local import ADMIN_PASSWORD, ADMIN_USER, LocalStack
-from batchscore.registry import ModelManifest, ModelRegistry
+from batchscore.local.demo.catalog import ALIAS, DEMO_MODELS, DemoModel
+from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER, LocalStack
+from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.pipeline.config import load_config
 
 SCORE_FORMAT = {"classifier": ".4f", "regressor": ".1f"}
 # Column headings for the segment centres (the feature names would make the table 150 characters wide).

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from batchscore.demo.model import feature_specs, read_training_window
-from batchscore.features import to_model_frame
-from batchscore.model_intake import drift_reference, reference_frame
-from batchscore.registry import ModelManifest, ModelRegistry
-from batchscore.windows import Window
+from batchscore.local.demo.model import feature_specs, read_training_window
+from batchscore.models.intake import reference_frame
+from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.pipeline.windows import Window
+from batchscore.scoring.drift import drift_reference
+from batchscore.scoring.features import to_model_frame
 
 SEGMENT_FEATURES = (
     "tenure_days",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchscore.demo.model import accepted_rows, feature_specs, preprocessing, read_training_window, read_window
-from batchscore.demo.warehouse import true_spend_30d
-from batchscore.features import to_model_frame
-from batchscore.model_intake import drift_reference, reference_frame
-from batchscore.registry import ModelManifest, ModelRegistry
-from batchscore.windows import Window
+from batchscore.local.demo.model import accepted_rows, feature_specs, preprocessing, read_training_window, read_window
+from batchscore.local.demo.warehouse import true_spend_30d
+from batchscore.models.intake import reference_frame
+from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.pipeline.windows import Window
+from batchscore.scoring.drift import drift_reference
+from batchscore.scoring.features import to_model_frame
 
 TARGET = "spend_next_30d"
 
