@@ -342,12 +342,12 @@ def _deserialise(what: str, data: bytes) -> Any:
     """Build the estimator from skops bytes: only allowlisted types, then every tree bounds-checked.
 
     The one place bytes become a model (registration, MLflow imports, every slice's load).
-    :mod:`batchscore.trusted_types` refuses any type outside its exact list before skops
-    constructs anything, and :mod:`batchscore.tree_integrity` refuses trees whose indices point
+    :mod:`batchscore.models.trusted_types` refuses any type outside its exact list before skops
+    constructs anything, and :mod:`batchscore.models.tree_integrity` refuses trees whose indices point
     outside their arrays before anything predicts with them.
     """
-    from batchscore.tree_integrity import CorruptTreeModel, check_trees
-    from batchscore.trusted_types import UntrustedModelFile, trusted_names
+    from batchscore.models.tree_integrity import CorruptTreeModel, check_trees
+    from batchscore.models.trusted_types import UntrustedModelFile, trusted_names
 
     sio = _skops_io()
     try:

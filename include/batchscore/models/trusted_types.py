@@ -87,7 +87,7 @@ def trusted_names(what: str, data: bytes, skops_untrusted: list[str]) -> list[st
     if refused:
         raise UntrustedModelFile(
             f"{what} holds types outside the allowlist: {', '.join(sorted(refused))}; "
-            "nothing was built from it (see batchscore.trusted_types)"
+            "nothing was built from it (see batchscore.models.trusted_types)"
         )
     return sorted(untrusted)
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from batchscore.models.registry import RegistryError, _deserialise
-from batchscore.trusted_types import ALLOWED_FUNCTIONS, ALLOWED_NODES, PARTIAL, _resolves_as_listed
+from batchscore.models.trusted_types import ALLOWED_FUNCTIONS, ALLOWED_NODES, PARTIAL, _resolves_as_listed
 from tests.hostile_models import hostile_files
 
 
