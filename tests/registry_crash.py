@@ -11,8 +11,8 @@ import os
 import sys
 from typing import Any
 
-from batchscore import storage
-from batchscore.cli import main
+from batchscore.cli.main import main
+from batchscore.models import storage
 
 CRASH_EXIT = 86
 _create_exclusive = storage.create_exclusive

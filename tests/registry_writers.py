@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from batchscore.cli import main
+from batchscore.cli.main import main
 
 
 def classifiers(count: int) -> tuple[pd.DataFrame, list[LogisticRegression]]:

@@ -35,7 +35,7 @@ def model_registry_root() -> str:
 def registry_lock_url() -> str | None:
     """A PostgreSQL URL whose advisory locks every registry writer takes (``BATCHSCORE_REGISTRY_LOCK_URL``).
 
-    Needed only for a store without an atomic create-if-absent (:mod:`batchscore.registry_lock`).
+    Needed only for a store without an atomic create-if-absent (:mod:`batchscore.models.registry_lock`).
     """
     return os.environ.get("BATCHSCORE_REGISTRY_LOCK_URL") or None
 
