@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from batchscore.local import SERVICES, LocalStack
+from batchscore.local.stack import SERVICES, LocalStack
 
 
 @dataclass(frozen=True, order=True)
