@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from batchscore.config import load_config, parse_config
+from batchscore.pipeline.config import load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
