@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from batchscore.config import PipelineConfig, load_config
-from batchscore.registry import ModelRegistry
-from batchscore.table_names import lineage_view
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.config import PipelineConfig, load_config
+from batchscore.pipeline.table_names import lineage_view
 
 REPO = Path(__file__).resolve().parents[2]
 
