@@ -83,6 +83,7 @@ def politely(
                     return body(conn, waited)
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
                 seen = tuple(holders(conn))
+                conn.rollback()  # end the look's own transaction: each attempt is a transaction, not a savepoint
                 waited_for = LockWait(what, attempts, time.monotonic() - began, seen)
                 if time.monotonic() + pause > deadline:
                     raise LocksBusy(f"gave up after the deadline of {deadline_seconds:.0f}s: {waited_for}") from exc
