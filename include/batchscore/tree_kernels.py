@@ -20,13 +20,22 @@ BLOCK = 1024
 MISSING_CODE = 255
 
 
-def trailing_zeros(mask):  # type: ignore[no-untyped-def]
+def trailing_zeros(mask: Any) -> int:
     """The index of the lowest set bit (replaced by LLVM's ``cttz`` when compiled)."""
     mask = int(mask)
     return (mask & -mask).bit_length() - 1
 
 
-def bin_block(x, start, stop, columns, thresholds, numeric, categorical, codes):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def bin_block(  # noqa: PLR0917
+    x: np.ndarray,
+    start: int,
+    stop: int,
+    columns: np.ndarray,
+    thresholds: np.ndarray,
+    numeric: np.ndarray,
+    categorical: np.ndarray,
+    codes: np.ndarray,
+) -> None:
     """codes[f, r] for rows start..stop of ``x`` (read at column ``columns[f]``), for the used features f.
 
     ``numeric`` and ``categorical`` list the used features of each kind. Numeric: the number of
@@ -60,7 +69,21 @@ def bin_block(x, start, stop, columns, thresholds, numeric, categorical, codes):
             out[r] = np.uint8(v) if (v >= 0.0) and (v < 255.0) else MISSING_CODE
 
 
-def predict_narrow(x, columns, thresholds, numeric, categorical, slot_start, slot_feature, tables, leaf_values, tree_output, baseline, ones, out):  # type: ignore[no-untyped-def]  # noqa: E501, PLR0917
+def predict_narrow(  # noqa: PLR0917 (numba kernels take arrays, not objects)
+    x: np.ndarray,
+    columns: np.ndarray,
+    thresholds: np.ndarray,
+    numeric: np.ndarray,
+    categorical: np.ndarray,
+    slot_start: np.ndarray,
+    slot_feature: np.ndarray,
+    tables: np.ndarray,
+    leaf_values: np.ndarray,
+    tree_output: np.ndarray,
+    baseline: np.ndarray,
+    ones: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """Raw predictions ``out[row, k]`` when every tree has at most 64 leaves (one mask word)."""
     n = x.shape[0]
     n_trees = slot_start.shape[0] - 1
@@ -109,7 +132,21 @@ def predict_narrow(x, columns, thresholds, numeric, categorical, slot_start, slo
                 out[start + r, k] = acc[k, r]
 
 
-def predict_wide(x, columns, thresholds, numeric, categorical, slot_start, slot_feature, tables, leaf_values, tree_output, baseline, ones, out):  # type: ignore[no-untyped-def]  # noqa: E501, PLR0917
+def predict_wide(  # noqa: PLR0917 (numba kernels take arrays, not objects)
+    x: np.ndarray,
+    columns: np.ndarray,
+    thresholds: np.ndarray,
+    numeric: np.ndarray,
+    categorical: np.ndarray,
+    slot_start: np.ndarray,
+    slot_feature: np.ndarray,
+    tables: np.ndarray,
+    leaf_values: np.ndarray,
+    tree_output: np.ndarray,
+    baseline: np.ndarray,
+    ones: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """Raw predictions when some tree has more than 64 leaves: masks of several uint64 words."""
     n = x.shape[0]
     n_trees = slot_start.shape[0] - 1

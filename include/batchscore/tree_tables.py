@@ -118,8 +118,8 @@ def _categorical_right(node: Any, raw_left: np.ndarray, known: np.ndarray) -> np
 
 def _thresholds(bin_mapper: Any, categorical: np.ndarray) -> np.ndarray:
     thresholds = np.full((len(bin_mapper.bin_thresholds_), CODES), np.inf)
-    for f, values in enumerate(bin_mapper.bin_thresholds_):
-        values = np.asarray(values, dtype=np.float64)
+    for f, given in enumerate(bin_mapper.bin_thresholds_):
+        values = np.asarray(given, dtype=np.float64)
         if categorical[f]:
             continue
         if len(values) >= MISSING_CODE or np.any(np.diff(values) <= 0) or np.isnan(values).any():
