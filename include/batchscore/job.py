@@ -41,6 +41,7 @@ from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.runner import Overlapped
 from batchscore.shadow import Challenger, ShadowLoader, ShadowPublish
 from batchscore.slices import KeySlice
+from batchscore.stage_costs import SliceCpu, charge_process_cpu, process_age, timed, uncharged_process_cpu
 from batchscore.summary import ScoreSummary
 from batchscore.windows import Window
 
@@ -77,18 +78,6 @@ def batch_rows(config: PipelineConfig, slice_rows: int | None, workers: int) -> 
     if slice_rows:
         rows = min(rows, max(MIN_BATCH_ROWS, -(-slice_rows // (4 * workers))))
     return rows
-
-
-def _process_age() -> float:
-    """Seconds since this process started (what a task spent before its first query: start-up, imports)."""
-    try:
-        with open(f"/proc/{os.getpid()}/stat") as handle:
-            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as handle:
-            uptime = float(handle.read().split()[0])
-        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def default_workers(threads_per_slice: int | None = None) -> tuple[int, int]:
@@ -138,28 +127,18 @@ def score_slice(
     with reading and loading on threads of their own. A retry replaces exactly this slice.
     """
     started = time.perf_counter()
-    startup = _process_age()
+    startup = process_age()
+    cpu_at_start = time.process_time()
     workers, threads = default_workers(workers)
     manifest = _manifest(config, endpoints, plan)
     registry = ModelRegistry(endpoints.registry)
     slice_estimate = -(-plan.estimated_rows // len(plan.slices)) if plan.estimated_rows else None
-    with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
-        loading = pool.submit(load_model, config, registry, manifest, plan.model_sha256, True)
-        source_schema, batches = source_batches(
-            endpoints.source_url,
-            config.source.query,
-            plan.window,
-            config.entity_key,
-            key_slice,
-            batch_rows(config, slice_estimate, workers),
-        )
-        try:
-            schema = staged_schema(source_schema, config.entity_key, manifest.features)
-            model = scorer(loading.result(), manifest)
-        except BaseException:
-            batches.close()  # type: ignore[attr-defined]  # a generator: closes the source connection
-            raise
-    target = prepare_slice(
+    helpers = ThreadPoolExecutor(2, thread_name_prefix="model")
+    # The model loads (and its compiled scorer is built) while the source query starts and the
+    # first batches are read: a batch waits for the model in its scoring thread, not the reader.
+    loading = helpers.submit(timed, load_model, config, registry, manifest, plan.model_sha256, True)
+    preparing = helpers.submit(
+        prepare_slice,
         endpoints.scores_url,
         pipeline=config.name,
         output_table=config.output.table,
@@ -168,16 +147,33 @@ def score_slice(
         manifest=manifest,
         key_slice=key_slice,
     )
+    helpers.shutdown(wait=False)
+    source_schema, batches = source_batches(
+        endpoints.source_url,
+        config.source.query,
+        plan.window,
+        config.entity_key,
+        key_slice,
+        batch_rows(config, slice_estimate, workers),
+    )
+    try:
+        schema = staged_schema(source_schema, config.entity_key, manifest.features)
+        target = preparing.result()
+    except BaseException:
+        batches.close()  # type: ignore[attr-defined]  # a generator: closes the source connection
+        raise
     out_schema = scores_schema(config.entity_key, schema.field(config.entity_key).type)
     challenger = _challenger(config, endpoints, plan, manifest, key_slice, out_schema) if plan.shadow_name else None
     score_seconds = [0.0]
+    score_cpu = [0.0]
     drift_seconds = [0.0]  # CPU seconds counting the rows into the drift reference's bins
     lock = threading.Lock()
 
     drift = drift_counter(config, manifest)
 
     def work(batch: pa.RecordBatch) -> ScoredBatch:
-        began = time.perf_counter()
+        model = scorer(loading.result()[0], manifest)  # the first batches wait here for the model
+        began, cpu = time.perf_counter(), time.thread_time()
         scored = score_batch(
             conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
         )
@@ -189,6 +185,7 @@ def score_slice(
         counted = time.thread_time() - counting
         with lock:
             score_seconds[0] += time.perf_counter() - began
+            score_cpu[0] += time.thread_time() - cpu
             drift_seconds[0] += counted
         return replace(scored, clean=None)  # the rows wait for the loader: only their scores are needed
 
@@ -215,6 +212,7 @@ def score_slice(
             progress.add(result.rows_in)
             yield from result.scores.to_batches()
 
+    load_cpu = time.thread_time()
     shadow = None
     try:
         ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
@@ -241,10 +239,20 @@ def score_slice(
         for batch in read_scores(endpoints.scores_url, target):
             summary.add(batch)
     seconds = time.perf_counter() - started
+    cpu = SliceCpu(
+        startup=uncharged_process_cpu(cpu_at_start),
+        model=loading.result()[1],
+        read=stream.read.cpu_seconds,
+        score=score_cpu[0],
+        load=time.thread_time() - load_cpu,
+        total=time.process_time() - cpu_at_start,
+    )
+    charge_process_cpu()
     first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
     log.info(
         "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs, first row at %.1fs "
-        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s) (drift %.2f), key check %.1fs",
+        "after process start (model ready at %.1fs); read %.1fs, scoring %.1f thread-s on %d thread(s) (drift %.2f), "
+        "key check %.1fs; CPU %s",
         key_slice.describe(),
         counts["in"],
         counts["scored"],
@@ -253,11 +261,13 @@ def score_slice(
         counts["in"] / seconds if seconds else 0.0,
         startup,
         first_row,
+        startup + loading.result()[2] - started,
         stream.read.seconds,
         score_seconds[0],
         workers,
         drift_seconds[0],
         unique_key_seconds,
+        cpu.describe(),
     )
     return SliceResult(
         index=key_slice.index,
@@ -281,6 +291,7 @@ def score_slice(
         drift=drift.partial() if drift is not None else None,
         drift_seconds=round(drift_seconds[0], 3),
         shadow=shadow.to_dict() if shadow is not None else None,
+        cpu=cpu.to_dict(),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import psycopg
@@ -26,6 +26,7 @@ from batchscore.errors import PermanentError
 from batchscore.load import drop_run_slices
 from batchscore.output_table import swap_window
 from batchscore.shadow import ShadowPublish, publish_shadow
+from batchscore.stage_costs import RunCpu
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class SliceResult:
     drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.drift)
     drift_seconds: float = 0.0  # CPU seconds counting rows into the drift bins (on the scoring threads)
     shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.shadow.ShadowSlice), if any
+    cpu: dict[str, float] | None = None  # CPU seconds per stage (batchscore.stage_costs.SliceCpu)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +222,7 @@ def publish_window(
     slices (``shadow``) become its table's window in the same transaction, or are dropped with them.
     """
     started = time.perf_counter()
+    publish_cpu = time.thread_time()
     slices = sorted(slices, key=lambda s: s.index)
     totals = runs.RunTotals(
         rows_read=sum(s.rows_in for s in slices),
@@ -248,6 +251,7 @@ def publish_window(
         # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
         with db.pg_connect(url) as conn:
             _keep_rejects(conn, pipeline, window, run_id, slices)
+            totals = replace(totals, cpu=_run_cpu(slices, time.thread_time() - publish_cpu))
             runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
             if report is not None:
                 runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
@@ -274,7 +278,8 @@ def publish_window(
                     publish_shadow(conn, shadow, window, slices)
         seconds = time.perf_counter() - started
         status = "dry_run" if dry_run else "success"
-        runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds))
+        totals = replace(totals, load_seconds=seconds, cpu=_run_cpu(slices, time.thread_time() - publish_cpu))
+        runs.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=totals)
         if report is not None:
             runs.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
         if shadow is not None:
@@ -298,7 +303,6 @@ def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow
         drop_run_slices(url, pipeline=pipeline, output_table=shadow.table, run_id=run_id)
 
 
-def _with_load(totals: runs.RunTotals, seconds: float) -> runs.RunTotals:
-    from dataclasses import replace
-
-    return replace(totals, load_seconds=seconds)
+def _run_cpu(slices: Sequence[SliceResult], publish_cpu: float) -> RunCpu:
+    """The run's CPU per stage: the slices' summed, this publish's own (the client side of its transaction)."""
+    return RunCpu.of((s.cpu for s in slices), publish_cpu, sum(s.rows_scored for s in slices))

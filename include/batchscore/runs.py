@@ -16,6 +16,7 @@ from psycopg import sql
 
 from batchscore import db, settings
 from batchscore.drift import DriftReport
+from batchscore.stage_costs import RunCpu
 from batchscore.windows import Window
 
 
@@ -62,7 +63,9 @@ def record_start(
             extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL, plan_seconds = NULL,
             slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, failed_stage = NULL,
             remedy = NULL, drift_status = NULL, drift_max_psi = NULL, shadow = NULL, started_at = now(),
-            finished_at = NULL
+            finished_at = NULL, read_cpu_seconds = NULL, score_cpu_seconds = NULL, load_cpu_seconds = NULL,
+            publish_cpu_seconds = NULL, startup_cpu_seconds = NULL, model_cpu_seconds = NULL, cpu_seconds = NULL,
+            rows_per_cpu_second = NULL
         """,
         (
             pipeline,
@@ -100,6 +103,7 @@ class RunTotals:
     score_summary: dict[str, object]
     lineage_id: int | None
     slices: list[dict[str, Any]]
+    cpu: RunCpu | None = None  # CPU seconds per stage, rows per CPU second
 
 
 def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, status: str, totals: RunTotals) -> None:
@@ -109,7 +113,9 @@ def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
         UPDATE scoring.scoring_runs SET status = %s, rows_read = %s, rows_scored = %s, rows_rejected = %s,
             rows_written = %s, extract_seconds = %s, predict_seconds = %s, load_seconds = %s,
             score_summary = %s::jsonb, lineage_id = %s, slices = %s::jsonb, error = NULL, failed_stage = NULL,
-            remedy = NULL, finished_at = now()
+            remedy = NULL, finished_at = now(), read_cpu_seconds = %s, score_cpu_seconds = %s,
+            load_cpu_seconds = %s, publish_cpu_seconds = %s, startup_cpu_seconds = %s, model_cpu_seconds = %s,
+            cpu_seconds = %s, rows_per_cpu_second = %s
         WHERE pipeline = %s AND run_id = %s
         """,
         (
@@ -124,10 +130,18 @@ def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
             json.dumps(totals.score_summary),
             totals.lineage_id,
             json.dumps(totals.slices),
+            *_cpu_values(totals.cpu),
             pipeline,
             run_id,
         ),
     )
+
+
+def _cpu_values(cpu: RunCpu | None) -> tuple[float | None, ...]:
+    """The run's CPU columns in ``record_finish``'s order (all NULL when the slices recorded none)."""
+    if cpu is None:
+        return (None,) * 8
+    return (cpu.read, cpu.score, cpu.load, cpu.publish, cpu.startup, cpu.model, cpu.total, cpu.rows_per_cpu_second)
 
 
 def record_drift(
@@ -240,6 +254,14 @@ RUN_COLUMNS = (
     "drift_max_psi",
     "shadow",
     "model_source",
+    "read_cpu_seconds",
+    "score_cpu_seconds",
+    "load_cpu_seconds",
+    "publish_cpu_seconds",
+    "startup_cpu_seconds",
+    "model_cpu_seconds",
+    "cpu_seconds",
+    "rows_per_cpu_second",
     "started_at",
     "finished_at",
 )

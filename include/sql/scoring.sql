@@ -65,7 +65,16 @@ BEGIN
             ('scoring_runs', 'drift_status', 'text'),                    -- ok, warn, held or few_rows; NULL: not watched
             ('scoring_runs', 'drift_max_psi', 'double precision'),       -- the largest PSI of the run's drift rows
             ('scoring_runs', 'shadow', 'jsonb'),                         -- the challenger: model, table, agreement
-            ('scoring_runs', 'model_source', 'jsonb')                    -- where the model came from (MLflow: uri, version, run)
+            ('scoring_runs', 'model_source', 'jsonb'),                   -- where the model came from (MLflow: uri, version, run)
+            -- CPU seconds per stage, summed over the slices (batchscore.stage_costs); the engine's processes only
+            ('scoring_runs', 'read_cpu_seconds', 'double precision'),    -- decoding the source's stream
+            ('scoring_runs', 'score_cpu_seconds', 'double precision'),   -- validation, prediction, drift counts
+            ('scoring_runs', 'load_cpu_seconds', 'double precision'),    -- the COPY into the slice tables, key checks
+            ('scoring_runs', 'publish_cpu_seconds', 'double precision'), -- the publish transaction (client side)
+            ('scoring_runs', 'startup_cpu_seconds', 'double precision'), -- task processes before their slice: imports
+            ('scoring_runs', 'model_cpu_seconds', 'double precision'),   -- loading the model, building its scorer
+            ('scoring_runs', 'cpu_seconds', 'double precision'),         -- all of the run's slice processes and publish
+            ('scoring_runs', 'rows_per_cpu_second', 'double precision')  -- rows scored per CPU second of all of it
         ) AS t (tab, col, definition)
         WHERE NOT EXISTS (
             SELECT 1 FROM information_schema.columns c

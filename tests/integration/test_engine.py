@@ -79,6 +79,46 @@ def test_scores_equal_the_models_own_predictions_on_exactly_the_window(services:
     assert record["score_summary"]["mean"] == pytest.approx(expected["score"].mean(), rel=1e-9)
 
 
+def test_the_run_records_its_cpu_seconds_per_stage(services: Services) -> None:
+    """Cost per prediction: CPU per stage per slice and summed, and rows per CPU second, in scoring_runs."""
+    window = day(3)
+    config = churn_config(execution=churn_config().execution.model_copy(update={"slice_rows": 500}))
+    run_pipeline(config, endpoints(services), window=window, run_id="it__cpu", max_slices=2)
+    record = run_record(services.scores_url, "churn", "it__cpu")
+    assert record is not None
+    stages = ("read", "score", "load", "publish", "startup", "model")
+    costs = {stage: record[f"{stage}_cpu_seconds"] for stage in stages}
+    assert all(v is not None and v >= 0 for v in costs.values()), costs
+    assert costs["score"] > 0  # the slices scored thousands of rows
+    slices = record["slices"]
+    assert len(slices) == 2
+    assert costs["score"] == pytest.approx(sum(s["cpu"]["score"] for s in slices), abs=2e-3)
+    assert costs["read"] == pytest.approx(sum(s["cpu"]["read"] for s in slices), abs=2e-3)
+    total = sum(s["cpu"]["startup"] + s["cpu"]["total"] for s in slices) + costs["publish"]
+    assert record["cpu_seconds"] == pytest.approx(total, abs=5e-3)
+    assert all(s["cpu"]["total"] >= s["cpu"]["score"] for s in slices)
+    assert record["rows_per_cpu_second"] == pytest.approx(record["rows_scored"] / record["cpu_seconds"], rel=1e-3)
+
+
+def test_cpu_columns_are_added_to_a_database_made_before_them(services: Services) -> None:
+    """scoring.sql adds the CPU columns in place; applying it again leaves them."""
+    from batchscore.runs import apply_schema
+
+    with psycopg.connect(services.scores_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE scoring.scoring_runs DROP COLUMN IF EXISTS rows_per_cpu_second")
+        conn.execute("ALTER TABLE scoring.scoring_runs DROP COLUMN IF EXISTS score_cpu_seconds")
+        apply_schema(conn)
+        apply_schema(conn)
+        names = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'scoring' AND table_name = 'scoring_runs'"
+            ).fetchall()
+        }
+    assert {"rows_per_cpu_second", "score_cpu_seconds", "read_cpu_seconds", "publish_cpu_seconds"} <= names
+
+
 def test_rerun_replaces_the_window_and_never_duplicates(services: Services) -> None:
     window = day(2)
     first = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__rerun1")
