@@ -8,7 +8,8 @@ Python process so no path inherits another's imports, caches or heap:
     pandas_adbc  pandas.read_sql / to_sql over an ADBC connection (binary COPY both ways)
     polars_adbc  polars read_database_uri / write_database with engine="adbc"
     floor        the sum of three parts, each alone: binary COPY out to a discarding client,
-                 predict_proba on the in-memory window, ADBC ingest into an UNLOGGED table
+                 predict on the in-memory window (compiled trees; scikit-learn's predict_proba measured
+                 beside), ADBC ingest into an UNLOGGED table
     engine       batchscore.job.run_pipeline (plan, extract, predict, load)
     engine_no_drift  the same with drift.policy off (what watching drift costs)
 
@@ -62,6 +63,7 @@ from benchkit.report import (
     Report,
     check_rows,
     check_scores,
+    cpu_per_stage,
     dag_lines,
     dag_summary,
     drift_cost,
@@ -244,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"fraction_of_floor={s['fraction_of_floor']:.2f}  run_pipeline extra kwargs: {report.run_pipeline_kwargs}"
     )
     print(where_the_time_goes(report))
+    print(cpu_per_stage(report))
     print(drift_cost(report))
     if ns.keep_server:
         print(f"server kept running: {url}")

@@ -151,6 +151,8 @@ def build_tables(trees: Any) -> TreeTables:
         for i in np.flatnonzero(~nodes["is_leaf"].astype(bool)):
             node = nodes[i]
             f = int(node["feature_idx"])
+            if not 0 <= f < len(categorical):  # the kernels index without bounds checks
+                raise Unsupported(f"a split reads feature {f}, past the model's {len(categorical)} features")
             if bool(node["is_categorical"]) != bool(categorical[f]):
                 raise Unsupported(f"a split on feature {f} disagrees with the bin mapper on whether it is categorical")
             if categorical[f]:

@@ -100,6 +100,7 @@ def run_details(pipeline: str, run_id: str, windows: int) -> dict[str, Any] | No
             "trend": run_charts.trend(series),
             "drift": run_charts.drift_heatmap(series, drift),
             "shadow": run_charts.shadow_trend(series),
+            "cost": run_charts.cost_trend(series),
         },
         "feature_drift": run_charts.feature_drift(drift, run_id),
         "reject_reasons": run_views.reject_reasons(url, pipeline, run_id),

@@ -136,7 +136,7 @@ def test_overview_filters_are_kept_and_refuse_hostile_values(ui: TestClient) -> 
 def test_run_page_draws_every_chart_that_has_data(ui: TestClient, records: FakeRecords) -> None:
     record = records.runs[5]
     page = ui.get("/run", params={"pipeline": "churn", "run_id": record["run_id"]}).text
-    for chart in ("distribution", "reference", "trend", "drift", "shadow"):
+    for chart in ("distribution", "reference", "trend", "drift", "shadow", "cost"):
         assert f'data-chart="{chart}"' in page, chart
     data = chart_data(page)
     assert data["distribution"]["counts"] == record["score_summary"]["histogram"]["counts"]
@@ -148,6 +148,9 @@ def test_run_page_draws_every_chart_that_has_data(ui: TestClient, records: FakeR
     assert "scoring.churn_scores_shadow" in page
     assert 'class="n rows-read">3,000<' in page
     assert 'class="n rows-rejected">35 (1.17%)<' in page
+    assert 'class="n rows-per-cpu">849<' in page  # 2,970 rows over 3.5 CPU seconds
+    assert data["cost"]["run_ids"][-1] == record["run_id"]
+    assert data["cost"]["cpu_per_mrow"][-1] == pytest.approx(3.5 / 2_970 * 1e6)
 
 
 def test_run_page_without_drift_or_challenger_draws_neither(ui: TestClient, records: FakeRecords) -> None:
