@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -32,7 +33,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit.data import (
+
+def _model_from_argv(argv: Sequence[str]) -> None:
+    """``--model`` picks the bench model before benchkit reads it (at import), here and in the workers."""
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            os.environ["BENCH_MODEL"] = argv[i + 1]
+        elif arg.startswith("--model="):
+            os.environ["BENCH_MODEL"] = arg.split("=", 1)[1]
+
+
+_model_from_argv(sys.argv)
+
+from benchkit.data import (  # noqa: E402 (after --model is read)
     BENCH_DIR,
     DATABASE,
     ENGINE_QUERY,
@@ -57,9 +70,9 @@ from benchkit.data import (
     table_rows,
     warm_cache,
 )
-from benchkit.harness import Measurement, combine_floor, median_of, run_path, worker_command
-from benchkit.paths import WORKERS, WorkerArgs, engine_kwargs, run_worker_mode
-from benchkit.report import (
+from benchkit.harness import Measurement, combine_floor, median_of, run_path, worker_command  # noqa: E402
+from benchkit.paths import WORKERS, WorkerArgs, engine_kwargs, run_worker_mode  # noqa: E402
+from benchkit.report import (  # noqa: E402
     Report,
     check_rows,
     check_scores,
@@ -82,6 +95,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-naive", action="store_true", help="skip the naive path (minutes at 2M+ rows)")
     parser.add_argument("--paths", default="a,b,c,d,e", help="paths to run: letters a-e or names (default all)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the table and retrain the model")
+    parser.add_argument(
+        "--model",
+        choices=("trees", "pipeline"),
+        default=None,
+        help="trees: the bare HistGradientBoostingClassifier (default); pipeline: ColumnTransformer(imputer, "
+        "one-hot) -> the same trees, over a text column the query derives (sets BENCH_MODEL for the workers)",
+    )
     parser.add_argument(
         "--slice-rows", "--part-rows", dest="part_rows", type=int, default=None, help="execution.slice_rows"
     )

@@ -116,6 +116,11 @@ def cpu_per_stage(report: Report) -> str:
             f"predict alone {predict.extra['compiled_cpu'] * per_m:.2f} CPU-s compiled trees, "
             f"{predict.extra['sklearn_cpu'] * per_m:.2f} CPU-s scikit-learn's predict_proba"
         )
+    if predict is not None and "prep_cpu" in predict.extra:
+        cost.append(
+            f"of which the Pipeline's steps before the trees {predict.extra['prep_cpu'] * per_m:.2f} CPU-s, "
+            f"the compiled trees {predict.extra['trees_cpu'] * per_m:.2f} CPU-s"
+        )
     if "floor_ingest" in parts:
         cost.append(f"ingest {parts['floor_ingest'].seconds * per_m:.2f} s (floor)")
     if cost:

@@ -1,6 +1,7 @@
 """The compiled tree walk gives scikit-learn's histogram gradient boosting output bit for bit, or steps aside."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -180,3 +181,44 @@ def test_threads_follow_the_callers_openmp_limit(train: pd.DataFrame) -> None:
         assert fast._threads() == 1  # parallel tasks x threads <= cores, as for scikit-learn's own predictor
     with threadpool_limits(limits=2):
         assert fast._threads() == 2
+
+
+def _fresh_process(code: str, env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_a_linear_model_never_loads_numba() -> None:
+    """Lean start-up: numba is imported only when a tree model is compiled."""
+    code = (
+        "import sys, numpy as np\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from batchscore.scoring.compiled_trees import accelerate\n"
+        "x = np.random.default_rng(0).normal(size=(50, 2))\n"
+        "model = LogisticRegression().fit(x, x[:, 0] > 0)\n"
+        "assert accelerate(model, ['a', 'b']) is model\n"
+        "print('numba' in sys.modules)\n"
+    )
+    assert _fresh_process(code, {}) == "False"
+
+
+def test_a_fresh_worker_caches_the_kernels_where_numba_cache_dir_says(tmp_path: Path) -> None:
+    """A read-only install: the operator (or the fallback) points NUMBA_CACHE_DIR at a writable place."""
+    code = (
+        "import numpy as np, pandas as pd\n"
+        "from sklearn.ensemble import HistGradientBoostingRegressor\n"
+        "from batchscore.scoring.compiled_trees import accelerate, numba_cache_dir\n"
+        "x = pd.DataFrame(np.random.default_rng(0).normal(size=(300, 2)), columns=['a', 'b'])\n"
+        "model = HistGradientBoostingRegressor(max_iter=3).fit(x, x['a'])\n"
+        "fast = accelerate(model, ['a', 'b'])\n"
+        "assert np.array_equal(fast.predict(x), model.predict(x))\n"
+        "print(numba_cache_dir())\n"
+    )
+    assert _fresh_process(code, {"NUMBA_CACHE_DIR": str(tmp_path)}) == str(tmp_path)
+    assert any(p.suffix == ".nbi" for p in tmp_path.rglob("*"))  # the kernels' index, for the next process
