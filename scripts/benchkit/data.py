@@ -166,7 +166,7 @@ def train_model() -> tuple[Any, pa.Table]:
     model.fit(frame, y)
     columns = {name: pa.array(frame[name].to_numpy()) for name in FEATURES}
     if PIPELINE:
-        columns["plan"] = pa.array(frame["plan"].tolist(), pa.string())
+        columns["plan"] = pa.array([v if isinstance(v, str) else None for v in frame["plan"]], pa.string())
     return model, pa.table(columns)
 
 
