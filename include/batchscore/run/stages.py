@@ -212,6 +212,7 @@ def score_slice(
             counts["rejected"] += result.rejects.num_rows
             progress.add(result.rows_in)
             yield from result.scores.to_batches()
+        loading.result()  # a model that failed to load fails the slice before its load commits, rows or none
 
     load_cpu = time.thread_time()
     shadow = None
