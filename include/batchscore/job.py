@@ -42,6 +42,7 @@ from batchscore.runner import Overlapped
 from batchscore.shadow import Challenger, ShadowLoader, ShadowPublish
 from batchscore.slices import KeySlice
 from batchscore.summary import ScoreSummary
+from batchscore.volume_guard import VolumeGuard
 from batchscore.windows import Window
 
 log = logging.getLogger(__name__)
@@ -318,6 +319,7 @@ def publish_run(
         shadow=ShadowPublish(config.shadow_table, plan.shadow_name, plan.shadow_version or 0, plan.shadow_sha256 or "")
         if plan.shadow_name
         else None,
+        volume=VolumeGuard.of(config.validation, allow_shrink=plan.allow_shrink),
     )
 
 
@@ -363,6 +365,7 @@ def run_pipeline(
     dry_run: bool = False,
     parallel: int | None = None,
     max_slices: int = 1,
+    allow_shrink: bool = False,
 ) -> PublishResult:
     """All stages in this process (the command line's and the benchmark's path).
 
@@ -381,6 +384,7 @@ def run_pipeline(
             dry_run=dry_run,
             max_slices=max_slices,
             preload=True,
+            allow_shrink=allow_shrink,
         )
         stage = "score_slice"
         results = [score_slice(config, endpoints, plan, s, workers=parallel) for s in plan.key_slices]

@@ -21,6 +21,7 @@ from batchscore.extract import estimate_rows, probe_schema, render_query
 from batchscore.features import staged_schema
 from batchscore.output_table import ensure_output_table, pg_key_type
 from batchscore.predict import scorer
+from batchscore.published_windows import check_no_overlap
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.slices import KeySlice
 from batchscore.windows import Window
@@ -61,6 +62,7 @@ class RunPlan:
     shadow_name: str | None = None  # the challenger, resolved once (config.shadow)
     shadow_version: int | None = None
     shadow_sha256: str | None = None
+    allow_shrink: bool = False  # the operator lets this run publish below the volume guard (batchscore.volume_guard)
 
     @property
     def window(self) -> Window:
@@ -216,12 +218,14 @@ def plan_run(
     dry_run: bool = False,
     max_slices: int | None = None,
     preload: bool = False,
+    allow_shrink: bool = False,
 ) -> RunPlan:
     """Resolve and verify everything the run needs, cut the window into slices, record the run as running.
 
     The model is checked (see :func:`_check_model`; loaded too with ``preload``) on a thread
     while the source is probed, so a bad model or schema fails here, once, before anything
-    is written.
+    is written. A window overlapping a published window of the pipeline's table without
+    equal bounds is refused here too (:func:`~batchscore.published_windows.check_no_overlap`).
     """
     started = time.perf_counter()
     registry = ModelRegistry(endpoints.registry)
@@ -259,12 +263,14 @@ def plan_run(
         shadow_name=challenger.name if challenger else None,
         shadow_version=challenger.version if challenger else None,
         shadow_sha256=challenger.sha256 if challenger else None,
+        allow_shrink=allow_shrink,
     )
     with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
         runs.apply_schema(conn)
         _check_table_owner(conn, config)
         key_type = pg_key_type(schema.field(config.entity_key).type)
         ensure_output_table(conn, config.output.table, config.entity_key, key_type)
+        check_no_overlap(conn, config.name, config.output.table, window)
         if challenger is not None:
             ensure_output_table(conn, config.shadow_table, config.entity_key, key_type)
         runs.record_start(
