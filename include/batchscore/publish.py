@@ -313,7 +313,7 @@ def _guard_volume(  # noqa: PLR0917 (publish_window's two call sites)
         return
     verdict = judge(conn, guard, output_table, window, rows)
     if verdict.held and not dry_run:
-        raise VolumeGuardHeld(f"{verdict.cause()}; nothing was published for window {window}", verdict=verdict)
+        raise VolumeGuardHeld(verdict.cause(window), verdict=verdict)
     if verdict.held:
         log.warning("publish (dry run): a real run would be held: %s", verdict.cause())
     elif verdict.allowed:

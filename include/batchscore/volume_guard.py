@@ -82,8 +82,8 @@ class VolumeVerdict:
     def record(self) -> dict[str, Any]:
         return asdict(self)
 
-    def cause(self) -> str:
-        """The one-line cause for the run record and the task log."""
+    def cause(self, window: Window | None = None) -> str:
+        """The one-line cause for the run record and the task log; with ``window``, as the held run's error."""
         if self.basis == "window":
             why = f"< {self.fraction:.0%} of the {self.baseline:,} the window holds now"
         elif self.basis == "history":
@@ -94,7 +94,8 @@ class VolumeVerdict:
         else:
             why = f"< min_rows {self.required:,}" + (" (the source returned no rows)" if not self.rows else "")
         what = "replace" if self.basis == "window" else "publish"
-        return f"volume guard: {self.rows:,} rows {why}; pass allow_shrink: true to {what}"
+        held = f"; nothing was published for window {window}" if window is not None else ""
+        return f"volume guard: {self.rows:,} rows {why}{held}; pass allow_shrink: true to {what}"
 
 
 # Per window of the pipeline's table, its latest publish: the rows it holds (lineage rows of
