@@ -151,14 +151,15 @@ def window_from_context(config: PipelineConfig, context: Any) -> Window:
     """
     start, end, _, _ = run_params(dict(context["params"]))
     if (start is not None or end is not None) and is_backfill(context):
+        interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
         log.warning(
             "window_start/window_end (%s, %s) ignored: run %s is a backfill run, which scores its own data "
             "interval [%s, %s); to score one window, trigger a manual run with it",
             start,
             end,
             context["run_id"],
-            context.get("data_interval_start"),
-            context.get("data_interval_end"),
+            interval_start.isoformat() if interval_start else None,
+            interval_end.isoformat() if interval_end else None,
         )
         start = end = None
     return resolve_window(
