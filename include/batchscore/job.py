@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 
 import pyarrow as pa
 
@@ -31,7 +32,6 @@ from batchscore.load import (
     ingest_scores,
     prepare_slice,
     read_scores,
-    remove_duplicate_keys,
 )
 from batchscore.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.predict import ScoredBatch, score_batch, scorer, scores_schema
@@ -40,6 +40,7 @@ from batchscore.publish import DriftGate, PublishResult, SliceResult, publish_wi
 from batchscore.registry import ModelManifest, ModelRegistry
 from batchscore.runner import Overlapped
 from batchscore.shadow import Challenger, ShadowLoader, ShadowPublish
+from batchscore.slice_duplicates import settle_duplicates
 from batchscore.slices import KeySlice
 from batchscore.summary import ScoreSummary
 from batchscore.volume_guard import VolumeGuard
@@ -177,13 +178,14 @@ def score_slice(
 
     drift = drift_counter(config, manifest)
 
-    def work(batch: pa.RecordBatch) -> ScoredBatch:
+    def work(batch: pa.RecordBatch) -> tuple[ScoredBatch, pa.Table | None]:
         began = time.perf_counter()
         scored = score_batch(
             conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
         )
+        theirs = None
         if challenger is not None and scored.clean is not None:
-            challenger.score(scored.clean, scored.scores)
+            theirs = challenger.score(scored.clean, scored.scores)
         counting = time.thread_time()  # CPU time: what drift costs, even on a busy machine
         if drift is not None and scored.clean is not None:
             drift.add(scored.clean, scored.scores)
@@ -191,7 +193,7 @@ def score_slice(
         with lock:
             score_seconds[0] += time.perf_counter() - began
             drift_seconds[0] += counted
-        return replace(scored, clean=None)  # the rows wait for the loader: only their scores are needed
+        return replace(scored, clean=None), theirs  # the rows wait for the loader: only their scores are needed
 
     def limit_threads() -> None:
         from threadpoolctl import threadpool_limits
@@ -206,7 +208,9 @@ def score_slice(
     keys: list[pa.ChunkedArray] = []  # the scored keys: 8 bytes a row for integer keys, checked once at the end
 
     def scored_batches():  # type: ignore[no-untyped-def]
-        for result in stream:
+        for result, theirs in stream:
+            if challenger is not None and theirs is not None:  # in the source's order, as the champion's
+                challenger.loader.write(theirs)
             rejects.write(result.rejects)
             summary.add(result.scores)
             keys.append(result.scores.column(config.entity_key))
@@ -227,13 +231,20 @@ def score_slice(
     checking = time.perf_counter()
     duplicates = 0
     if has_duplicate_keys(keys):
-        duplicates = remove_duplicate_keys(
-            endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys
+        duplicates, shadow = settle_duplicates(
+            endpoints.scores_url,
+            config,
+            manifest,
+            target,
+            keys,
+            schema,
+            drift,
+            challenger,
+            shadow,
+            partial(
+                source_batches, endpoints.source_url, config.source.query, plan.window, config.entity_key, key_slice
+            ),
         )
-        if challenger is not None:  # the challenger scored the same rows: the same keys go
-            remove_duplicate_keys(
-                endpoints.scores_url, challenger.loader.target, config.entity_key, config.validation.duplicate_keys
-            )
     unique_key_seconds = time.perf_counter() - checking
     if duplicates:  # the summary counted those rows: summarise what the slice now holds
         counts["scored"] -= duplicates
