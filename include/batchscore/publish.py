@@ -317,7 +317,7 @@ def _guard_volume(  # noqa: PLR0917 (publish_window's two call sites)
     if verdict.held:
         log.warning("publish (dry run): a real run would be held: %s", verdict.cause())
     elif verdict.allowed:
-        log.warning("publish: %s, but allow_shrink is set: window %s is replaced", verdict.cause(), window)
+        log.warning("publish: %s; allow_shrink is set, so window %s is published", verdict.cause(), window)
     runs.record_volume(conn, pipeline=pipeline, run_id=run_id, verdict=verdict.record())
 
 
