@@ -88,8 +88,17 @@ def test_allow_shrink_from_the_trigger_form_reaches_the_volume_guard(churn_dag, 
     """A window with no source rows: held once (no retry) naming the guard; allow_shrink: true publishes it."""
     from datetime import UTC, datetime
 
+    params = churn_dag.params
+    assert params.get_param("allow_shrink").schema["title"] == "Allow shrink"
     start = datetime(2025, 2, 1, tzinfo=UTC)  # long before the seeded warehouse: no rows
-    conf = {"window_start": start.isoformat(), "window_end": (start + timedelta(days=1)).isoformat()}
+    # Every field given: dag.test() keeps an earlier test's run_conf in this module's DAG object.
+    conf = {
+        "window_start": start.isoformat(),
+        "window_end": (start + timedelta(days=1)).isoformat(),
+        "model_version": None,
+        "dry_run": False,
+        "allow_shrink": False,
+    }
     held = churn_dag.test(run_conf=conf)
     assert held.state == "failed"
     publish = held.get_task_instance("publish")
@@ -107,9 +116,6 @@ def test_allow_shrink_from_the_trigger_form_reaches_the_volume_guard(churn_dag, 
     assert record is not None
     assert (record["status"], record["rows_written"]) == ("success", 0)
     assert (record["volume"]["held"], record["volume"]["allowed"]) == (False, True)
-    params = churn_dag.params
-    assert params["allow_shrink"] is False
-    assert params.get_param("allow_shrink").schema["title"] == "Allow shrink"
 
 
 def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: Services) -> None:
