@@ -85,7 +85,7 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE scoring.scoring_runs ALTER COLUMN %I DROP NOT NULL', missing.col);
     END LOOP;
-    -- The volume guard reads a table's published windows (batchscore.volume_guard). Checked first, as the
+    -- The volume guard reads a table's published windows (batchscore.sink.volume_guard). Checked first, as the
     -- columns are: CREATE INDEX IF NOT EXISTS would lock the table against writers on every run.
     IF to_regclass('scoring.lineage_window_idx') IS NULL THEN
         CREATE INDEX lineage_window_idx ON scoring.lineage (output_table, window_start, window_end);

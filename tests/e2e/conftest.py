@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pytest
 
-from batchscore.local import AirflowClient
+from batchscore.local.stack import AirflowClient
 from tests.conftest import Services
 from tests.integration.helpers import expected_scores, run_record, stored_scores
 
