@@ -121,7 +121,7 @@ def history(url: str, pipeline: str, *, until: datetime | None = None, limit: in
                 FROM scoring.scoring_runs
                 WHERE pipeline = %(pipeline)s AND status = 'success' AND window_start IS NOT NULL
                   AND (%(until)s::timestamptz IS NULL OR window_start <= %(until)s)
-                ORDER BY window_start DESC, window_end DESC, finished_at DESC NULLS LAST
+                ORDER BY window_start DESC, window_end DESC, finished_at DESC NULLS LAST, started_at DESC
                 LIMIT %(limit)s
             ) AS latest ORDER BY window_start, window_end
         """
