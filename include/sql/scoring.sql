@@ -66,7 +66,8 @@ BEGIN
             ('scoring_runs', 'drift_max_psi', 'double precision'),       -- the largest PSI of the run's drift rows
             ('scoring_runs', 'shadow', 'jsonb'),                         -- the challenger: model, table, agreement
             ('scoring_runs', 'model_source', 'jsonb'),                   -- where the model came from (MLflow: uri, version, run)
-            -- CPU seconds per stage, summed over the slices (batchscore.stage_costs); the engine's processes only
+            ('scoring_runs', 'volume', 'jsonb'),                          -- the volume guard's verdict: rows, floor, basis
+            -- CPU seconds per stage, summed over the slices (batchscore.sink.run_cost); the engine's processes only
             ('scoring_runs', 'read_cpu_seconds', 'double precision'),    -- decoding the source's stream
             ('scoring_runs', 'score_cpu_seconds', 'double precision'),   -- validation, prediction, drift counts
             ('scoring_runs', 'load_cpu_seconds', 'double precision'),    -- the COPY into the slice tables, key checks
@@ -93,6 +94,11 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE scoring.scoring_runs ALTER COLUMN %I DROP NOT NULL', missing.col);
     END LOOP;
+    -- The volume guard reads a table's published windows (batchscore.sink.volume_guard). Checked first, as the
+    -- columns are: CREATE INDEX IF NOT EXISTS would lock the table against writers on every run.
+    IF to_regclass('scoring.lineage_window_idx') IS NULL THEN
+        CREATE INDEX lineage_window_idx ON scoring.lineage (output_table, window_start, window_end);
+    END IF;
 END
 $$;
 

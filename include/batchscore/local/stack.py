@@ -415,11 +415,18 @@ class AirflowClient:
     ) -> list[dict[str, Any]]:
         """Wait until every run in ``run_ids`` has finished (checked every ``poll`` seconds).
 
-        Raises if any failed, unless ``allow_failed``.
+        Raises if any failed, unless ``allow_failed``. A poll the API server is too busy to answer
+        in time (a loaded machine, tasks starting) is only a missed poll: the next one follows.
         """
+        import requests
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = {r["dag_run_id"]: r for r in self.dag_runs(dag_id) if r["dag_run_id"] in run_ids}
+            try:
+                listed = self.dag_runs(dag_id)
+            except requests.Timeout:
+                continue
+            runs = {r["dag_run_id"]: r for r in listed if r["dag_run_id"] in run_ids}
             if len(runs) == len(run_ids) and all(r["state"] in ("success", "failed") for r in runs.values()):
                 failed = [rid for rid, r in runs.items() if r["state"] == "failed"]
                 if failed and not allow_failed:

@@ -103,10 +103,11 @@ def get_run(url: str, pipeline: str, run_id: str) -> dict[str, Any] | None:
 
 
 def history(url: str, pipeline: str, *, until: datetime | None = None, limit: int = 30) -> list[dict[str, Any]]:
-    """The last ``limit`` runs that scored a window (success or dry run), oldest window first.
+    """The last ``limit`` published windows, one run per window (the one whose scores it holds), oldest first.
 
     ``until``: only windows starting at or before it (a run's page shows the runs up to its own).
-    One run per window: the latest finished one, as the window's published scores are.
+    A window's run is its latest successful one: a dry run or a failed run published nothing, so
+    neither stands for a window's scores (a dry run's own page still shows it in its window's place).
     """
     limit = max(1, min(int(limit), MAX_HISTORY))
     with db.pg_connect(url) as conn:
@@ -118,9 +119,9 @@ def history(url: str, pipeline: str, *, until: datetime | None = None, limit: in
                     run_id, status, window_start, window_end, model_name, model_version, rows_read, rows_scored,
                     rows_rejected, rows_written, score_summary, drift_status, drift_max_psi, shadow, finished_at
                 FROM scoring.scoring_runs
-                WHERE pipeline = %(pipeline)s AND status IN ('success', 'dry_run') AND window_start IS NOT NULL
+                WHERE pipeline = %(pipeline)s AND status = 'success' AND window_start IS NOT NULL
                   AND (%(until)s::timestamptz IS NULL OR window_start <= %(until)s)
-                ORDER BY window_start DESC, window_end DESC, finished_at DESC NULLS LAST
+                ORDER BY window_start DESC, window_end DESC, finished_at DESC NULLS LAST, started_at DESC
                 LIMIT %(limit)s
             ) AS latest ORDER BY window_start, window_end
         """
