@@ -28,6 +28,15 @@ from batchscore.embedded_pg import DEFAULT_PORT, EmbeddedPostgres, port_in_use
 
 logger = logging.getLogger(__name__)
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")  # the triggerer: UI health shows it
+# What the API's health endpoint calls each service (the api-server answers it: its metadatabase).
+HEALTH_PART = {
+    "api-server": "metadatabase",
+    "scheduler": "scheduler",
+    "dag-processor": "dag_processor",
+    "triggerer": "triggerer",
+}
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"  # local stack only; never used by docker-compose
 
 
@@ -63,6 +72,8 @@ class LocalStack:
     executor: str = "LocalExecutor"
     broker_url: str | None = None  # CeleryExecutor: the Redis broker
     heartbeat_timeout: int | None = None  # seconds before a task whose worker vanished is failed (and retried)
+    auth_manager: str = SIMPLE_AUTH_MANAGER  # FAB_AUTH_MANAGER: users and roles in the metadata database
+    services: tuple[str, ...] = SERVICES  # what start_services starts (a subset of SERVICES)
 
     @property
     def home(self) -> Path:
@@ -99,8 +110,6 @@ class LocalStack:
         from batchscore.db import libpq_url
 
         self.home.mkdir(parents=True, exist_ok=True)
-        passwords = self.home / "passwords.json"
-        passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
         metadata = libpq_url(self.database_url("airflow")).replace("postgresql://", "postgresql+psycopg2://", 1)
         api = f"http://127.0.0.1:{self.api_port}"
         extra: dict[str, str] = {}
@@ -114,6 +123,13 @@ class LocalStack:
             }
         if self.heartbeat_timeout:
             extra["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout)
+        if self.auth_manager == SIMPLE_AUTH_MANAGER:
+            passwords = self.home / "passwords.json"
+            passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+            extra |= {
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            }
         return extra | {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
@@ -123,11 +139,7 @@ class LocalStack:
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "batchscore.settings.host_name",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__AUTH_MANAGER": self.auth_manager,
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__BASE_URL": api,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
@@ -201,7 +213,7 @@ class LocalStack:
         airflow_bin = str(Path(sys.executable).with_name("airflow"))
         env = {**os.environ, **self.env()}
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        for service in SERVICES:
+        for service in self.services:
             if self.running(service):
                 continue
             args = [airflow_bin, service] + (
@@ -218,15 +230,12 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            for service in SERVICES:
+            for service in self.services:
                 if not self.running(service):
                     raise RuntimeError(f"airflow {service} exited; see {self.home / 'logs' / (service + '.log')}")
             try:
                 last = requests.get(f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health", timeout=5).json()
-                if all(
-                    last.get(part, {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")
-                ):
+                if all(last.get(HEALTH_PART[service], {}).get("status") == "healthy" for service in self.services):
                     return
             except (requests.RequestException, ValueError):
                 pass
