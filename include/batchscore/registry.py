@@ -30,9 +30,6 @@ from batchscore.errors import PermanentError
 
 ARTIFACT_NAME = "model.skops"
 Task = Literal["classifier", "regressor", "clusterer"]
-# Types skops does not trust by default but that a scikit-learn model legitimately holds.
-TRUSTED_MODULE_PREFIXES = ("sklearn.",)
-TRUSTED_EXACT_TYPES = frozenset({"numpy.dtype"})
 
 
 # Verified models kept by this process, least recently used first. A long-lived worker (Celery)
@@ -342,13 +339,24 @@ class ModelRegistry:
 
 
 def _deserialise(what: str, data: bytes) -> Any:
-    """Build the estimator from skops bytes, refusing any type outside the allowlist (no code runs from the file)."""
+    """Build the estimator from skops bytes: only allowlisted types, then every tree bounds-checked.
+
+    The one place bytes become a model (registration, MLflow imports, every slice's load).
+    :mod:`batchscore.trusted_types` refuses any type outside its exact list before skops
+    constructs anything, and :mod:`batchscore.tree_integrity` refuses trees whose indices point
+    outside their arrays before anything predicts with them.
+    """
+    from batchscore.tree_integrity import CorruptTreeModel, check_trees
+    from batchscore.trusted_types import UntrustedModelFile, trusted_names
+
     sio = _skops_io()
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises several types for malformed archives
         raise RegistryError(f"{what}: not a readable skops file: {exc}") from exc
-    refused = [t for t in untrusted if not (t.startswith(TRUSTED_MODULE_PREFIXES) or t in TRUSTED_EXACT_TYPES)]
-    if refused:
-        raise RegistryError(f"{what} holds types outside the allowlist: {', '.join(refused)}")
-    return sio.loads(data, trusted=untrusted)
+    try:
+        model = sio.loads(data, trusted=trusted_names(what, data, untrusted))
+        check_trees(what, model)
+    except (UntrustedModelFile, CorruptTreeModel) as exc:
+        raise RegistryError(str(exc)) from None
+    return model

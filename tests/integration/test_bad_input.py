@@ -27,6 +27,7 @@ from batchscore.publish import RejectThresholdExceeded
 from batchscore.registry import RegistryError
 from batchscore.windows import Window, WindowError, resolve_window
 from tests.conftest import WAREHOUSE_END, Services, day_window
+from tests.hostile_models import hostile_files
 from tests.integration.helpers import (
     REPO,
     churn_config,
@@ -298,6 +299,38 @@ def test_a_source_table_dropped_between_plan_and_scoring(services: Services, pub
     assert record is not None
     assert (record["status"], record["failed_stage"]) == ("failed", "score_slice")
     assert record["remedy"].startswith("transient"), "a missing table may come back: retried, not failed fast"
+
+
+@pytest.mark.parametrize("way", ["utils._testing.check_output", "numpy.memmap", "datasets.dump_svmlight_file"])
+def test_a_hostile_model_file_swapped_into_the_registry_fails_the_run_and_runs_nothing(
+    services: Services, published: pd.DataFrame, tmp_path: Path, way: str
+) -> None:
+    """Someone with write access to the registry replaces the champion's bytes and its manifest's sha256."""
+    import hashlib
+    import json
+
+    registry = tmp_path / "registry"
+    shutil.copytree(services.registry, registry)
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    hostile = hostile_files(payload / "code-ran")[way]
+    for artifact in registry.glob("churn/versions/*/model.skops"):
+        artifact.write_bytes(hostile)
+        manifest = artifact.with_name("manifest.json")
+        manifest.write_text(
+            json.dumps(json.loads(manifest.read_text()) | {"sha256": hashlib.sha256(hostile).hexdigest()})
+        )
+    run_id = f"it__bad_hostile_{way.replace('.', '_')}"
+    config = with_table(churn_config().model_copy(update={"name": "bad_input"}))
+    with pytest.raises(RegistryError, match="outside the allowlist"):
+        run_pipeline(config, endpoints(services, str(registry)), window=WINDOW, run_id=run_id)
+    assert not list(payload.iterdir()), "nothing the file named ran"
+    assert_untouched(services, published)
+    record = run_record(services.scores_url, "bad_input", run_id)
+    assert record is not None
+    assert record["status"] == "failed"
+    assert "outside the allowlist" in record["error"]
+    assert "\n" not in record["error"]
 
 
 def rejects_of(services: Services, pipeline: str, run_id: str) -> dict[int | None, str]:

@@ -15,6 +15,7 @@ import pytest
 from batchscore.mlflow_import import features_from, read_estimator
 from batchscore.mlflow_source import MlflowArtifact, MlflowSourceError, MlflowVersion
 from batchscore.registry import RegistryError
+from tests.hostile_models import hostile_files
 
 VERSION = MlflowVersion("churn", 3, "run1", "models:/m-1", "mlflow-artifacts:/0/models/m-1/artifacts", "champion")
 
@@ -97,3 +98,11 @@ def test_plan_names_the_missing_tracking_server_and_where_to_give_it() -> None:
     with pytest.raises(PlanError, match=r"takes its model from MLflow \(models:/churn@champion\) but no tracking") as e:
         resolve_model(config, Endpoints("postgresql:///w", "postgresql:///s", "/nowhere"), None)
     assert e.value.remedy == "add the Airflow connection mlflow_prod (or set MLFLOW_TRACKING_URI)"
+
+
+@pytest.mark.parametrize("way", sorted(hostile_files(Path("/nonexistent/marker"))))
+def test_a_hand_made_hostile_skops_file_from_mlflow_is_refused_and_runs_nothing(tmp_path: Path, way: str) -> None:
+    data = hostile_files(tmp_path / "code-ran")[way]
+    with pytest.raises(RegistryError, match="outside the allowlist"):
+        read_estimator(VERSION, artifact(data, "skops"), None)
+    assert not list(tmp_path.iterdir())

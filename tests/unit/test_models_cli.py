@@ -19,6 +19,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 from batchscore.cli import main
 from batchscore.registry import ModelRegistry
+from tests.hostile_models import hostile_files
 
 
 @pytest.fixture
@@ -178,4 +179,21 @@ def test_a_model_without_feature_names_or_with_foreign_code_is_refused(
     sio.dump(hostile, evil)
     assert run("register", "--name", "m", "--file", str(evil)) == 1
     assert "outside the allowlist" in capsys.readouterr().err
+    assert registry.versions("m") == []
+
+
+@pytest.mark.parametrize("way", sorted(hostile_files(Path("/nonexistent/marker"))))
+def test_a_hand_made_hostile_file_is_refused_at_register_and_runs_nothing(
+    registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str], way: str
+) -> None:
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    evil = tmp_path / "hostile.skops"
+    evil.write_bytes(hostile_files(payload / "code-ran")[way])
+    assert run("register", "--name", "m", "--file", str(evil)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ")
+    assert "outside the allowlist" in err
+    assert "\n" not in err
+    assert not list(payload.iterdir()), "nothing the file named ran"
     assert registry.versions("m") == []

@@ -12,6 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from batchscore.registry import FeatureSpec, ModelRegistry, RegistryError
+from tests.hostile_models import hostile_files
 
 FEATURES = (FeatureSpec("a", "numeric"), FeatureSpec("b", "numeric"))
 
@@ -142,6 +143,26 @@ def test_hostile_artifact_placed_in_the_registry_is_refused_at_load(registry: Mo
     registry.verify(swapped)  # the bytes match the (rewritten) manifest ...
     with pytest.raises(RegistryError, match=r"outside the allowlist: .*system"):
         registry.load(swapped)  # ... but deserialising refuses the callable
+
+
+@pytest.mark.parametrize("way", sorted(hostile_files(Path("/nonexistent/marker"))))
+def test_a_hand_made_hostile_file_swapped_into_the_registry_runs_nothing_at_slice_load(
+    registry: ModelRegistry, data: tuple, tmp_path: Path, way: str
+) -> None:
+    """What every slice task calls: the bytes match the rewritten manifest, and still nothing runs."""
+    x, y = data
+    registry.register("evil", LogisticRegression().fit(x, y), FEATURES)
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    hostile = hostile_files(payload / "code-ran")[way]
+    artifact(registry, "evil", 1).write_bytes(hostile)
+    manifest_path = artifact(registry, "evil", 1).with_name("manifest.json")
+    doc = json.loads(manifest_path.read_text())
+    doc["sha256"] = hashlib.sha256(hostile).hexdigest()
+    manifest_path.write_text(json.dumps(doc))
+    with pytest.raises(RegistryError, match="outside the allowlist"):
+        registry.load(registry.resolve("evil", "1"))
+    assert not list(payload.iterdir())
 
 
 def test_loaded_models_are_bounded_and_memory_stays_flat(
