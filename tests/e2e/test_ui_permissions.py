@@ -99,10 +99,12 @@ def test_churn_reader_lists_churn_only(users: dict[str, AirflowClient]) -> None:
     assert 'id="pipeline-churn"' in page.text
     assert '<option value="churn"' in page.text
     for name in OTHERS:
-        assert name not in page.text
-        filtered = get(churn, "/runs", pipeline=name).text
-        assert 'class="run status-' not in filtered
-        assert name not in filtered
+        for text in (page.text, get(churn, "/runs", pipeline=name).text):
+            assert f'id="pipeline-{name}"' not in text
+            assert f'<option value="{name}"' not in text
+            assert f"score_{name}" not in text  # its DAG's links
+            assert SECRET[name] not in text
+    assert 'class="run status-' not in get(churn, "/runs", pipeline="spend").text
 
 
 def test_churn_reader_reads_churns_run_but_no_other_pipelines(users: dict[str, AirflowClient]) -> None:
