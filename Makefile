@@ -49,6 +49,7 @@ test: $(STAMP) $(COMPOSE_SPEC) redis-server chromium lint typecheck     ## the w
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

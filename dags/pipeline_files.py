@@ -8,6 +8,6 @@ silently unscheduled; that error stops no other DAG.
 from pathlib import Path
 
 from batchscore import settings
-from batchscore.dag_files import check_in_sync
+from batchscore.airflow.dag_files import check_in_sync
 
 check_in_sync(settings.pipelines_dir(), Path(__file__).resolve().parent)

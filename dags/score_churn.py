@@ -4,6 +4,6 @@ One file per pipeline: if the pipeline file is broken, this file's import error 
 fields and the other pipelines keep running.
 """
 
-from batchscore.dag_factory import dag_for_pipeline
+from batchscore.airflow.dag_factory import dag_for_pipeline
 
 dag = dag_for_pipeline("churn")

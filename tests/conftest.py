@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from batchscore.embedded_pg import free_ports
-from batchscore.local import LocalStack
+from batchscore.local.embedded_pg import free_ports
+from batchscore.local.stack import LocalStack
 from tests.mlflow_server import MlflowServer
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="bs-test-"))
@@ -70,7 +70,7 @@ def _write_pipelines() -> None:
 
 
 def _write_dag_files() -> None:
-    from batchscore.dag_files import sync
+    from batchscore.airflow.dag_files import sync
 
     sync(PIPELINES, STACK.dags_dir)
     shutil.copy(Path(__file__).resolve().parents[1] / "dags" / "pipeline_files.py", STACK.dags_dir)
@@ -116,9 +116,9 @@ def database() -> Iterator[LocalStack]:
 @pytest.fixture(scope="session")
 def services(database: LocalStack) -> Services:
     """Database plus a seeded warehouse, a registered 'churn' champion and a 'churn_challenger' challenger."""
-    from batchscore.demo.model import train_and_register
-    from batchscore.demo.warehouse import seed_warehouse
-    from batchscore.windows import Window
+    from batchscore.local.demo.model import train_and_register
+    from batchscore.local.demo.warehouse import seed_warehouse
+    from batchscore.pipeline.windows import Window
 
     warehouse = database.database_url("warehouse")
     seed_warehouse(warehouse, end=WAREHOUSE_END, days=WAREHOUSE_DAYS, rows_per_day=ROWS_PER_DAY)

@@ -2,6 +2,6 @@
 
 import sys
 
-from batchscore.cli import main
+from batchscore.cli.main import main
 
 sys.exit(main())

@@ -23,7 +23,7 @@ from airflow.api_fastapi.core_api.security import requires_authenticated
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from batchscore import run_charts, run_views
+from batchscore.reports import run_charts, run_views
 from scoring_ui import links
 from scoring_ui.access import Reader, ReaderDep
 from scoring_ui.pages import render
@@ -49,7 +49,7 @@ Page = Annotated[int, Query(ge=1, le=1000)]
 def _scores_url() -> str:
     from airflow.models.connection import Connection
 
-    from batchscore.airflow_glue import url_of
+    from batchscore.airflow.glue import url_of
 
     return url_of(Connection.get_connection_from_secrets(os.environ.get("BATCHSCORE_SCORES_CONN_ID", "scores_db")))
 

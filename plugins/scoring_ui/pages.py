@@ -13,7 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from batchscore.run_charts import window_label
+from batchscore.reports.run_charts import window_label
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

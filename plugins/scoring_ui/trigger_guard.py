@@ -5,7 +5,7 @@ fields (the end after the start, both or neither) or against the clock (not in t
 no place in a Param's JSON schema. This ASGI middleware, registered as the plugin's
 ``fastapi_root_middlewares``, looks at ``POST /api/v2/dags/score_<pipeline>/dagRuns`` (what the
 trigger form and the REST API send), checks the window with the engine's own rules
-(:func:`batchscore.airflow_glue.check_trigger_conf`), and answers 400 with the reason, which
+(:func:`batchscore.airflow.glue.check_trigger_conf`), and answers 400 with the reason, which
 the trigger form shows. Anything else, and any request from a user who may not trigger that
 DAG (not logged in, or the auth manager refuses ``POST`` on its runs, as Airflow's own trigger
 endpoint asks), passes through untouched: Airflow then answers it as usual (401 or 403), so the
@@ -133,7 +133,7 @@ def _window_request(body: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None
     conf = request.get("conf") if isinstance(request, dict) else None
     if not isinstance(conf, dict) or not ({"window_start", "window_end"} & conf.keys()):
         return None
-    from batchscore.dag_factory import ISO_DATE_TIME
+    from batchscore.airflow.dag_factory import ISO_DATE_TIME
 
     values = (conf.get("window_start"), conf.get("window_end"))
     if not all(v is None or (isinstance(v, str) and re.match(ISO_DATE_TIME, v)) for v in values):
@@ -144,9 +144,9 @@ def _window_request(body: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None
 async def _problem(scope: Scope, pipeline: str, body: bytes) -> str | None:
     """Why this trigger's window cannot be scored, or None to let it through."""
     from batchscore import settings
-    from batchscore.airflow_glue import check_trigger_conf
-    from batchscore.config import ConfigError, load_config
+    from batchscore.airflow.glue import check_trigger_conf
     from batchscore.errors import PermanentError, one_line
+    from batchscore.pipeline.config import ConfigError, load_config
 
     asked = _window_request(body)
     if asked is None or not await _may_trigger(scope, pipeline):

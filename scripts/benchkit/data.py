@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import psycopg
     import pyarrow as pa
 
-    from batchscore.embedded_pg import EmbeddedPostgres
+    from batchscore.local.embedded_pg import EmbeddedPostgres
 
 import time
 
@@ -128,7 +128,7 @@ def train_model() -> tuple[Any, pa.Table]:
 
 def load_model() -> Any:
     """The registered champion, loaded as the engine loads it (sha256 check, skops allowlist)."""
-    from batchscore.registry import ModelRegistry
+    from batchscore.models.registry import ModelRegistry
 
     registry = ModelRegistry(str(REGISTRY))
     return registry.load(registry.resolve(MODEL_NAME, "champion"))
@@ -136,8 +136,9 @@ def load_model() -> Any:
 
 def ensure_model(retrain: bool) -> None:
     """Register the bench model as champion unless one exists (or when regenerating)."""
-    from batchscore.model_intake import drift_reference, reference_frame
-    from batchscore.registry import FeatureSpec, ModelRegistry
+    from batchscore.models.intake import reference_frame
+    from batchscore.models.registry import FeatureSpec, ModelRegistry
+    from batchscore.scoring.drift import drift_reference
 
     registry = ModelRegistry(str(REGISTRY))
     aliases = registry.aliases(MODEL_NAME)
@@ -155,7 +156,7 @@ def ensure_model(retrain: bool) -> None:
 
 def running_port(datadir: Path) -> int | None:
     """The port of a bench server still running from an earlier ``--keep-server`` run, if any."""
-    from batchscore.embedded_pg import EmbeddedPostgres
+    from batchscore.local.embedded_pg import EmbeddedPostgres
 
     try:
         lines = (datadir / "postmaster.pid").read_text().splitlines()
@@ -169,7 +170,7 @@ def running_port(datadir: Path) -> int | None:
 
 def start_server() -> EmbeddedPostgres:
     """Start (or adopt) the bench PostgreSQL with default server settings and create its database."""
-    from batchscore.embedded_pg import EmbeddedPostgres, free_port
+    from batchscore.local.embedded_pg import EmbeddedPostgres, free_port
 
     pg = EmbeddedPostgres(PGDATA, port=running_port(PGDATA) or free_port()).start()
     pg.ensure_database(DATABASE)

@@ -33,7 +33,7 @@ from benchkit.data import (
 )
 from benchkit.measure_process import ThreadCpu, cores_busy, machine_jiffies
 
-MODEL_MODULES = ("numpy", "pandas", "pyarrow", "sklearn.ensemble", "skops.io", "batchscore.registry")
+MODEL_MODULES = ("numpy", "pandas", "pyarrow", "sklearn.ensemble", "skops.io", "batchscore.models.registry")
 WORKER_MODULES: dict[str, tuple[str, ...]] = {
     "naive": (*MODEL_MODULES, "sqlalchemy", "psycopg2"),
     "pandas_adbc": (*MODEL_MODULES, "adbc_driver_postgresql.dbapi"),
@@ -41,7 +41,13 @@ WORKER_MODULES: dict[str, tuple[str, ...]] = {
     "floor_copy": ("psycopg",),
     "floor_predict": (*MODEL_MODULES, "adbc_driver_postgresql.dbapi"),
     "floor_ingest": ("numpy", "pyarrow", "adbc_driver_postgresql.dbapi"),
-    "engine": (*MODEL_MODULES, "batchscore.job", "batchscore.config", "adbc_driver_postgresql.dbapi", "psycopg"),
+    "engine": (
+        *MODEL_MODULES,
+        "batchscore.run.stages",
+        "batchscore.pipeline.config",
+        "adbc_driver_postgresql.dbapi",
+        "psycopg",
+    ),
 }
 WORKER_MODULES["engine_no_drift"] = WORKER_MODULES["engine"]
 
@@ -171,7 +177,7 @@ def work_floor_ingest(args: WorkerArgs) -> Timed:
 
 def engine_config(part_rows: int | None, batch_rows: int | None, drift: str = "warn", table: str = "") -> Any:
     """The bench pipeline, built in code; execution defaults unless the CLI overrides part/batch rows."""
-    from batchscore.config import PipelineConfig
+    from batchscore.pipeline.config import PipelineConfig
 
     execution = {k: v for k, v in {"slice_rows": part_rows, "batch_rows": batch_rows}.items() if v is not None}
     return PipelineConfig.model_validate(
@@ -197,9 +203,9 @@ def engine_kwargs(run_pipeline: Callable[..., Any]) -> dict[str, Any]:
 
 def work_engine(args: WorkerArgs) -> Timed:
     """This pipeline's engine, all stages in one process, exactly as the command line runs it."""
-    from batchscore.job import run_pipeline
-    from batchscore.planning import Endpoints
-    from batchscore.windows import Window
+    from batchscore.pipeline.windows import Window
+    from batchscore.run.planning import Endpoints
+    from batchscore.run.stages import run_pipeline
 
     endpoints = Endpoints(source_url=args.url, scores_url=args.url, registry=str(REGISTRY))
     drift = "off" if args.table == OUTPUT_TABLES["engine_no_drift"] else "warn"

@@ -25,7 +25,7 @@ class Report:
     rows_in_tables: dict[str, int | None]
     warnings: list[str]
     run_pipeline_kwargs: list[str]
-    drift: list[dict[str, float]] = field(default_factory=list)  # per engine round: batchscore.drift's cost
+    drift: list[dict[str, float]] = field(default_factory=list)  # per engine round: batchscore.scoring.drift's cost
 
     def seconds(self, path: str) -> float:
         return self.paths[path].seconds if path in self.paths else math.nan

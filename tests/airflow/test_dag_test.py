@@ -88,10 +88,10 @@ def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: 
     """Three mapped slice tasks through dag.test() store the same rows as one slice in one process."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from batchscore.config import load_config
-    from batchscore.job import run_pipeline
-    from batchscore.planning import Endpoints
-    from batchscore.windows import Window
+    from batchscore.pipeline.config import load_config
+    from batchscore.pipeline.windows import Window
+    from batchscore.run.planning import Endpoints
+    from batchscore.run.stages import run_pipeline
     from tests.conftest import PIPELINES, SLICED, SLICED_TABLE
 
     dag = DagBag(dag_folder=str(STACK.dags_dir)).dags[f"score_{SLICED}"]
@@ -125,9 +125,9 @@ def test_dag_test_of_the_segments_pipeline_stores_the_clusterers_labels(airflow_
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from batchscore.demo import segments
-    from batchscore.registry import ModelRegistry, RegistryError
-    from batchscore.windows import Window
+    from batchscore.local.demo import segments
+    from batchscore.models.registry import ModelRegistry, RegistryError
+    from batchscore.pipeline.windows import Window
     from tests.conftest import WAREHOUSE_DAYS
     from tests.integration.helpers import model_input, window_rows
 

@@ -36,7 +36,7 @@ def test_no_import_errors(dagbag) -> None:
 
 def test_generated_dag_files_are_current() -> None:
     """`make dags` was run: one DAG file per pipeline file, exactly as generated, and none left over."""
-    from batchscore.dag_files import dag_file_name, render
+    from batchscore.airflow.dag_files import dag_file_name, render
 
     generated = {p.name for p in (REPO / "dags").glob("score_*.py")}
     assert generated == {dag_file_name(p.stem) for p in PIPELINES}
@@ -51,7 +51,7 @@ def test_dag_file_imports_without_errors(dagbag, path: Path) -> None:
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
 def test_every_pipeline_config_becomes_a_dag(dagbag, path: Path) -> None:
-    from batchscore.config import load_config
+    from batchscore.pipeline.config import load_config
 
     config = load_config(path)
     dag = dagbag.dags.get(config.dag_id)
@@ -106,7 +106,7 @@ def test_a_broken_pipeline_file_stops_only_its_own_dag(tmp_path: Path, monkeypat
     import yaml
     from airflow.dag_processing.dagbag import DagBag
 
-    from batchscore.dag_files import sync
+    from batchscore.airflow.dag_files import sync
 
     pipelines, dags = tmp_path / "pipelines", tmp_path / "dags"
     pipelines.mkdir()

@@ -23,8 +23,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from batchscore.embedded_pg import free_port
-from batchscore.local import FAB_AUTH_MANAGER, AirflowClient, LocalStack
+from batchscore.local.embedded_pg import free_port
+from batchscore.local.stack import FAB_AUTH_MANAGER, AirflowClient, LocalStack
 
 USERS = {"admin": "Admin", "churn": "churn_reader", "churn_logs": "churn_logs", "nobody": "no_dags"}
 ROLES = [

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from batchscore.embedded_pg import free_ports
-from batchscore.local import AirflowClient, LocalStack, start_redis
+from batchscore.local.embedded_pg import free_ports
+from batchscore.local.stack import AirflowClient, LocalStack, start_redis
 from tests.conftest import CELERY, CELERY_TABLE, PG_PORT, STACK, TEST_ROOT, WAREHOUSE_END, Services
 from tests.e2e.conftest import assert_exact, trigger, utc_day
 from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port

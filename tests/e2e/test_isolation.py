@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from batchscore import settings
-from batchscore.dag_files import sync
-from batchscore.local import AirflowClient
+from batchscore.airflow.dag_files import sync
+from batchscore.local.stack import AirflowClient
 from tests.conftest import WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, assert_exact, trigger, utc_day
 from tests.integration.helpers import run_record

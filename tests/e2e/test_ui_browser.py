@@ -17,8 +17,8 @@ from urllib.parse import quote, urlparse
 
 import pytest
 
-from batchscore.local import ADMIN_PASSWORD, ADMIN_USER, AirflowClient
-from batchscore.run_charts import density, window_label
+from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER, AirflowClient
+from batchscore.reports.run_charts import density, window_label
 from tests.conftest import SHADOW, TEST_ROOT, WAREHOUSE_END
 from tests.e2e.browser import FLAGS, VIEWPORT, chromium_path, log_in, pick_date_time, screenshot_dir
 from tests.e2e.conftest import DAG_ID, trigger, utc_day

@@ -16,9 +16,9 @@ import pytest
 import requests
 
 from batchscore import db
-from batchscore.local import AirflowClient, LocalStack
-from batchscore.runs import RunTotals, apply_schema, record_finish, record_start
-from batchscore.windows import Window
+from batchscore.local.stack import AirflowClient, LocalStack
+from batchscore.sink.run_record import RunTotals, apply_schema, record_finish, record_start
+from batchscore.pipeline.windows import Window
 from tests.e2e.fab_stack import FabApi
 
 pytestmark = pytest.mark.e2e

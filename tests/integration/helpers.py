@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from batchscore.config import PipelineConfig, load_config
-from batchscore.output_table import lineage_view
-from batchscore.registry import ModelRegistry
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.config import PipelineConfig, load_config
+from batchscore.sink.output_table import lineage_view
 
 REPO = Path(__file__).resolve().parents[2]
 

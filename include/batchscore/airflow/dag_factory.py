@@ -1,0 +1,222 @@
+"""Build one Airflow DAG per pipeline config: plan -> score_slice (mapped over the window's slices) -> publish.
+
+Parse-time cost is a YAML read and pydantic validation: pandas, pyarrow and
+scikit-learn are imported only inside the tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from batchscore import settings
+from batchscore.pipeline.config import MODEL_REF, ConfigError, PipelineConfig, load_config
+
+
+def scores_asset(config: PipelineConfig) -> Asset:
+    """The Asset a pipeline's load task updates, so downstream DAGs can wait for fresh scores."""
+    return Asset(name=f"scores_{config.name}", uri=f"batchscore://{config.output.conn_id}/{config.output.table}")
+
+
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # as registry.MODEL_ALIAS
+
+# ISO 8601 date or date-time (what the form's date-time picker and the REST API send), or empty.
+# Airflow checks `pattern` when a run is triggered, unlike `format: date-time` (which only picks
+# the form's widget); the window's other rules (both ends or neither, start before end, length,
+# not in the future) need both fields and the clock: the UI plugin checks them when the run is
+# triggered (batchscore.airflow.glue.check_trigger_conf), and `plan` checks them again.
+ISO_DATE_TIME = r"^$|^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
+
+
+def model_suggestions(root: str, name: str, limit: int = 20) -> list[str]:
+    """Aliases, then version numbers newest first, of model ``name`` in a registry on a local folder.
+
+    For the trigger form's suggestions at DAG-parse time: it reads one folder listing and one
+    small file, never an object store or the network, and never raises (an unreadable or remote
+    registry gives no suggestions, not a broken DAG). The registry module itself is not imported:
+    it brings fsspec, which parsing does not need.
+    """
+    if "://" in root and not root.startswith("file://"):
+        return []
+    folder = Path(root.removeprefix("file://")) / name
+    try:
+        aliases = json.loads((folder / "aliases.json").read_text()) if (folder / "aliases.json").is_file() else {}
+        versions = (
+            sorted((int(p.name) for p in (folder / "versions").iterdir() if p.name.isdigit()), reverse=True)
+            if (folder / "versions").is_dir()
+            else []
+        )
+        refs = [alias for alias in sorted(aliases) if isinstance(alias, str) and _ALIAS.match(alias)]
+    except (OSError, ValueError, TypeError):  # unreadable, not JSON, or not a mapping of aliases
+        return []
+    return (refs + [str(v) for v in versions])[:limit]
+
+
+def trigger_params(config: PipelineConfig) -> dict[str, Param]:
+    """The trigger form: all optional; empty fields mean 'the run's own window and the configured model'.
+
+    The model field suggests the registry's aliases and versions when the registry is a local
+    folder (read at parse time, cheap); any other value matching the pattern is still accepted.
+    """
+    model = f"{config.model.name}:{config.model.version}"
+    refs = model_suggestions(settings.model_registry_root(), config.model.name)
+    # Param's extra keywords are its JSON schema: `examples` makes the form's field a free-text box with a list.
+    suggestions: dict[str, Any] = {"examples": refs} if refs else {}
+    return {
+        "window_start": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            pattern=ISO_DATE_TIME,
+            maxLength=40,
+            title="Window start (inclusive)",
+            description="Score this window instead of the run's own interval. Give both ends or neither; "
+            f"a time without an offset is read in {config.timezone}. Example: 2026-11-01T00:00:00Z.",
+        ),
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            pattern=ISO_DATE_TIME,
+            maxLength=40,
+            title="Window end (exclusive)",
+            description="End of the window, after its start and not in the future; at most "
+            f"{config.execution.max_window_days} days after the start.",
+        ),
+        "model_version": Param(
+            None,
+            type=["null", "string"],
+            pattern=MODEL_REF.pattern,
+            maxLength=64,
+            title=f"Model {config.model.name}: version or alias",
+            description=f"A version number (e.g. 3) or an alias (e.g. challenger) of model {config.model.name}. "
+            f"Empty: the configured {model}.",
+            **suggestions,
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Extract, validate and score, record the run, but publish nothing.",
+        ),
+    }
+
+
+def build_dag(config: PipelineConfig) -> DAG:
+    """The scoring DAG ``score_<name>`` for one pipeline config."""
+
+    def on_failure(context: Any) -> None:
+        from batchscore.airflow.glue import mark_failed
+
+        mark_failed(config, context)
+
+    @dag(
+        dag_id=config.dag_id,
+        description=config.description or f"Batch scoring for {config.name}",
+        schedule=CronDataIntervalTimetable(config.schedule, timezone=config.timezone),
+        start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=ZoneInfo(config.timezone)),
+        catchup=config.catchup,
+        max_active_runs=config.execution.max_active_runs,
+        params=trigger_params(config),
+        tags=["batch-scoring", *config.tags],
+        default_args={
+            "owner": config.owner,
+            "retries": config.execution.retries,
+            "retry_delay": timedelta(seconds=config.execution.retry_delay_seconds),
+            "on_failure_callback": on_failure,
+        },
+        doc_md=f"Scores `{config.source.conn_id}` rows with model `{config.model.reference}` "
+        f"into `{config.output.table}` ({config.output.conn_id}). Each run replaces its window's scores.",
+    )
+    def scoring() -> None:
+        @task
+        def plan() -> list[dict[str, Any]]:
+            """Resolve the window, the model and the source schema; cut the window into slices. Writes no scores.
+
+            Returns one small assignment per slice (the run's plan and the slice's key range),
+            which the mapped ``score_slice`` expands over.
+            """
+            from batchscore.airflow import glue
+            from batchscore.run.planning import plan_run
+
+            context = get_current_context()
+            with glue.failing_fast():
+                _, _, model_ref, dry_run = glue.run_params(dict(context["params"]))
+                window = glue.window_from_context(config, context)
+                planned = plan_run(
+                    config,
+                    glue.endpoints(config, with_mlflow=True),
+                    window=window,
+                    run_id=context["run_id"],
+                    model_ref=model_ref,
+                    dry_run=dry_run,
+                )
+            return [{"run": planned.to_dict(), "slice": key_slice} for key_slice in planned.slices]
+
+        @task(
+            map_index_template="slice {{ task.op_kwargs['assignment']['slice']['index'] }}",
+            max_active_tis_per_dagrun=config.execution.parallel_slices,
+        )
+        def score_slice(assignment: dict[str, Any]) -> dict[str, Any]:
+            """Read, score and load one slice of the window (one mapped task per slice, in parallel)."""
+            from batchscore.airflow import glue
+            from batchscore.run.planning import RunPlan
+            from batchscore.run.stages import score_slice
+            from batchscore.source.slices import KeySlice
+
+            planned = RunPlan.from_dict(assignment["run"])
+            with glue.failing_fast():
+                return score_slice(
+                    config,
+                    glue.endpoints(config),
+                    planned,
+                    KeySlice.from_dict(assignment["slice"]),
+                    workers=glue.slice_workers(config, len(planned.slices)),
+                ).to_dict()
+
+        @task(outlets=[scores_asset(config)])
+        def publish(assignments: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
+            """Make the slices the window's scores in one transaction and finish the run record."""
+            from batchscore.airflow import glue
+            from batchscore.run.planning import RunPlan
+            from batchscore.run.stages import publish_run
+            from batchscore.sink.publish import SliceResult
+
+            with glue.failing_fast():
+                result = publish_run(
+                    config,
+                    glue.endpoints(config),
+                    RunPlan.from_dict(assignments[0]["run"]),
+                    [SliceResult.from_dict(s) for s in scored],
+                )
+            return {
+                "rows_written": result.rows_written,
+                "rows_rejected": result.rows_rejected,
+                "published": result.published,
+                "score_summary": result.score_summary,
+            }
+
+        assignments = plan()
+        scored = score_slice.expand(assignment=assignments)
+        publish(assignments, scored)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
+
+    return scoring()
+
+
+def dag_for_pipeline(name: str) -> DAG:
+    """The DAG of the pipeline file ``<name>.yaml`` (what each generated DAG file calls at parse time).
+
+    Only this pipeline's file is read. An error in it raises a :class:`ConfigError` naming
+    the file and its fields, which Airflow shows as this DAG file's import error: only this
+    DAG stops. (Clashes between files are reported by the DAG folder's check file.)
+    """
+    path = settings.pipelines_dir() / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"{path}: no such pipeline file; run `batchscore dags sync` to remove its DAG file")
+    return build_dag(load_config(path))

@@ -1,0 +1,392 @@
+"""A scoring run's stages as plain functions: plan (:mod:`batchscore.run.planning`), score a slice, publish.
+
+The Airflow tasks and the command line call exactly these: the DAG maps
+:func:`score_slice` over the plan's slices on the executor's slots, the in-process
+:func:`run_pipeline` calls the same three functions one after the other. Everything
+that can be wrong about a run (window, model reference, checksum, feature schema, source
+columns) is checked in :func:`plan_run`, before a single row is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pyarrow as pa
+
+from batchscore import settings
+from batchscore.errors import one_line, remedy_of, root_cause
+from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
+from batchscore.run.progress import Progress
+from batchscore.run.runner import Overlapped
+from batchscore.scoring.drift import DriftCounter, Reference
+from batchscore.scoring.features import conform, staged_schema
+from batchscore.scoring.predict import ScoredBatch, score_batch, scorer, scores_schema
+from batchscore.scoring.summary import ScoreSummary
+from batchscore.sink import run_record
+from batchscore.sink.load import (
+    RejectWriter,
+    drop_run_slices,
+    has_duplicate_keys,
+    ingest_scores,
+    prepare_slice,
+    read_scores,
+    remove_duplicate_keys,
+)
+from batchscore.sink.publish import DriftGate, PublishResult, SliceResult, publish_window
+from batchscore.sink.shadow_table import Challenger, ShadowLoader, ShadowPublish
+from batchscore.source.extract import source_batches
+from batchscore.source.slices import KeySlice
+
+log = logging.getLogger(__name__)
+
+
+def _manifest(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> ModelManifest:
+    manifest = ModelRegistry(endpoints.registry).resolve(config.model.name, str(plan.model_version))
+    if manifest.sha256 != plan.model_sha256:
+        raise PlanError(
+            f"model {manifest.name} v{manifest.version} changed since the run was planned "
+            f"(sha256 {manifest.sha256} != {plan.model_sha256})"
+        )
+    return manifest
+
+
+MIN_BATCH_ROWS = 10_000
+
+
+def drift_counter(config: PipelineConfig, manifest: ModelManifest) -> DriftCounter | None:
+    """The slice's drift counts, when the pipeline watches drift and the model has a reference."""
+    if config.drift.policy == "off" or manifest.reference is None:
+        return None
+    return DriftCounter(Reference.from_dict(manifest.reference))
+
+
+def batch_rows(config: PipelineConfig, slice_rows: int | None, workers: int) -> int:
+    """Rows per scored batch: ``batch_rows``, smaller for small slices so every scoring thread has work.
+
+    A batch costs nothing to start, so a slice is cut into about four batches per thread
+    at least: the last batches are then short and the threads finish together.
+    """
+    rows = config.execution.batch_rows
+    if slice_rows:
+        rows = min(rows, max(MIN_BATCH_ROWS, -(-slice_rows // (4 * workers))))
+    return rows
+
+
+def _process_age() -> float:
+    """Seconds since this process started (what a task spent before its first query: start-up, imports)."""
+    try:
+        with open(f"/proc/{os.getpid()}/stat") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def default_workers(threads_per_slice: int | None = None) -> tuple[int, int]:
+    """(scoring threads, model threads each) for a slice task on this machine."""
+    workers = max(1, threads_per_slice or os.cpu_count() or 1)
+    return workers, max(1, (os.cpu_count() or 1) // workers)
+
+
+def _challenger(  # noqa: PLR0917 (one caller, score_slice)
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    plan: RunPlan,
+    champion: ModelManifest,
+    key_slice: KeySlice,
+    schema: pa.Schema,
+) -> Challenger:
+    """The planned challenger, loaded (sha256 checked against the plan), with its slice table and loader started."""
+    assert plan.shadow_name is not None
+    registry = ModelRegistry(endpoints.registry)
+    manifest = registry.resolve(plan.shadow_name, str(plan.shadow_version))
+    model = scorer(registry.load(manifest, pinned_sha256=plan.shadow_sha256), manifest)
+    target = prepare_slice(
+        endpoints.scores_url,
+        pipeline=config.name,
+        output_table=config.shadow_table,
+        window=plan.window,
+        run_id=plan.run_id,
+        manifest=manifest,
+        key_slice=key_slice,
+    )
+    loader = ShadowLoader(endpoints.scores_url, target, schema)
+    return Challenger(model, manifest, loader, champion, config.entity_key, config.validation.unseen_categories, schema)
+
+
+def score_slice(
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    plan: RunPlan,
+    key_slice: KeySlice,
+    *,
+    workers: int | None = None,
+) -> SliceResult:
+    """Read, validate, score and load one slice of the window into a table of its own.
+
+    The source query starts first, so the server works while this process loads the model.
+    ``workers`` scoring threads share one model (model threads each = cores // workers),
+    with reading and loading on threads of their own. A retry replaces exactly this slice.
+    """
+    started = time.perf_counter()
+    startup = _process_age()
+    workers, threads = default_workers(workers)
+    manifest = _manifest(config, endpoints, plan)
+    registry = ModelRegistry(endpoints.registry)
+    slice_estimate = -(-plan.estimated_rows // len(plan.slices)) if plan.estimated_rows else None
+    with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
+        loading = pool.submit(load_model, config, registry, manifest, plan.model_sha256, True)
+        source_schema, batches = source_batches(
+            endpoints.source_url,
+            config.source.query,
+            plan.window,
+            config.entity_key,
+            key_slice,
+            batch_rows(config, slice_estimate, workers),
+        )
+        try:
+            schema = staged_schema(source_schema, config.entity_key, manifest.features)
+            model = scorer(loading.result(), manifest)
+        except BaseException:
+            batches.close()  # type: ignore[attr-defined]  # a generator: closes the source connection
+            raise
+    target = prepare_slice(
+        endpoints.scores_url,
+        pipeline=config.name,
+        output_table=config.output.table,
+        window=plan.window,
+        run_id=plan.run_id,
+        manifest=manifest,
+        key_slice=key_slice,
+    )
+    out_schema = scores_schema(config.entity_key, schema.field(config.entity_key).type)
+    challenger = _challenger(config, endpoints, plan, manifest, key_slice, out_schema) if plan.shadow_name else None
+    score_seconds = [0.0]
+    drift_seconds = [0.0]  # CPU seconds counting the rows into the drift reference's bins
+    lock = threading.Lock()
+
+    drift = drift_counter(config, manifest)
+
+    def work(batch: pa.RecordBatch) -> ScoredBatch:
+        began = time.perf_counter()
+        scored = score_batch(
+            conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
+        )
+        if challenger is not None and scored.clean is not None:
+            challenger.score(scored.clean, scored.scores)
+        counting = time.thread_time()  # CPU time: what drift costs, even on a busy machine
+        if drift is not None and scored.clean is not None:
+            drift.add(scored.clean, scored.scores)
+        counted = time.thread_time() - counting
+        with lock:
+            score_seconds[0] += time.perf_counter() - began
+            drift_seconds[0] += counted
+        return replace(scored, clean=None)  # the rows wait for the loader: only their scores are needed
+
+    def limit_threads() -> None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)  # per thread: OpenMP's thread count belongs to the calling thread
+
+    stream = Overlapped(source=batches, work=work, workers=workers, initializer=limit_threads)
+    summary = ScoreSummary()
+    progress = Progress(log, key_slice.describe(), slice_estimate, estimated=True)
+    counts = {"in": 0, "scored": 0, "rejected": 0}
+    rejects = RejectWriter(endpoints.scores_url, target)
+    keys: list[pa.ChunkedArray] = []  # the scored keys: 8 bytes a row for integer keys, checked once at the end
+
+    def scored_batches():  # type: ignore[no-untyped-def]
+        for result in stream:
+            rejects.write(result.rejects)
+            summary.add(result.scores)
+            keys.append(result.scores.column(config.entity_key))
+            counts["in"] += result.rows_in
+            counts["scored"] += result.scores.num_rows
+            counts["rejected"] += result.rejects.num_rows
+            progress.add(result.rows_in)
+            yield from result.scores.to_batches()
+
+    shadow = None
+    try:
+        ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
+        shadow = challenger.finish() if challenger is not None else None
+    finally:
+        rejects.close()
+        if challenger is not None and shadow is None:
+            challenger.loader.abort()
+    checking = time.perf_counter()
+    duplicates = 0
+    if has_duplicate_keys(keys):
+        duplicates = remove_duplicate_keys(
+            endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys
+        )
+        if challenger is not None:  # the challenger scored the same rows: the same keys go
+            remove_duplicate_keys(
+                endpoints.scores_url, challenger.loader.target, config.entity_key, config.validation.duplicate_keys
+            )
+    unique_key_seconds = time.perf_counter() - checking
+    if duplicates:  # the summary counted those rows: summarise what the slice now holds
+        counts["scored"] -= duplicates
+        counts["rejected"] += duplicates
+        summary = ScoreSummary()
+        for batch in read_scores(endpoints.scores_url, target):
+            summary.add(batch)
+    seconds = time.perf_counter() - started
+    first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
+    log.info(
+        "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs, first row at %.1fs "
+        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s) (drift %.2f), key check %.1fs",
+        key_slice.describe(),
+        counts["in"],
+        counts["scored"],
+        counts["rejected"],
+        seconds,
+        counts["in"] / seconds if seconds else 0.0,
+        startup,
+        first_row,
+        stream.read.seconds,
+        score_seconds[0],
+        workers,
+        drift_seconds[0],
+        unique_key_seconds,
+    )
+    return SliceResult(
+        index=key_slice.index,
+        lineage_id=target.lineage_id,
+        schema=target.schema,
+        table=target.table,
+        rejects_table=target.rejects_table,
+        lower=key_slice.lower,
+        upper=key_slice.upper,
+        rows_in=counts["in"],
+        rows_scored=counts["scored"],
+        rows_rejected=counts["rejected"],
+        seconds=round(seconds, 3),
+        read_seconds=round(stream.read.seconds, 3),
+        score_seconds=round(score_seconds[0], 3),
+        startup_seconds=round(startup, 3),
+        first_row_seconds=round(first_row, 3),
+        unique_key_seconds=round(unique_key_seconds, 3),
+        host=settings.host_name(),
+        summary=summary.partial(),
+        drift=drift.partial() if drift is not None else None,
+        drift_seconds=round(drift_seconds[0], 3),
+        shadow=shadow.to_dict() if shadow is not None else None,
+    )
+
+
+def drift_gate(config: PipelineConfig, manifest: ModelManifest) -> DriftGate | None:
+    """How publish judges the slices' drift counts: the model's reference and the pipeline's policy."""
+    if config.drift.policy == "off" or manifest.reference is None:
+        return None
+    return DriftGate(
+        reference=Reference.from_dict(manifest.reference),
+        policy=config.drift.policy,
+        threshold=config.drift.threshold,
+        score_threshold=config.drift.score_threshold,
+        min_rows=config.drift.min_rows,
+    )
+
+
+def publish_run(
+    config: PipelineConfig, endpoints: Endpoints, plan: RunPlan, results: list[SliceResult]
+) -> PublishResult:
+    """Publish the run's slices as the window's scores (one short transaction)."""
+    planned = {s.index for s in plan.key_slices}
+    got = {r.index for r in results}
+    if got != planned:
+        raise RuntimeError(f"publish needs every slice of the plan: missing {sorted(planned - got)}")
+    return publish_window(
+        endpoints.scores_url,
+        pipeline=config.name,
+        output_table=config.output.table,
+        window=plan.window,
+        run_id=plan.run_id,
+        slices=results,
+        max_reject_fraction=config.validation.max_reject_fraction,
+        dry_run=plan.dry_run,
+        drift=drift_gate(config, _manifest(config, endpoints, plan)),
+        shadow=ShadowPublish(config.shadow_table, plan.shadow_name, plan.shadow_version or 0, plan.shadow_sha256 or "")
+        if plan.shadow_name
+        else None,
+    )
+
+
+def fail_run(
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    run_id: str,
+    error: BaseException | str,
+    *,
+    stage: str | None = None,
+    window: Window | None = None,
+) -> None:
+    """Record a run as failed (stage, one-line cause, remedy) and drop its unpublished slices.
+
+    Best effort: it never hides ``error``. A run that failed in ``plan`` gets its row here.
+    """
+    cause = error if isinstance(error, str) else root_cause(error)
+    try:
+        drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.output.table, run_id=run_id)
+        if config.shadow is not None:
+            drop_run_slices(endpoints.scores_url, pipeline=config.name, output_table=config.shadow_table, run_id=run_id)
+        run_record.record_failure(
+            endpoints.scores_url,
+            pipeline=config.name,
+            run_id=run_id,
+            error=one_line(cause),
+            stage=stage,
+            remedy=None if isinstance(cause, str) else remedy_of(cause),
+            window=window,
+            output_table=config.output.table,
+        )
+    except Exception:
+        log.exception("could not record the failure of run %s", run_id)
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    *,
+    window: Window,
+    run_id: str,
+    model_ref: str | None = None,
+    dry_run: bool = False,
+    parallel: int | None = None,
+    max_slices: int = 1,
+) -> PublishResult:
+    """All stages in this process (the command line's and the benchmark's path).
+
+    The same functions as the DAG's tasks. In one process a window is best read as one
+    slice (``max_slices=1``: one pass over the source, every core on it through the
+    runner's threads); more slices are scored one after the other.
+    """
+    stage = "plan"
+    try:
+        plan = plan_run(
+            config,
+            endpoints,
+            window=window,
+            run_id=run_id,
+            model_ref=model_ref,
+            dry_run=dry_run,
+            max_slices=max_slices,
+            preload=True,
+        )
+        stage = "score_slice"
+        results = [score_slice(config, endpoints, plan, s, workers=parallel) for s in plan.key_slices]
+        stage = "publish"
+        return publish_run(config, endpoints, plan, results)
+    except BaseException as exc:
+        fail_run(config, endpoints, run_id, exc, stage=stage, window=window)
+        raise

@@ -1,0 +1,313 @@
+"""Publish: the run's slices become the window's partition, in ONE short transaction.
+
+Everything heavy happened before, in the slice tasks (each slice's scores are already in
+a table of its own that proves its window and lineage with CHECK constraints). Here, under
+the window's advisory lock: the window's old partition is detached and dropped, a new one
+is made of the slices (each attach scans nothing), the window's rejects are replaced, the
+lineage rows are marked published and the run record is finished. Readers see the old
+window or the new one, never a mix; two runs on one window queue on the lock; runs on
+other windows do not wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from batchscore import db
+from batchscore.errors import PermanentError
+from batchscore.pipeline.windows import Window
+from batchscore.scoring import summary
+from batchscore.scoring.drift import DriftReport, Reference, evaluate
+from batchscore.scoring.validation import VALUE_IN_REASON
+from batchscore.sink import run_record
+from batchscore.sink.load import drop_run_slices
+from batchscore.sink.output_table import swap_window
+from batchscore.sink.shadow_table import ShadowPublish, publish_shadow
+
+log = logging.getLogger(__name__)
+
+
+class PublishLockTimeout(RuntimeError):
+    """Another run held the window's publish lock past the timeout; nothing was published."""
+
+
+class RejectThresholdExceeded(PermanentError, RuntimeError):
+    """Too many rows failed validation: nothing is published for the window."""
+
+    remedy = (
+        "see the run's rows in scoring.rejects (reason, row as it arrived); fix the source, "
+        "or raise validation.max_reject_fraction"
+    )
+
+
+class DriftHeld(PermanentError, RuntimeError):
+    """The window's features or scores moved past the pipeline's drift thresholds under ``policy: hold``."""
+
+    remedy = (
+        "compare reference and observed bins in scoring.drift for this run; fix the source if it broke, or retrain "
+        "(or re-register with a new --reference) if the change is real; drift.policy: warn publishes while recording"
+    )
+
+
+@dataclass(frozen=True)
+class DriftGate:
+    """The model's drift reference and the pipeline's policy, applied to the slices' counts at publish."""
+
+    reference: Reference
+    policy: Literal["warn", "hold"]
+    threshold: float
+    score_threshold: float
+    min_rows: int
+
+    def judge(self, slices: Sequence[SliceResult]) -> DriftReport:
+        return evaluate(
+            self.reference,
+            [s.drift for s in slices if s.drift is not None],
+            threshold=self.threshold,
+            score_threshold=self.score_threshold,
+            policy=self.policy,
+            min_rows=self.min_rows,
+        )
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """What scoring one slice produced (small enough for XCom): where its rows are, counts, timings."""
+
+    index: int
+    lineage_id: int
+    schema: str
+    table: str
+    rejects_table: str
+    lower: int | str | None
+    upper: int | str | None
+    rows_in: int
+    rows_scored: int
+    rows_rejected: int
+    seconds: float  # the slice's work, from the first query to the commit of its load
+    read_seconds: float  # waiting for the source's rows
+    score_seconds: float  # validating and scoring, summed over the scoring threads
+    startup_seconds: float  # process start to the first query (imports, model load)
+    first_row_seconds: float  # process start to the first row read
+    host: str
+    summary: dict[str, Any]
+    unique_key_seconds: float = 0.0  # proving one row per key (and handling duplicates)
+    drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.scoring.drift)
+    drift_seconds: float = 0.0  # CPU seconds counting rows into the drift bins (on the scoring threads)
+    shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.scoring.shadow.ShadowSlice), if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SliceResult:
+        return cls(**data)
+
+    def record(self) -> dict[str, Any]:
+        """The slice as the run record lists it (no score sample, no drift counts)."""
+        return {k: v for k, v in self.to_dict().items() if k not in {"summary", "drift", "shadow"}}
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    rows_written: int
+    rows_rejected: int
+    seconds: float
+    score_summary: dict[str, object]
+    published: bool
+
+
+def _top_reasons(url: str, slices: Sequence[SliceResult], limit: int = 3) -> str:
+    """The commonest kinds of reject reason across the slices, for the one-line error.
+
+    The values are left out (``'…'``): the error is shown with the run record, to people who may
+    not read the rejected rows' values; the rejects keep them.
+    """
+    union = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT reason FROM {}").format(sql.Identifier(s.schema, s.rejects_table)) for s in slices
+    )
+    statement = sql.SQL(
+        "SELECT regexp_replace(reason, {}, {}, 'g'), count(*) FROM ({}) AS r GROUP BY 1 ORDER BY 2 DESC LIMIT {}"
+    ).format(sql.Literal(VALUE_IN_REASON), sql.Literal("'…'"), union, sql.Literal(limit))
+    with db.pg_connect(url) as conn:
+        return "; ".join(f"{n:,} × {reason}" for reason, n in conn.execute(statement))
+
+
+def check_reject_threshold(url: str, slices: Sequence[SliceResult], max_fraction: float) -> None:
+    """Fail before any publish when the share of rejected rows is above the pipeline's threshold."""
+    rows_in = sum(s.rows_in for s in slices)
+    rejected = sum(s.rows_rejected for s in slices)
+    if rows_in and rejected / rows_in > max_fraction:
+        raise RejectThresholdExceeded(
+            f"{rejected:,} of {rows_in:,} rows ({rejected / rows_in:.2%}) failed validation, above "
+            f"max_reject_fraction={max_fraction:.2%}; nothing was published. Top reasons: "
+            f"{_top_reasons(url, slices)}"
+        )
+
+
+def _lock_window(conn: psycopg.Connection[Any], output_table: str, window: Window, timeout_seconds: int) -> None:
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout_seconds)}s")))
+    try:
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"batchscore:publish:{output_table}:{window.start.isoformat()}:{window.end.isoformat()}",),
+        )
+    except psycopg.errors.LockNotAvailable:
+        raise PublishLockTimeout(
+            f"another run kept publishing window {window} of {output_table} for more than "
+            f"{timeout_seconds}s; nothing was changed, the task can be retried"
+        ) from None
+
+
+def _keep_rejects(
+    conn: psycopg.Connection[Any], pipeline: str, window: Window, run_id: str, slices: Sequence[SliceResult]
+) -> None:
+    """Copy the slices' rejects into ``scoring.rejects`` under this run's id, then drop the slices' reject tables."""
+    for piece in slices:
+        if piece.rows_rejected:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO scoring.rejects (pipeline, window_start, window_end, run_id, entity_key, reason, "
+                    "row_data) SELECT %s, %s, %s, %s, entity_key, reason, row_data::jsonb FROM {}"
+                ).format(sql.Identifier(piece.schema, piece.rejects_table)),
+                (pipeline, window.start, window.end, run_id),
+            )
+    conn.execute(
+        sql.SQL("DROP TABLE IF EXISTS {}").format(
+            sql.SQL(", ").join(sql.Identifier(p.schema, p.rejects_table) for p in slices)
+        )
+    )
+
+
+def _replace_rejects(
+    conn: psycopg.Connection[Any], pipeline: str, window: Window, run_id: str, slices: Sequence[SliceResult]
+) -> None:
+    """The window's rejects become this run's (earlier runs' rejects of the window, failed ones too, go)."""
+    conn.execute(
+        "DELETE FROM scoring.rejects WHERE pipeline = %s AND window_start = %s AND window_end = %s",
+        (pipeline, window.start, window.end),
+    )
+    _keep_rejects(conn, pipeline, window, run_id, slices)
+
+
+def _already_published(conn: psycopg.Connection[Any], slices: Sequence[SliceResult]) -> bool:
+    """True when an earlier attempt of this publish committed (it was lost after its commit)."""
+    row = conn.execute(
+        "SELECT count(*) FROM scoring.lineage WHERE lineage_id = ANY(%s) AND published_at IS NOT NULL",
+        ([s.lineage_id for s in slices],),
+    ).fetchone()
+    return bool(row and row[0] == len(slices))
+
+
+def publish_window(
+    url: str,
+    *,
+    pipeline: str,
+    output_table: str,
+    window: Window,
+    run_id: str,
+    slices: Sequence[SliceResult],
+    max_reject_fraction: float,
+    dry_run: bool = False,
+    lock_timeout_seconds: int = 600,
+    drift: DriftGate | None = None,
+    shadow: ShadowPublish | None = None,
+) -> PublishResult:
+    """Make ``slices`` the window's scores, atomically; finish the run record. Idempotent on retry.
+
+    Over the reject threshold, held by drift, or for a dry run, the slices are dropped and
+    nothing changes. The run's drift (with ``drift``) is recorded in every case. A challenger's
+    slices (``shadow``) become its table's window in the same transaction, or are dropped with them.
+    """
+    started = time.perf_counter()
+    slices = sorted(slices, key=lambda s: s.index)
+    totals = run_record.RunTotals(
+        rows_read=sum(s.rows_in for s in slices),
+        rows_scored=sum(s.rows_scored for s in slices),
+        rows_rejected=sum(s.rows_rejected for s in slices),
+        rows_written=0 if dry_run else sum(s.rows_scored for s in slices),
+        extract_seconds=sum(s.read_seconds for s in slices),
+        predict_seconds=sum(s.score_seconds for s in slices),
+        load_seconds=0.0,
+        score_summary=summary.merge([s.summary for s in slices]),
+        lineage_id=None if dry_run else slices[0].lineage_id,
+        slices=[s.record() for s in slices],
+    )
+    report = drift.judge(slices) if drift is not None else None
+    if report is not None and report.status in {"warn", "held"}:
+        log.warning("publish: drift against the model's reference (%s): %s", report.status, report.describe())
+    try:
+        check_reject_threshold(url, slices, max_reject_fraction)
+        if report is not None and report.status == "held":
+            raise DriftHeld(
+                f"drift held the publish of window {window}: {report.describe()}; nothing was published "
+                "(drift.policy: hold)"
+            )
+    except (RejectThresholdExceeded, DriftHeld):
+        # Nothing is published, but the bad rows are kept aside (under this run's id, beside the
+        # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
+        with db.pg_connect(url) as conn:
+            _keep_rejects(conn, pipeline, window, run_id, slices)
+            run_record.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
+            if report is not None:
+                run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+            if shadow is not None:
+                run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
+        _drop_slices(url, pipeline, output_table, run_id, shadow)
+        raise
+    if dry_run:
+        _drop_slices(url, pipeline, output_table, run_id, shadow)
+    with db.pg_connect(url) as conn:
+        if not dry_run:
+            _lock_window(conn, output_table, window, lock_timeout_seconds)
+            if _already_published(conn, slices):
+                log.info("publish: window %s was published by an earlier attempt of this task", window)
+            else:
+                swap_window(conn, output_table, window, slices)
+                for piece in slices:
+                    conn.execute(
+                        "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
+                        (piece.rows_scored, piece.lineage_id),
+                    )
+                _replace_rejects(conn, pipeline, window, run_id, slices)
+                if shadow is not None:
+                    publish_shadow(conn, shadow, window, slices)
+        seconds = time.perf_counter() - started
+        status = "dry_run" if dry_run else "success"
+        run_record.record_finish(
+            conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds)
+        )
+        if report is not None:
+            run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+        if shadow is not None:
+            run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, not dry_run))
+    log.info(
+        "publish: %s %d scores and %d rejects from %d slice(s) for %s in %.2fs",
+        status,
+        totals.rows_scored,
+        totals.rows_rejected,
+        len(slices),
+        window,
+        seconds,
+    )
+    return PublishResult(totals.rows_written, totals.rows_rejected, seconds, totals.score_summary, not dry_run)
+
+
+def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow: ShadowPublish | None) -> None:
+    """Drop the run's unpublished slices, the challenger's too."""
+    drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
+    if shadow is not None:
+        drop_run_slices(url, pipeline=pipeline, output_table=shadow.table, run_id=run_id)
+
+
+def _with_load(totals: run_record.RunTotals, seconds: float) -> run_record.RunTotals:
+    from dataclasses import replace
+
+    return replace(totals, load_seconds=seconds)

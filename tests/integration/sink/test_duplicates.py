@@ -1,0 +1,110 @@
+"""One score per key per window: duplicated keys are rejected, kept once, or fail the run, as configured."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pytest
+
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.windows import Window
+from batchscore.run.planning import Endpoints
+from batchscore.run.stages import run_pipeline
+from batchscore.sink.load import DuplicateKeys, has_duplicate_keys
+from tests.conftest import WAREHOUSE_END, Services, day_window
+from tests.integration.helpers import churn_config, churn_variant, expected_scores, run_record, stored_scores
+
+pytestmark = pytest.mark.integration
+WINDOW = Window(*day_window(WAREHOUSE_END - timedelta(days=2)))
+
+
+def duplicating(policy: str) -> PipelineConfig:
+    """churn with a query that repeats every key ending in 07 (as a faulty upstream join would), own table."""
+    base = churn_config()
+    query = f"SELECT * FROM ({base.source.query}) AS q UNION ALL SELECT * FROM ({base.source.query}) AS r " + (
+        "WHERE customer_id % 100 = 7"
+    )
+    config = churn_variant(f"churn_dup_{policy}", query, duplicate_keys=policy, max_reject_fraction=0.2)
+    return config.model_copy(update={"execution": base.execution.model_copy(update={"slice_rows": 1_000})})
+
+
+def rejects_of(services: Services, pipeline: str, run_id: str) -> list[tuple]:
+    with psycopg.connect(services.scores_url) as conn:
+        return conn.execute(
+            "SELECT entity_key, reason, row_data FROM scoring.rejects WHERE pipeline = %s AND run_id = %s "
+            "AND reason LIKE 'duplicate key%%' ORDER BY entity_key, row_data->>'copy'",
+            (pipeline, run_id),
+        ).fetchall()
+
+
+def endpoints(services: Services) -> Endpoints:
+    return Endpoints(services.warehouse_url, services.scores_url, services.registry)
+
+
+@pytest.mark.parametrize("slices", [1, 3])
+def test_every_copy_of_a_duplicated_key_is_rejected_by_default(services: Services, slices: int) -> None:
+    config = duplicating("reject")
+    run_id = f"it__dup_reject_{slices}"
+    result = run_pipeline(config, endpoints(services), window=WINDOW, run_id=run_id, max_slices=slices)
+    record = run_record(services.scores_url, config.name, run_id)
+    assert record is not None
+    assert len(record["slices"]) == slices
+    expected, rejected = expected_scores(services.warehouse_url, services.registry, WINDOW.start, WINDOW.end)
+    doubled = {k for k in expected.index if k % 100 == 7}
+    stored = stored_scores(services.scores_url, config.output.table, WINDOW.start, WINDOW.end)
+    assert stored.index.is_unique
+    assert set(stored.index) == set(expected.index) - doubled
+    np.testing.assert_allclose(stored["score"], expected.loc[stored.index, "score"], rtol=0, atol=1e-12)
+    dup_rejects = rejects_of(services, config.name, run_id)
+    assert len(dup_rejects) == 2 * len(doubled) > 0
+    assert {int(k) for k, _, _ in dup_rejects} == doubled
+    assert {reason for _, reason, _ in dup_rejects} == {"duplicate key: 2 copies in the window"}
+    invalid_doubled = {k for k in rejected if k % 100 == 7}  # both copies fail validation first
+    assert result.rows_rejected == len(rejected) + len(invalid_doubled) + 2 * len(doubled)
+    assert record["rows_written"] == len(stored)
+    assert record["score_summary"]["count"] == len(stored), "the summary counts only what was published"
+
+
+def test_keep_first_keeps_one_copy_and_rejects_the_others(services: Services) -> None:
+    config = duplicating("keep_first")
+    run_id = "it__dup_first"
+    run_pipeline(config, endpoints(services), window=WINDOW, run_id=run_id)
+    expected, _ = expected_scores(services.warehouse_url, services.registry, WINDOW.start, WINDOW.end)
+    doubled = {k for k in expected.index if k % 100 == 7}
+    stored = stored_scores(services.scores_url, config.output.table, WINDOW.start, WINDOW.end)
+    assert stored.index.is_unique
+    assert set(stored.index) == set(expected.index)
+    dup_rejects = rejects_of(services, config.name, run_id)
+    assert {int(k) for k, _, _ in dup_rejects} == doubled
+    assert len(dup_rejects) == len(doubled)
+    assert {reason for _, reason, _ in dup_rejects} == {"duplicate key: 2 copies in the window (the first was kept)"}
+    assert {row["copy"] for _, _, row in dup_rejects} == {2}
+
+
+def test_fail_policy_fails_the_run_and_publishes_nothing(services: Services) -> None:
+    config = duplicating("fail")
+    with pytest.raises(DuplicateKeys, match=r"key\(s\) appear more than once in the window \(first: \d+"):
+        run_pipeline(config, endpoints(services), window=WINDOW, run_id="it__dup_fail")
+    assert stored_scores(services.scores_url, config.output.table, WINDOW.start, WINDOW.end).empty
+    record = run_record(services.scores_url, config.name, "it__dup_fail")
+    assert record is not None
+    assert (record["status"], record["failed_stage"]) == ("failed", "score_slice")
+    assert "duplicate_keys" in record["remedy"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "duplicated"),
+    [
+        ([pa.array([3, 1, 2]), pa.array([5, 4])], False),
+        ([pa.array([3, 1, 2]), pa.array([5, 1])], True),
+        ([pa.chunked_array([pa.array(["a", "b"]), pa.array(["c"])])], False),
+        ([pa.array(["a", "b"]), pa.array(["b"])], True),
+        ([pa.array([], pa.int64())], False),
+        ([], False),
+    ],
+)
+def test_the_engine_proves_one_row_per_key(keys: list, duplicated: bool) -> None:
+    assert has_duplicate_keys(keys) is duplicated
