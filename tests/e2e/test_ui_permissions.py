@@ -17,8 +17,8 @@ import requests
 
 from batchscore import db
 from batchscore.local.stack import AirflowClient, LocalStack
-from batchscore.sink.run_record import RunTotals, apply_schema, record_finish, record_start
 from batchscore.pipeline.windows import Window
+from batchscore.sink.run_record import RunTotals, apply_schema, record_finish, record_start
 from tests.e2e.fab_stack import FabApi
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from batchscore import db
-from batchscore.sink.run_record import RUN_COLUMNS
 from batchscore.scoring.validation import VALUE_IN_REASON
+from batchscore.sink.run_record import RUN_COLUMNS
 
 STATUSES = ("running", "success", "failed", "dry_run")
 MAX_RUNS = 500
