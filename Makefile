@@ -1,11 +1,11 @@
-# The README's commands. Everything runs from a virtualenv in .venv built from the pinned locks.
+# The README's and the docs' commands. Everything runs from a virtualenv in .venv built from the pinned locks.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags redis-server \
-	chromium screenshots
+.PHONY: install env demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags redis-server \
+	chromium screenshots docs
 
 # Bytecode is compiled at install: every Airflow task is a fresh process, and with
 # PYTHONDONTWRITEBYTECODE=1 (set here and in many images) it would recompile scikit-learn, SciPy
@@ -27,6 +27,9 @@ $(COMPOSE_SPEC): requirements-compose-spec.txt | $(STAMP)
 
 install: $(STAMP) $(COMPOSE_SPEC) ## create .venv with the pinned dependencies
 
+env: $(STAMP)                     ## write .env for docker compose with fresh secrets (never replaces one: FORCE=1 does)
+	$(BIN)/python -m batchscore compose-env $(if $(FORCE),--force)
+
 demo: $(STAMP)                    ## the whole job end to end on the embedded PostgreSQL + a real Airflow
 	$(BIN)/python -m batchscore demo
 
@@ -43,7 +46,7 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "the browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
 
-test: $(STAMP) $(COMPOSE_SPEC) redis-server chromium lint typecheck     ## the whole test suite (lint, types, unit, integration, Airflow, end to end)
+test: $(STAMP) $(COMPOSE_SPEC) redis-server chromium lint typecheck     ## the whole test suite (lint, types, unit, docs, integration, Airflow, end to end)
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)
@@ -54,8 +57,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test-unit: $(STAMP) $(COMPOSE_SPEC) ## no services: unit tests and the DAG integrity tests
-	$(BIN)/python -m pytest tests/unit tests/dags
+test-unit: $(STAMP) $(COMPOSE_SPEC) ## no services: unit tests, the DAG integrity tests, the docs site built --strict
+	$(BIN)/python -m pytest tests/unit tests/dags tests/docs
 
 test-integration: $(STAMP)         ## the engine and dag.test() on the embedded PostgreSQL
 	$(BIN)/python -m pytest tests/integration tests/airflow
@@ -63,8 +66,11 @@ test-integration: $(STAMP)         ## the engine and dag.test() on the embedded 
 test-e2e: $(STAMP) redis-server chromium   ## a real scheduler, dag-processor and API server; Celery workers
 	$(BIN)/python -m pytest tests/e2e
 
-screenshots: $(STAMP) chromium    ## regenerate the README's UI pictures (docs/img) with a real browser on the test stack
+screenshots: $(STAMP) chromium    ## regenerate the docs' UI pictures (docs/img) with a real browser on the test stack
 	BATCHSCORE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/e2e/test_ui_browser.py
+
+docs: $(STAMP)                    ## serve the documentation site on http://127.0.0.1:8000 (live reload)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 airflow: $(STAMP)                 ## start the Airflow UI + scheduler on the local stack (background)
 	$(BIN)/python -m batchscore airflow up

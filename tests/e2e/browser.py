@@ -2,7 +2,7 @@
 
 The browser is the system's ``chromium`` (``make chromium`` installs it); Playwright never
 downloads one. Screenshots go to ``BATCHSCORE_SCREENSHOTS`` when set (``make screenshots``
-writes the README's pictures under docs/img), else beside the test session's scratch files.
+writes the documentation's pictures under docs/img), else beside the test session's scratch files.
 """
 
 from __future__ import annotations

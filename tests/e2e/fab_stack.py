@@ -23,7 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from batchscore.local.embedded_pg import free_port
+from batchscore.local.embedded_pg import free_ports
 from batchscore.local.stack import FAB_AUTH_MANAGER, AirflowClient, LocalStack
 
 USERS = {"admin": "Admin", "churn": "churn_reader", "churn_logs": "churn_logs", "nobody": "no_dags"}
@@ -73,10 +73,12 @@ def _create_user(user: str, role: str) -> list[str]:
 
 def fab_stack(main: LocalStack) -> LocalStack:
     """The FAB installation beside ``main``: same server, DAG files and scores database; its own metadata."""
+    api_port, log_port = free_ports(2)  # no log server runs; its port is kept off the main stack's
     return LocalStack(
         root=main.root,
         pg_port=main.pg_port,
-        api_port=free_port(),
+        api_port=api_port,
+        log_port=log_port,
         external_url=main.external_url,
         pg_settings=main.pg_settings,
         dags_dir=main.dags_dir,

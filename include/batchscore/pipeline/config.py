@@ -236,7 +236,7 @@ class ExecutionConfig(_Strict):
     about that size, at most ``max_slices``; each is scored by its own task. At most
     ``parallel_slices`` of a run's slice tasks run at once, each with ``threads_per_slice``
     scoring threads: keep ``parallel_slices x threads_per_slice`` at or below the cores the
-    executor gives the run (see the README's "How the work is cut").
+    executor gives the run (docs/performance.md, "How the work is cut").
     """
 
     slice_rows: Annotated[int, Field(ge=100, le=1_000_000_000)] = 2_000_000
