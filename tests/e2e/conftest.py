@@ -106,9 +106,13 @@ def utc_day(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fab_api(database: LocalStack) -> Iterator[FabApi]:
-    """A second api-server with the FAB auth manager and per-DAG roles (tests/e2e/fab_stack.py), started once."""
+    """A second api-server with the FAB auth manager and per-DAG roles (tests/e2e/fab_stack.py).
+
+    Module-scoped: only test_ui_permissions.py uses it, so it starts once a session and stops
+    when that module is done, instead of idling beside the main stack for the rest of the run.
+    """
     api = fab_stack.start(database)
     try:
         yield api
