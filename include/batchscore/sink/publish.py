@@ -26,6 +26,7 @@ from batchscore.errors import PermanentError
 from batchscore.pipeline.windows import Window
 from batchscore.scoring import summary
 from batchscore.scoring.drift import DriftReport, Reference, evaluate
+from batchscore.scoring.validation import VALUE_IN_REASON
 from batchscore.sink import run_record
 from batchscore.sink.load import drop_run_slices
 from batchscore.sink.output_table import swap_window
@@ -129,13 +130,17 @@ class PublishResult:
 
 
 def _top_reasons(url: str, slices: Sequence[SliceResult], limit: int = 3) -> str:
-    """The commonest reject reasons across the slices, for the one-line error."""
+    """The commonest kinds of reject reason across the slices, for the one-line error.
+
+    The values are left out (``'…'``): the error is shown with the run record, to people who may
+    not read the rejected rows' values; the rejects keep them.
+    """
     union = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT reason FROM {}").format(sql.Identifier(s.schema, s.rejects_table)) for s in slices
     )
-    statement = sql.SQL("SELECT reason, count(*) FROM ({}) AS r GROUP BY reason ORDER BY 2 DESC LIMIT {}").format(
-        union, sql.Literal(limit)
-    )
+    statement = sql.SQL(
+        "SELECT regexp_replace(reason, {}, {}, 'g'), count(*) FROM ({}) AS r GROUP BY 1 ORDER BY 2 DESC LIMIT {}"
+    ).format(sql.Literal(VALUE_IN_REASON), sql.Literal("'…'"), union, sql.Literal(limit))
     with db.pg_connect(url) as conn:
         return "; ".join(f"{n:,} × {reason}" for reason, n in conn.execute(statement))
 
