@@ -169,8 +169,12 @@ class ModelRegistry:
             return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if fs.isdir(p))
 
-    def promote(self, name: str, alias: str, version: int, *, by: str = "") -> int | None:
+    def promote(
+        self, name: str, alias: str, version: int, *, by: str = "", evidence: dict[str, Any] | None = None
+    ) -> int | None:
         """Point ``alias`` at ``version`` and log the change (``alias_history.json``); returns the old target.
+
+        ``by`` names who decided; ``evidence`` (small, JSON) is what they decided on, kept in the log.
 
         The alias file is replaced in one write (temp file, then rename, where the store allows),
         so a run resolving the alias sees the old version or the new one.
@@ -186,6 +190,7 @@ class ModelRegistry:
                 "to": version,
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "by": by,
+                **({"evidence": evidence} if evidence is not None else {}),
             }
         )
         storage.write_bytes(url, json.dumps(history, indent=2).encode())

@@ -409,6 +409,15 @@ class PipelineConfig(_Strict):
     def _promotion_needs_evidence(self) -> PipelineConfig:
         if self.promotion is not None and (self.shadow is None or self.outcomes is None):
             raise ValueError("promotion needs both shadow (a challenger) and outcomes (to judge it by)")
+        if self.promotion is not None and self.shadow is not None and self.shadow.name not in (None, self.model.name):
+            raise ValueError(
+                f"promotion moves {self.model.name}:{self.model.version}, so shadow must be a version of "
+                f"{self.model.name} (shadow.name is {self.shadow.name!r}): register the challenger under that name"
+            )
+        if self.promotion is not None and self.model.version.isdigit():
+            raise ValueError(
+                "promotion moves the model's alias: model.version must be an alias (champion), not a number"
+            )
         return self
 
     @property

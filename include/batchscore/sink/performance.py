@@ -126,3 +126,60 @@ def performance_rows(url: str, pipeline: str, *, windows: int | None = None) -> 
 
 def window_of(row: dict[str, Any]) -> tuple[datetime, datetime]:
     return row["window_start"], row["window_end"]
+
+
+def published_runs(
+    url: str, pipeline: str, windows: Sequence[tuple[datetime, datetime]]
+) -> dict[tuple[Any, Any], dict]:
+    """The latest successful run of each window: its shadow agreement (label agreement, score PSI) and drift."""
+    if not windows:
+        return {}
+    with db.pg_connect(url) as conn:
+        cur = conn.execute(
+            "SELECT DISTINCT ON (window_start, window_end) window_start, window_end, run_id, model_version, shadow, "
+            "drift_status, drift_max_psi FROM scoring.scoring_runs WHERE pipeline = %s AND status = 'success' "
+            "AND window_start = ANY(%s) ORDER BY window_start, window_end, finished_at DESC NULLS LAST",
+            (pipeline, [w[0] for w in windows]),
+        )
+        names = [c.name for c in cur.description or ()]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return {(r["window_start"], r["window_end"]): r for r in rows}
+
+
+def record_decision(
+    url: str,
+    *,
+    pipeline: str,
+    run_id: str,
+    model_name: str,
+    alias: str,
+    from_version: int | None,
+    to_version: int,
+    decision: str,
+    decided_by: str | None,
+    evidence: dict[str, Any],
+) -> None:
+    """Record one promotion request's decision (approved, rejected or expired); a retried task writes it once."""
+    with db.pg_connect(url, autocommit=True) as conn:
+        from batchscore.sink.run_record import apply_schema
+
+        apply_schema(conn)
+        conn.execute(
+            "INSERT INTO scoring.promotion_decisions (pipeline, run_id, model_name, alias, from_version, to_version, "
+            "decision, decided_by, evidence) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (pipeline, run_id) DO UPDATE SET decision = EXCLUDED.decision, "
+            "decided_by = EXCLUDED.decided_by, decided_at = now(), evidence = EXCLUDED.evidence",
+            (pipeline, run_id, model_name, alias, from_version, to_version, decision, decided_by, json.dumps(evidence)),
+        )
+
+
+def decisions(url: str, pipeline: str) -> list[dict[str, Any]]:
+    """Every recorded promotion decision of ``pipeline``, newest first."""
+    with db.pg_connect(url) as conn:
+        if conn.execute("SELECT to_regclass('scoring.promotion_decisions')").fetchone() == (None,):
+            return []
+        cur = conn.execute(
+            "SELECT * FROM scoring.promotion_decisions WHERE pipeline = %s ORDER BY decided_at DESC", (pipeline,)
+        )
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
