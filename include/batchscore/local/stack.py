@@ -73,6 +73,9 @@ class LocalStack:
     executor: str = "LocalExecutor"
     broker_url: str | None = None  # CeleryExecutor: the Redis broker
     heartbeat_timeout: int | None = None  # seconds before a task whose worker vanished is failed (and retried)
+    # More people who may log in, name -> (role, password): e.g. a reviewer (role "user") who answers
+    # promotion requests, so the approver recorded is not the admin.
+    users: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def home(self) -> Path:
@@ -110,7 +113,7 @@ class LocalStack:
 
         self.home.mkdir(parents=True, exist_ok=True)
         passwords = self.home / "passwords.json"
-        passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+        passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD} | {n: pw for n, (_, pw) in self.users.items()}))
         metadata = libpq_url(self.database_url("airflow")).replace("postgresql://", "postgresql+psycopg2://", 1)
         api = f"http://127.0.0.1:{self.api_port}"
         extra: dict[str, str] = {}
@@ -136,7 +139,9 @@ class LocalStack:
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
             ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                [f"{ADMIN_USER}:admin", *(f"{n}:{role}" for n, (role, _) in self.users.items())]
+            ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API__HOST": LOOPBACK,
             "AIRFLOW__API__PORT": str(self.api_port),
