@@ -101,7 +101,7 @@ def test_the_request_carries_the_evidence_and_a_rejection_changes_nothing(
     for column in ("roc_auc champion / challenger", "label agreement", "score PSI", "drift"):
         assert column in body
     answered = answer(airflow_db, f"promote_{PROMO}", run_id, "Reject")
-    assert answered["responded_by_user"]["name"] == REVIEWER
+    assert answered["responded_by"]["name"] == REVIEWER
     client.wait_for_runs(f"promote_{PROMO}", {run_id}, timeout=300)
     assert (registry.aliases(PROMO), len(registry.alias_history(PROMO))) == before
     recorded = decision_of(airflow_db, PROMO, run_id)
