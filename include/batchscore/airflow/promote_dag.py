@@ -2,9 +2,9 @@
 
 ``gather_evidence`` reads the recorded performance (no model is loaded); ``approve`` is Airflow's
 human-in-the-loop ApprovalOperator, shown under the UI's required actions with the evidence as
-its body, answered there or through the REST API; ``promote`` runs only on approval and moves
-the alias (recording the approver and the evidence); ``record_decision`` runs whatever happened
-and records a rejection, or a request that expired unanswered. Nothing changes but on approval.
+its body, answered there or through the REST API. When the answer comes, the same task carries
+it out: an approval moves the alias (recording the approver and the evidence), a rejection or a
+request that expired unanswered is recorded. Nothing changes but on approval.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, dag, get_current_context, task
+from airflow.sdk import DAG, dag, task
 
 from batchscore import settings
 from batchscore.pipeline.config import ConfigError, PipelineConfig, load_config
@@ -22,14 +22,43 @@ from batchscore.pipeline.config import ConfigError, PipelineConfig, load_config
 EVIDENCE = "gather_evidence"
 
 
-def _decision(context: Any) -> tuple[str, str | None]:
-    """(approved | rejected | expired, the responder's name) from the approval task's result."""
-    answer = context["ti"].xcom_pull(task_ids="approve")
-    if not answer:
-        return "expired", None
-    user = answer.get("responded_by_user") or {}
-    name = user.get("name") or user.get("id")
-    return ("approved" if answer.get("chosen_options") == [ApprovalOperator.APPROVE] else "rejected"), name
+class EvidencedApproval(ApprovalOperator):
+    """Airflow's ApprovalOperator that carries out its own answer, so no decision passes through XCom.
+
+    When the answer arrives (``execute_complete``, on a worker): an approval moves the alias
+    and records the approver, a rejection is recorded (and the operator skips what follows),
+    and a request that timed out unanswered is recorded as expired before the task fails.
+    """
+
+    def __init__(self, *, config: PipelineConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from batchscore.airflow import glue
+        from batchscore.run.promotion import apply_decision
+
+        evidence = context["ti"].xcom_pull(task_ids=EVIDENCE)["evidence"]
+        run_id = context["run_id"]
+        if "error" in event:  # unanswered (timeout) or a failed request: nothing changes
+            if event.get("error_type") == "timeout":
+                apply_decision(
+                    self.config, glue.endpoints(self.config), evidence, decision="expired", by=None, run_id=run_id
+                )
+            return super().execute_complete(context=context, event=event)
+        user = event.get("responded_by_user") or {}
+        by = user.get("name") or user.get("id")
+        approved = list(event.get("chosen_options") or []) == [self.APPROVE]
+        with glue.failing_fast():
+            apply_decision(
+                self.config,
+                glue.endpoints(self.config),
+                evidence,
+                decision="approved" if approved else "rejected",
+                by=by,
+                run_id=run_id,
+            )
+        return super().execute_complete(context=context, event=event)
 
 
 def build_promote_dag(config: PipelineConfig) -> DAG:
@@ -66,45 +95,15 @@ def build_promote_dag(config: PipelineConfig) -> DAG:
             )
             return {"evidence": evidence, "subject": subject, "body": request_body(evidence)}
 
-        approve = ApprovalOperator(
+        approve = EvidencedApproval(
             task_id="approve",
+            config=config,
             subject=f"{{{{ ti.xcom_pull(task_ids='{EVIDENCE}')['subject'] }}}}",
             body=f"{{{{ ti.xcom_pull(task_ids='{EVIDENCE}')['body'] }}}}",
             response_timeout=timedelta(hours=promotion.timeout_hours),
         )
 
-        @task
-        def promote() -> dict[str, Any]:
-            """Move the alias to the challenger (on approval only: a rejection skips this task)."""
-            from batchscore.airflow import glue
-            from batchscore.run.promotion import apply_decision
-
-            context = get_current_context()
-            decision, by = _decision(context)
-            evidence = context["ti"].xcom_pull(task_ids=EVIDENCE)["evidence"]
-            with glue.failing_fast():
-                previous = apply_decision(
-                    config, glue.endpoints(config), evidence, decision=decision, by=by, run_id=context["run_id"]
-                )
-            return {"decision": decision, "by": by, "from": previous, "to": evidence["challenger_version"]}
-
-        @task(trigger_rule="all_done")
-        def record_decision() -> dict[str, Any]:
-            """Record a rejection or an expired request (an approval was recorded by ``promote``)."""
-            from batchscore.airflow import glue
-            from batchscore.run.promotion import apply_decision
-
-            context = get_current_context()
-            decision, by = _decision(context)
-            gathered = context["ti"].xcom_pull(task_ids=EVIDENCE)
-            if decision == "approved" or not gathered:
-                return {"decision": decision, "by": by, "recorded": decision == "approved"}
-            apply_decision(
-                config, glue.endpoints(config), gathered["evidence"], decision=decision, by=by, run_id=context["run_id"]
-            )
-            return {"decision": decision, "by": by, "recorded": True}
-
-        gather_evidence() >> approve >> promote() >> record_decision()
+        gather_evidence() >> approve
 
     return promotion_dag()
 
