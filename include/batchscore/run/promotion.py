@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from batchscore.errors import PermanentError
+from batchscore.models.alias_log import AliasConflict
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.run.planning import Endpoints
@@ -193,19 +194,19 @@ def apply_decision(
     champion, challenger = evidence["champion_version"], evidence["challenger_version"]
     previous = champion
     if decision == "approved":
-        current = registry.aliases(name).get(alias)
-        if current != champion:
-            raise PromotionError(
-                f"{name}:{alias} points at v{current}, not v{champion} the evidence was gathered against: "
-                "nothing changed"
+        try:  # compare-and-swap: only if the alias still points at the champion the evidence compared
+            previous = registry.promote(
+                name,
+                alias,
+                challenger,
+                by=f"{by} (approved in {config.name} promotion run {run_id})",
+                expected=champion,
+                evidence=summary(evidence),
             )
-        previous = registry.promote(
-            name,
-            alias,
-            challenger,
-            by=f"{by} (approved in {config.name} promotion run {run_id})",
-            evidence=summary(evidence),
-        )
+        except AliasConflict as exc:
+            raise PromotionError(
+                f"{name}:{alias} moved since the evidence was gathered against v{champion}: {exc}"
+            ) from exc
     record_decision(
         endpoints.scores_url,
         pipeline=config.name,

@@ -83,19 +83,19 @@ def assert_untouched(services: Services, before: pd.DataFrame) -> None:
 
 
 def tampered(registry: Path) -> None:
-    artifact = next(registry.glob("churn/versions/*/model.skops"))
+    artifact = next(registry.glob("churn/artifacts/*.skops"))
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
 
 
 def truncated(registry: Path) -> None:
-    for artifact in registry.glob("churn/versions/*/model.skops"):
+    for artifact in registry.glob("churn/artifacts/*.skops"):
         artifact.write_bytes(artifact.read_bytes()[:-100])
 
 
 def missing(registry: Path) -> None:
-    for artifact in registry.glob("churn/versions/*/model.skops"):
+    for artifact in registry.glob("churn/artifacts/*.skops"):
         artifact.unlink()
 
 
@@ -185,6 +185,14 @@ FAILING: list[tuple[str, Callable[[], PipelineConfig], dict, type[Exception], st
         {},
         RejectThresholdExceeded,
         r"failed validation, above max_reject_fraction=20\.00%.*plan is NULL",
+    ),
+    (
+        # the error is shown with the run record, to readers who may not read the rejected values
+        "unseen categories above the reject threshold: the error names the kind, not the values",
+        lambda: rewritten("bad_input", region="CASE WHEN customer_id % 2 = 0 THEN 'mars' ELSE region END"),
+        {},
+        RejectThresholdExceeded,
+        r"^(?!.*mars).*Top reasons: [\d,]+ × region: unseen category '…'",
     ),
 ]
 
@@ -306,12 +314,10 @@ def test_a_hostile_model_file_swapped_into_the_registry_fails_the_run_and_runs_n
     payload = tmp_path / "payload"
     payload.mkdir()
     hostile = hostile_files(payload / "code-ran")[way]
-    for artifact in registry.glob("churn/versions/*/model.skops"):
-        artifact.write_bytes(hostile)
-        manifest = artifact.with_name("manifest.json")
-        manifest.write_text(
-            json.dumps(json.loads(manifest.read_text()) | {"sha256": hashlib.sha256(hostile).hexdigest()})
-        )
+    for manifest in registry.glob("churn/versions/*/manifest.json"):
+        doc = json.loads(manifest.read_text())
+        (registry / "churn" / doc["artifact"]).write_bytes(hostile)
+        manifest.write_text(json.dumps(doc | {"sha256": hashlib.sha256(hostile).hexdigest()}))
     run_id = f"it__bad_hostile_{way.replace('.', '_')}"
     config = with_table(churn_config().model_copy(update={"name": "bad_input"}))
     with pytest.raises(RegistryError, match="outside the allowlist"):
