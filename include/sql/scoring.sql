@@ -133,3 +133,45 @@ CREATE TABLE IF NOT EXISTS scoring.drift (
     PRIMARY KEY (pipeline, run_id, feature)
 );
 CREATE INDEX IF NOT EXISTS drift_window_idx ON scoring.drift (pipeline, window_start);
+
+-- Realised performance: one row per (pipeline, window, model version, role) once the window's outcomes
+-- are complete. Re-evaluating a window replaces all of its rows (a re-scored window is judged under
+-- the version that scored it now). metrics: classifier (positive_rate, roc_auc, pr_auc, log_loss,
+-- brier) or regressor (rmse, mae, r2, bias, mean_outcome); curves: calibration per score decile, or
+-- the residuals' deciles. status 'no_labels': a clusterer, nothing to compare with; reason says so.
+CREATE TABLE IF NOT EXISTS scoring.performance (
+    pipeline             text        NOT NULL,
+    window_start         timestamptz NOT NULL,
+    window_end           timestamptz NOT NULL,
+    model_name           text        NOT NULL,
+    model_version        integer     NOT NULL,
+    role                 text        NOT NULL CHECK (role IN ('champion', 'challenger')),
+    task                 text        NOT NULL,
+    status               text        NOT NULL CHECK (status IN ('evaluated', 'no_labels')),
+    reason               text,
+    rows_scored          bigint      NOT NULL,   -- published score rows of the window
+    rows_matched         bigint      NOT NULL,   -- of those, with an outcome
+    rows_without_outcome bigint      NOT NULL,   -- scored, no outcome (or a NULL one): counted, not guessed
+    outcomes_unmatched   bigint      NOT NULL,   -- outcomes for keys this model did not score in the window
+    metrics              jsonb       NOT NULL DEFAULT '{}',
+    curves               jsonb       NOT NULL DEFAULT '[]',
+    run_id               text,                   -- the evaluating Airflow run
+    evaluated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, window_start, window_end, model_version, role)
+);
+
+-- Every decision on a promotion request (promote_<name>): approved, rejected or expired, by whom,
+-- on what evidence. An approval also moves the alias and is in the registry's alias history.
+CREATE TABLE IF NOT EXISTS scoring.promotion_decisions (
+    pipeline        text        NOT NULL,
+    run_id          text        NOT NULL,
+    model_name      text        NOT NULL,
+    alias           text        NOT NULL,
+    from_version    integer,
+    to_version      integer     NOT NULL,
+    decision        text        NOT NULL CHECK (decision IN ('approved', 'rejected', 'expired')),
+    decided_by      text,
+    decided_at      timestamptz NOT NULL DEFAULT now(),
+    evidence        jsonb       NOT NULL,
+    PRIMARY KEY (pipeline, run_id)
+);

@@ -123,8 +123,9 @@ def test_a_broken_pipeline_file_stops_only_its_own_dag(tmp_path: Path, monkeypat
 
     bag = DagBag(dag_folder=str(dags))
 
-    assert set(bag.dags) == {"score_churn"}
+    assert set(bag.dags) == {"score_churn", "evaluate_churn"}  # churn has outcomes: its evaluation DAG too
     assert set(bag.dags["score_churn"].task_ids) == {"plan", "score_slice", "publish"}
+    assert set(bag.dags["evaluate_churn"].task_ids) == {"wait_for_horizon", "evaluate"}
     errors = {Path(path).name: error for path, error in bag.import_errors.items()}
     assert set(errors) == {"score_broken.py", "score_typo.py", "pipeline_files.py"}
     assert "broken.yaml: entity_key: Field required" in errors["score_broken.py"]

@@ -68,6 +68,15 @@ def endpoints(config: PipelineConfig, *, with_mlflow: bool = False) -> Endpoints
     )
 
 
+def evaluation_endpoints(config: PipelineConfig) -> Endpoints:
+    """The run's endpoints plus the outcomes' database when ``outcomes.conn_id`` names another connection."""
+    base = endpoints(config)
+    conn_id = config.outcomes.conn_id if config.outcomes else None
+    if conn_id is None or conn_id == config.source.conn_id:
+        return base
+    return Endpoints(base.source_url, base.scores_url, base.registry, outcomes_url=connection_url(conn_id))
+
+
 def mlflow_tracking_uri(conn_id: str) -> str | None:
     """The MLflow tracking URI of an Airflow connection (``mlflow_default``), else ``MLFLOW_TRACKING_URI``.
 

@@ -83,6 +83,9 @@ class LocalStack:
     broker_url: str | None = None  # CeleryExecutor: the Redis broker
     heartbeat_timeout: int | None = None  # seconds before a task whose worker vanished is failed (and retried)
     auth_manager: str = SIMPLE_AUTH_MANAGER  # FAB_AUTH_MANAGER: users and roles in the metadata database
+    # SimpleAuthManager: more people who may log in, name -> (role, password): e.g. a reviewer (role
+    # "user") who answers promotion requests, so the approver recorded is not the admin.
+    users: dict[str, tuple[str, str]] = field(default_factory=dict)
     services: tuple[str, ...] = SERVICES  # what start_services starts (a subset of SERVICES)
 
     @property
@@ -135,9 +138,13 @@ class LocalStack:
             extra["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout)
         if self.auth_manager == SIMPLE_AUTH_MANAGER:
             passwords = self.home / "passwords.json"
-            passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+            passwords.write_text(
+                json.dumps({ADMIN_USER: ADMIN_PASSWORD} | {n: pw for n, (_, pw) in self.users.items()})
+            )
             extra |= {
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    [f"{ADMIN_USER}:admin", *(f"{n}:{role}" for n, (role, _) in self.users.items())]
+                ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             }
         return extra | {

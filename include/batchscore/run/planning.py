@@ -45,6 +45,7 @@ class Endpoints:
     scores_url: str
     registry: str
     mlflow_uri: str | None = None  # the MLflow tracking server, for pipelines whose model comes from MLflow
+    outcomes_url: str | None = None  # where outcomes.query runs when outcomes.conn_id is not the source's
 
 
 @dataclass(frozen=True)

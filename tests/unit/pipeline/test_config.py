@@ -250,3 +250,30 @@ def test_a_bad_mlflow_reference_is_named_in_one_error(tmp_path: Path, model: dic
     assert str(info.value) == str(info.value).splitlines()[0]  # one line: no second error about name
     assert str(info.value).startswith(f"{file}: ")
     assert expected in str(info.value)
+
+
+def test_outcomes_horizon_and_query_are_checked(tmp_path: Path) -> None:
+    data = churn_data()
+    config = load_config(write(tmp_path, data))
+    assert config.outcomes is not None
+    assert config.outcomes.horizon_delta.days == 30
+    data["outcomes"] = {"query": "SELECT customer_id, churned FROM t", "horizon": "a month"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, data))
+    assert "outcomes.query: must use both :window_start and :window_end" in str(caught.value)
+    assert "outcomes.horizon: 'a month' must be a whole number of hours, days or weeks" in str(caught.value)
+
+
+def test_promotion_needs_a_shadow_of_the_same_model_and_outcomes(tmp_path: Path) -> None:
+    data = churn_data() | {"promotion": {"windows": 3}}
+    with pytest.raises(ConfigError, match="promotion needs both shadow"):
+        load_config(write(tmp_path, data))
+    data["shadow"] = {"name": "other", "version": "challenger"}
+    with pytest.raises(ConfigError, match="shadow must be a version of churn"):
+        load_config(write(tmp_path, data))
+    data["shadow"] = {"version": "challenger"}
+    data["promotion"]["requires"] = {"metric": "accuracy", "min_gain": 0.01}
+    with pytest.raises(ConfigError, match=r"promotion\.requires\.metric"):
+        load_config(write(tmp_path, data))
+    data["promotion"]["requires"] = {"metric": "roc_auc", "min_gain": 0.01}
+    assert load_config(write(tmp_path, data)).promotion.requires.windows == 7  # type: ignore[union-attr]
