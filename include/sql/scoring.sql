@@ -65,7 +65,9 @@ BEGIN
             ('scoring_runs', 'drift_status', 'text'),                    -- ok, warn, held or few_rows; NULL: not watched
             ('scoring_runs', 'drift_max_psi', 'double precision'),       -- the largest PSI of the run's drift rows
             ('scoring_runs', 'shadow', 'jsonb'),                         -- the challenger: model, table, agreement
-            ('scoring_runs', 'model_source', 'jsonb')                    -- where the model came from (MLflow: uri, version, run)
+            ('scoring_runs', 'model_source', 'jsonb'),                   -- where the model came from (MLflow: uri, version, run)
+            ('scoring_runs', 'alerts_sent', 'text[]'),                   -- notify: events already sent for this run (once each)
+            ('scoring_runs', 'deadline_missed_at', 'timestamptz')        -- when the DAG's deadline alert fired for this run
         ) AS t (tab, col, definition)
         WHERE NOT EXISTS (
             SELECT 1 FROM information_schema.columns c

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchscore.errors import PermanentError
+from batchscore.pipeline.notify import NotifyRule
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -279,6 +280,7 @@ class PipelineConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     drift: DriftConfig = DriftConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    notify: tuple[NotifyRule, ...] = ()
 
     @field_validator("name", "entity_key")
     @classmethod
