@@ -97,7 +97,7 @@ def _conf(days_back: int) -> dict[str, str]:
 
 def test_a_failed_run_sends_one_mail_and_one_webhook_with_its_cause_and_links(alert_dags, receivers) -> None:
     smtp, http = receivers
-    start, end = day_window(WAREHOUSE_END - timedelta(days=2))
+    start, _end = day_window(WAREHOUSE_END - timedelta(days=2))
     backwards = {"window_start": start.isoformat(), "window_end": (start - timedelta(days=1)).isoformat()}
     run = alert_dags[ALERTED].test(run_conf=backwards)
     assert run.state == "failed"
@@ -112,7 +112,8 @@ def test_a_failed_run_sends_one_mail_and_one_webhook_with_its_cause_and_links(al
     assert "<th align='left'>Stage</th><td>plan</td>" in body
     assert f"WindowError: window start {start.isoformat()} must be before end" in body
     assert "/scoring/run?pipeline=churn_alerted&amp;run_id=" in body
-    assert f"/dags/score_{ALERTED}/runs/" in body and "/tasks/plan" in body
+    assert f"/dags/score_{ALERTED}/runs/" in body
+    assert "/tasks/plan" in body
 
     hooks = http.bodies_about(run.run_id)
     assert len(hooks) == 1
@@ -123,7 +124,7 @@ def test_a_failed_run_sends_one_mail_and_one_webhook_with_its_cause_and_links(al
     assert hook["cause"] == record["error"]
     assert hook["remedy"] == record["remedy"]
     assert hook["run_page"].endswith(f"/scoring/run?pipeline={ALERTED}&run_id={quote(run.run_id, safe='')}")
-    assert hook["task_log"].split("?")[0].endswith(f"/tasks/plan")
+    assert hook["task_log"].split("?")[0].endswith("/tasks/plan")
     assert http.paths[-1] == "/alerts"
     assert record["alerts_sent"] == ["failure"]
 
@@ -142,14 +143,16 @@ def test_a_drift_hold_sends_its_own_message_naming_the_window(alert_dags, receiv
         mails[0].subject
         == f"[batchscore] {HELD}: publish held by drift for [{conf['window_start']}, {conf['window_end']})"
     )
-    assert "DriftHeld" in mails[0].body and "monthly_spend" in mails[0].body
+    assert "DriftHeld" in mails[0].body
+    assert "monthly_spend" in mails[0].body
     hooks = http.bodies_about(run.run_id)
     assert len(hooks) == 1
     assert hooks[0]["event"] == "drift_hold"
     assert hooks[0]["stage"] == "publish"
     assert hooks[0]["window"] == {"start": conf["window_start"], "end": conf["window_end"]}
     assert hooks[0]["cause"] == record["error"]
-    assert hooks[0]["remedy"] == record["remedy"] and "drift" in hooks[0]["remedy"]
+    assert hooks[0]["remedy"] == record["remedy"]
+    assert "drift" in hooks[0]["remedy"]
     assert record["alerts_sent"] == ["drift_hold"]
 
 
@@ -158,10 +161,13 @@ def test_a_successful_run_sends_nothing(alert_dags, receivers) -> None:
     mails_before, hooks_before = len(smtp._handler.mails), len(http.bodies)
     run = alert_dags[ALERTED].test(run_conf=_conf(4))
     assert run.state == "success"
-    assert smtp.mails_about(run.run_id) == [] and http.bodies_about(run.run_id) == []
+    assert smtp.mails_about(run.run_id) == []
+    assert http.bodies_about(run.run_id) == []
     assert (len(smtp._handler.mails), len(http.bodies)) == (mails_before, hooks_before)
     record = run_record(STACK.database_url("scores"), ALERTED, run.run_id)
-    assert record is not None and record["status"] == "success" and record["alerts_sent"] is None
+    assert record is not None
+    assert record["status"] == "success"
+    assert record["alerts_sent"] is None
 
 
 def test_unreachable_receivers_leave_the_runs_state_as_it_was(alert_dags, receivers) -> None:
@@ -171,7 +177,8 @@ def test_unreachable_receivers_leave_the_runs_state_as_it_was(alert_dags, receiv
     )
     assert failed.state == "failed"
     plan = failed.get_task_instance("plan")
-    assert plan is not None and (plan.state, plan.try_number) == ("failed", 1)
+    assert plan is not None
+    assert (plan.state, plan.try_number) == ("failed", 1)
     record = run_record(STACK.database_url("scores"), UNREACHABLE, failed.run_id)
     assert record is not None
     assert (record["status"], record["failed_stage"]) == ("failed", "plan")
