@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags redis-server \
+.PHONY: install env demo test lint typecheck test-unit test-integration test-e2e airflow psql stop clean lock bench dags redis-server \
 	chromium screenshots docs
 
 # Bytecode is compiled at install: every Airflow task is a fresh process, and with
@@ -26,6 +26,9 @@ $(COMPOSE_SPEC): requirements-compose-spec.txt | $(STAMP)
 	touch $(COMPOSE_SPEC)
 
 install: $(STAMP) $(COMPOSE_SPEC) ## create .venv with the pinned dependencies
+
+env: $(STAMP)                     ## write .env for docker compose with fresh secrets (never replaces one: FORCE=1 does)
+	$(BIN)/python -m batchscore compose-env $(if $(FORCE),--force)
 
 demo: $(STAMP)                    ## the whole job end to end on the embedded PostgreSQL + a real Airflow
 	$(BIN)/python -m batchscore demo

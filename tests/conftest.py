@@ -24,11 +24,12 @@ from batchscore.local.stack import LocalStack
 from tests.mlflow_server import MlflowServer
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="bs-test-"))
-PG_PORT, API_PORT = free_ports(2)  # distinct: the API server once drew PostgreSQL's port
+PG_PORT, API_PORT, LOG_PORT = free_ports(3)  # distinct: the API server once drew PostgreSQL's port
 STACK = LocalStack(
     root=TEST_ROOT,
     pg_port=PG_PORT,
     api_port=API_PORT,
+    log_port=LOG_PORT,
     external_url=None,
     pg_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
     dags_dir=TEST_ROOT / "dags",  # the test pipelines' generated DAG files, beside the project's check file

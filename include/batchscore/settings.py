@@ -32,6 +32,14 @@ def model_registry_root() -> str:
     return os.environ.get("BATCHSCORE_MODEL_REGISTRY", str(LOCAL_DIR / "registry"))
 
 
+def registry_lock_url() -> str | None:
+    """A PostgreSQL URL whose advisory locks every registry writer takes (``BATCHSCORE_REGISTRY_LOCK_URL``).
+
+    Needed only for a store without an atomic create-if-absent (:mod:`batchscore.models.registry_lock`).
+    """
+    return os.environ.get("BATCHSCORE_REGISTRY_LOCK_URL") or None
+
+
 def sql_dir() -> Path:
     """Folder holding the DDL the engine applies."""
     return PROJECT_ROOT / "include" / "sql"

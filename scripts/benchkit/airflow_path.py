@@ -143,13 +143,14 @@ def through_airflow(
             "AIRFLOW_CONN_BENCH_DB": url,
         }
     )
-    api_port, redis_port = free_ports(2)
+    api_port, redis_port, log_port = free_ports(3)
     redis = start_redis(bench_dir / "redis", redis_port) if celery_workers else None
     # The bench pipeline's generated DAG file goes to a DAG folder of its own (never the project's).
     stack = LocalStack(
         root=bench_dir,
         external_url=url,
         api_port=api_port,
+        log_port=log_port,
         dags_dir=bench_dir / "dags",
         name="airflow_celery" if celery_workers else "airflow",
         executor="CeleryExecutor" if celery_workers else "LocalExecutor",

@@ -21,6 +21,7 @@ from batchscore.local.stack import AirflowClient, LocalStack, start_redis
 from tests.conftest import CELERY, CELERY_TABLE, PG_PORT, STACK, TEST_ROOT, WAREHOUSE_END, Services
 from tests.e2e.conftest import assert_exact, trigger, utc_day
 from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port
+from tests.e2e.sockets import Listener, answering_from_outside, listeners, process_tree, stack_parts
 from tests.integration.helpers import run_record
 
 pytestmark = pytest.mark.e2e
@@ -40,12 +41,13 @@ def _wait_for_log(path: Path, text: str, timeout: float = 120) -> None:
 
 @pytest.fixture(scope="module")
 def celery(airflow_db: Services) -> Iterator[tuple[LocalStack, AirflowClient]]:
-    redis_port, api_port = free_ports(2)
+    redis_port, api_port, log_port = free_ports(3)
     redis = start_redis(TEST_ROOT / "redis", redis_port)
     stack = LocalStack(
         root=TEST_ROOT,
         pg_port=PG_PORT,
         api_port=api_port,
+        log_port=log_port,
         external_url=None,
         pg_settings=STACK.pg_settings,
         dags_dir=STACK.dags_dir,
@@ -75,6 +77,25 @@ def celery(airflow_db: Services) -> Iterator[tuple[LocalStack, AirflowClient]]:
         stack.stop_services()
         redis.terminate()
         redis.wait(timeout=30)
+
+
+def test_the_celery_stack_and_its_workers_listen_on_127_0_0_1_only(celery: tuple[LocalStack, AirflowClient]) -> None:
+    """Workers serve no logs (Airflow's log server binds every interface); Redis is bound to loopback."""
+    stack, _ = celery
+    parts = stack_parts(stack)
+    assert {"worker-worker1", "worker-worker2"} <= set(parts.values())
+    redis_port = int(str(stack.broker_url).rsplit(":", 1)[1].split("/")[0])
+    redis = next(p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == str(TEST_ROOT / "redis"))
+    parts |= dict.fromkeys(process_tree(redis.pid), "redis")
+
+    assert listeners(parts) == {
+        Listener("api-server", "127.0.0.1", stack.api_port),
+        Listener("log-server", "127.0.0.1", stack.log_port),
+        Listener("postgres", "127.0.0.1", stack.pg_port),
+        Listener("redis", "127.0.0.1", redis_port),
+    }
+    for port in (stack.api_port, stack.log_port, redis_port):
+        assert answering_from_outside(port) == [], f"port {port} answers on an address beyond loopback"
 
 
 def _slice_instances(api: AirflowClient, run_id: str) -> list[dict]:

@@ -6,7 +6,6 @@ scikit-learn are imported only inside the tasks.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +15,7 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from batchscore import settings
+from batchscore.models import registry_layout
 from batchscore.pipeline.config import MODEL_REF, ConfigError, PipelineConfig, load_config
 
 
@@ -37,23 +37,20 @@ ISO_DATE_TIME = r"^$|^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z
 def model_suggestions(root: str, name: str, limit: int = 20) -> list[str]:
     """Aliases, then version numbers newest first, of model ``name`` in a registry on a local folder.
 
-    For the trigger form's suggestions at DAG-parse time: it reads one folder listing and one
-    small file, never an object store or the network, and never raises (an unreadable or remote
-    registry gives no suggestions, not a broken DAG). The registry module itself is not imported:
-    it brings fsspec, which parsing does not need.
+    For the trigger form's suggestions at DAG-parse time: it reads one folder's listings and its
+    small alias files, never an object store or the network, and never raises (an unreadable or
+    remote registry gives no suggestions, not a broken DAG). The registry module itself is not
+    imported: it brings fsspec, which parsing does not need;
+    :mod:`batchscore.models.registry_layout` is plain standard library.
     """
     if "://" in root and not root.startswith("file://"):
         return []
     folder = Path(root.removeprefix("file://")) / name
     try:
-        aliases = json.loads((folder / "aliases.json").read_text()) if (folder / "aliases.json").is_file() else {}
-        versions = (
-            sorted((int(p.name) for p in (folder / "versions").iterdir() if p.name.isdigit()), reverse=True)
-            if (folder / "versions").is_dir()
-            else []
-        )
+        aliases = registry_layout.local_aliases(folder)
+        versions = sorted(registry_layout.local_versions(folder), reverse=True)
         refs = [alias for alias in sorted(aliases) if isinstance(alias, str) and _ALIAS.match(alias)]
-    except (OSError, ValueError, TypeError):  # unreadable, not JSON, or not a mapping of aliases
+    except (OSError, ValueError, TypeError, KeyError):  # unreadable, not JSON, or not a mapping of aliases
         return []
     return (refs + [str(v) for v in versions])[:limit]
 

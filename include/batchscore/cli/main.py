@@ -160,6 +160,16 @@ def cmd_dags(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_compose_env(args: argparse.Namespace) -> None:
+    from batchscore.cli.compose_env import write_env
+
+    path = Path(args.path)
+    names = write_env(path, settings.PROJECT_ROOT / ".env.example", force=args.force)
+    print(f"wrote {path} (mode 0600) with fresh secrets: {', '.join(names)}")
+    print(f"UI login: admin, password AIRFLOW_ADMIN_PASSWORD in {path}.")
+    print("Next: docker compose up airflow-init && docker compose up -d")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchscore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dags-dir", help="the Airflow DAG folder (default: this project's dags/)")
     p.set_defaults(func=cmd_dags)
 
+    p = sub.add_parser("compose-env", help="write .env for docker compose with a fresh random value for every secret")
+    p.add_argument("--path", default=str(settings.PROJECT_ROOT / ".env"), help="default: .env of this project")
+    p.add_argument("--force", action="store_true", help="replace an existing file (every secret changes)")
+    p.set_defaults(func=cmd_compose_env)
+
     add_models_parser(sub)
 
     p = sub.add_parser("validate", help="validate every pipeline config")
@@ -233,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, RuntimeError, TimeoutError) as exc:
+    except (ValueError, RuntimeError, TimeoutError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

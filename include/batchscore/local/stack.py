@@ -3,8 +3,13 @@
 One PostgreSQL server (from the pip-installed binaries) holds three databases: ``airflow``
 (metadata), ``warehouse`` (the demo source) and ``scores``. Setting ``BATCHSCORE_PG_URL``
 points all three roles at an existing PostgreSQL database instead and starts nothing.
-Airflow runs as separate processes (api-server, scheduler, dag-processor) with the
+Airflow runs as separate processes (api-server, scheduler, dag-processor, triggerer) with the
 LocalExecutor, exactly as in production minus Celery.
+
+Every listener of the stack is on 127.0.0.1 (PostgreSQL also on a Unix socket in its data
+directory): the api-server gets ``--host``, and the task-log server is Airflow's own app served
+here on 127.0.0.1, because Airflow's built-in one (in the scheduler, triggerer and Celery
+workers) binds every interface and has no setting to change that.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from batchscore import settings
 from batchscore.local.embedded_pg import DEFAULT_PORT, EmbeddedPostgres, port_in_use
 
 logger = logging.getLogger(__name__)
-SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")  # the triggerer: UI health shows it
+# The triggerer: the UI's health panel shows it. The log server: task logs in the UI, on 127.0.0.1.
+SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer", "log-server")
+LOOPBACK = "127.0.0.1"
+# Airflow's task-log server (JWT-checked static files of [logging] base_log_folder), as an ASGI factory.
+LOG_SERVER_APP = "airflow.utils.serve_logs.log_server:get_app"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"  # local stack only; never used by docker-compose
 
 
@@ -55,6 +64,7 @@ class LocalStack:
     root: Path = field(default_factory=lambda: settings.LOCAL_DIR)
     pg_port: int = int(os.environ.get("BATCHSCORE_PG_PORT", str(DEFAULT_PORT)))
     api_port: int = int(os.environ.get("BATCHSCORE_API_PORT", "8080"))
+    log_port: int = int(os.environ.get("BATCHSCORE_LOG_PORT", "8793"))  # task logs, read by the api-server
     external_url: str | None = field(default_factory=lambda: os.environ.get("BATCHSCORE_PG_URL") or None)
     pg_settings: dict[str, str] = field(default_factory=dict)
     parallelism: int = 4
@@ -128,7 +138,13 @@ class LocalStack:
             ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__API__HOST": LOOPBACK,
             "AIRFLOW__API__PORT": str(self.api_port),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": LOOPBACK,
+            "AIRFLOW__CELERY__FLOWER_HOST": LOOPBACK,
+            # Where the api-server fetches a running task's log (and a deferred one's, from the triggerer).
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_port),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.log_port),
             "AIRFLOW__API__BASE_URL": api,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
@@ -186,6 +202,24 @@ class LocalStack:
         except ValueError:
             return False
 
+    def service_command(self, service: str) -> list[str]:
+        """The command line of one of :data:`SERVICES`; whatever it listens on is 127.0.0.1.
+
+        The scheduler and the triggerer skip Airflow's log server (it would bind every interface);
+        the ``log-server`` service serves the same folder, on 127.0.0.1:``log_port``.
+        """
+        airflow_bin = str(Path(sys.executable).with_name("airflow"))
+        if service == "api-server":
+            return [airflow_bin, service, "--host", LOOPBACK, "--port", str(self.api_port), "--workers", "1"]
+        if service == "log-server":
+            return [
+                *(sys.executable, "-m", "uvicorn", "--factory", LOG_SERVER_APP),
+                *("--host", LOOPBACK, "--port", str(self.log_port), "--no-access-log"),
+            ]
+        if service in ("scheduler", "triggerer"):
+            return [airflow_bin, service, "--skip-serve-logs"]
+        return [airflow_bin, service]
+
     def start_services(self, timeout: float = 180) -> None:
         """Write the pipelines' DAG files, start the Airflow services in the background; wait until healthy."""
         from batchscore.airflow.dag_files import sync
@@ -193,22 +227,24 @@ class LocalStack:
         synced = sync(settings.pipelines_dir(), self.dags_dir)
         if synced.written or synced.removed:
             logger.info("DAG files: wrote %s, removed %s", list(synced.written), list(synced.removed))
-        if not self.running("api-server") and port_in_use(self.api_port):
-            raise RuntimeError(
-                f"cannot start the Airflow API server on port {self.api_port}: the port is in use; stop what "
-                "listens there or choose another port with BATCHSCORE_API_PORT=<port>"
-            )
-        airflow_bin = str(Path(sys.executable).with_name("airflow"))
+        for service, port, setting in (
+            ("api-server", self.api_port, "BATCHSCORE_API_PORT"),
+            ("log-server", self.log_port, "BATCHSCORE_LOG_PORT"),
+        ):
+            if not self.running(service) and port_in_use(port):
+                raise RuntimeError(
+                    f"cannot start the Airflow {service} on port {port}: the port is in use; stop what "
+                    f"listens there or choose another port with {setting}=<port>"
+                )
         env = {**os.environ, **self.env()}
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         for service in SERVICES:
             if self.running(service):
                 continue
-            args = [airflow_bin, service] + (
-                ["--port", str(self.api_port), "--workers", "1"] if service == "api-server" else []
-            )
             log = (self.home / "logs" / f"{service}.log").open("ab")
-            proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                self.service_command(service), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
             self._pidfile(service).write_text(str(proc.pid))
         self.wait_healthy(timeout)
 
@@ -237,10 +273,10 @@ class LocalStack:
         """Start ``airflow celery worker`` as ``hostname``, in a working directory of its own; returns it.
 
         Nothing of a task's data passes through this directory (tasks hand over through the
-        databases): it holds the worker's own logs. Each worker serves its logs on its own port.
+        databases): it holds the worker's own logs. The worker runs no log server (Airflow's
+        binds every interface, and the api-server would look for it at the worker's name, which
+        names no host here): read a task's log from this folder.
         """
-        from batchscore.local.embedded_pg import free_port
-
         workdir = self.root / f"{self.name}-worker-{hostname}"
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         env = {
@@ -248,11 +284,11 @@ class LocalStack:
             **self.env(),
             "AIRFLOW_HOME": str(workdir),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(workdir / "logs"),
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "BATCHSCORE_WORKER_NAME": hostname,
         }
         airflow_bin = str(Path(sys.executable).with_name("airflow"))
         args = [airflow_bin, "celery", "worker", "--celery-hostname", f"{hostname}@%h", "--concurrency", "1"]
+        args += ["--skip-serve-logs"]
         log = (workdir / "worker.log").open("ab")
         proc = subprocess.Popen(
             args, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

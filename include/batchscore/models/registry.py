@@ -1,10 +1,15 @@
 """A versioned model registry on a folder or an object store.
 
-Layout under the registry root::
+Layout under the registry root (:mod:`batchscore.models.registry_layout` has it all)::
 
-    <name>/versions/<n>/model.skops      the artifact (skops format: no pickle)
+    <name>/artifacts/<sha256>.skops      the artifact (skops format: no pickle), written once
     <name>/versions/<n>/manifest.json    sha256, feature schema, task, training window, metrics
-    <name>/aliases.json                  {"champion": 3, "challenger": 4}
+    <name>/alias_changes/<seq>.json      one alias change each (champion -> 3 ...)
+
+Writers never share a version and a version appears complete or not at all: the artifact is
+written first under its own sha256, then the manifest is created exclusively (only if absent),
+and that creation is the version; a writer that loses the race for number n tries n+1.
+Alias changes are compare-and-swap (:mod:`batchscore.models.alias_log`).
 
 A pipeline references a model by name plus an alias or a version number. Loading
 verifies the artifact's sha256 against the manifest (and against a pin in the pipeline
@@ -17,18 +22,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import threading
+import time
 import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from batchscore.errors import PermanentError
+from batchscore.models import registry_layout as layout
 from batchscore.models import storage
+from batchscore.models.alias_log import ANY, AliasLog, Unset
+from batchscore.models.registry_lock import writer_lock
 
-ARTIFACT_NAME = "model.skops"
+ARTIFACT_NAME = layout.LEGACY_ARTIFACT  # the artifact inside a version's folder, in registries written before
+CLAIM_ATTEMPTS = 200  # each failed attempt means another writer took that version number
 Task = Literal["classifier", "regressor", "clusterer"]
 
 
@@ -155,12 +166,15 @@ class ModelRegistry:
         return storage.join(self.root, *parts)
 
     def versions(self, name: str) -> list[int]:
-        fs, path = storage.filesystem(self._url(name, "versions"))
-        if not fs.exists(path):
-            return []
-        return sorted(
-            int(p.rstrip("/").rsplit("/", 1)[-1]) for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].isdigit()
-        )
+        """Complete versions of ``name``, oldest first: those with a manifest (a dead writer's folder is not one)."""
+        found = storage.glob(self._url(name, layout.VERSIONS), f"*/{layout.MANIFEST}")
+        numbers = (layout.version_number(p.rstrip("/").rsplit("/", 2)[-2]) for p in found)
+        return sorted(n for n in numbers if n is not None)
+
+    def _next_number(self, name: str) -> int:
+        """One past every numbered folder, complete or not: a half-written version's number is never reused."""
+        numbers = (layout.version_number(n) for n in storage.names_in(self._url(name, layout.VERSIONS)))
+        return max((n for n in numbers if n is not None), default=0) + 1
 
     def names(self) -> list[str]:
         """Every model name in the registry."""
@@ -169,48 +183,37 @@ class ModelRegistry:
             return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if fs.isdir(p))
 
-    def promote(self, name: str, alias: str, version: int, *, by: str = "") -> int | None:
-        """Point ``alias`` at ``version`` and log the change (``alias_history.json``); returns the old target.
+    def _aliases_of(self, name: str, *, locked: bool = False) -> AliasLog:
+        return AliasLog(self._url(name), locked=locked)
 
-        The alias file is replaced in one write (temp file, then rename, where the store allows),
-        so a run resolving the alias sees the old version or the new one.
+    def promote(
+        self, name: str, alias: str, version: int, *, by: str = "", expected: int | Unset | None = ANY
+    ) -> int | None:
+        """Point ``alias`` at ``version`` as one logged change; return the version it pointed at before.
+
+        Compare-and-swap: two promotions at once both land, one after the other, each in the
+        history with the target it replaced. ``expected`` (a version, or None for "unset"):
+        refuse with :class:`~batchscore.models.alias_log.AliasConflict` if the alias points elsewhere.
         """
-        previous = self.aliases(name).get(alias)
-        self.set_alias(name, alias, version)
-        url = self._url(name, "alias_history.json")
-        history = json.loads(storage.read_bytes(url)) if storage.exists(url) else []
-        history.append(
-            {
-                "alias": alias,
-                "from": previous,
-                "to": version,
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "by": by,
-            }
-        )
-        storage.write_bytes(url, json.dumps(history, indent=2).encode())
-        return previous
-
-    def alias_history(self, name: str) -> list[dict[str, Any]]:
-        url = self._url(name, "alias_history.json")
-        return list(json.loads(storage.read_bytes(url))) if storage.exists(url) else []
-
-    def aliases(self, name: str) -> dict[str, int]:
-        url = self._url(name, "aliases.json")
-        if not storage.exists(url):
-            return {}
-        return {k: int(v) for k, v in json.loads(storage.read_bytes(url)).items()}
-
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point ``alias`` at ``version`` (e.g. promote a challenger to champion)."""
         if alias.isdigit() or alias == "latest":
             raise RegistryError(f"alias {alias!r} is reserved: use a name that is not a number or 'latest'")
         if not MODEL_ALIAS.match(alias):
             raise RegistryError(f"alias {alias!r} must be an identifier (letters, digits, _ and -, from a letter)")
         if version not in self.versions(name):
             raise RegistryError(f"model {name!r} has no version {version}")
-        aliases = self.aliases(name) | {alias: version}
-        storage.write_bytes(self._url(name, "aliases.json"), json.dumps(aliases, indent=2, sort_keys=True).encode())
+        with writer_lock(self.root, name) as locked:
+            return self._aliases_of(name, locked=locked).change(alias, version, by=by, expected=expected)
+
+    def alias_history(self, name: str) -> list[dict[str, Any]]:
+        """Every alias change of ``name``, oldest first (``alias``, ``from``, ``to``, ``at``, ``by``)."""
+        return self._aliases_of(name).history()
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return self._aliases_of(name).current()
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version`` (e.g. promote a challenger to champion); logged like :meth:`promote`."""
+        self.promote(name, alias, version)
 
     def register(
         self,
@@ -227,6 +230,8 @@ class ModelRegistry:
     ) -> ModelManifest:
         """Serialise ``estimator`` with skops as the next version of ``name``; return its manifest.
 
+        Safe from many processes and machines at once: each call gets a version of its own,
+        which appears complete or not at all (the module's docstring says how).
         ``reference``: the drift reference (:func:`batchscore.scoring.drift.build_reference`), if any.
         ``artifact``: skops bytes of ``estimator`` to store as they are (an import from another
         registry keeps the source's bytes, so both name the model by the same sha256).
@@ -239,13 +244,13 @@ class ModelRegistry:
         classes, positive_class = classes_of(estimator, task, positive_class)
         if artifact is None:
             artifact = sio.dumps(estimator)
-        version = max(self.versions(name), default=0) + 1
         # Proven loadable under the allowlist now, so a run may trust these bytes by their sha256 alone.
-        _deserialise(f"model {name} v{version}", artifact)
-        manifest = ModelManifest(
+        _deserialise(f"model {name} v{self._next_number(name)}", artifact)
+        sha256 = sha256_hex(artifact)
+        draft = ModelManifest(
             name=name,
-            version=version,
-            sha256=sha256_hex(artifact),
+            version=0,
+            sha256=sha256,
             task=task,
             features=features,
             classes=classes,
@@ -254,13 +259,45 @@ class ModelRegistry:
             metrics=metrics or {},
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             sklearn_version=sklearn.__version__,
+            artifact=layout.artifact_path(sha256),
             reference=reference,
         )
-        storage.write_bytes(self._url(name, "versions", str(version), ARTIFACT_NAME), artifact)
-        storage.write_bytes(self._url(name, "versions", str(version), "manifest.json"), manifest.to_json().encode())
+        with writer_lock(self.root, name) as locked:
+            self._store_artifact(name, sha256, artifact, locked=locked)
+            manifest = self._claim_version(draft, locked=locked)
         for alias in aliases:
-            self.set_alias(name, alias, version)
+            self.set_alias(name, alias, manifest.version)
         return manifest
+
+    def _store_artifact(self, name: str, sha256: str, data: bytes, *, locked: bool) -> None:
+        """Write the artifact under its sha256, once: an artifact already there must be these bytes."""
+        url = self._url(name, layout.artifact_path(sha256))
+        try:
+            storage.create_exclusive(url, data, locked=locked)
+        except FileExistsError:  # the same model registered before (or by a writer that died before its manifest)
+            if sha256_hex(storage.read_bytes(url)) != sha256:
+                raise RegistryError(
+                    f"model {name}: {url} exists with other bytes than its name says (changed or corrupted)",
+                    remedy="delete that file (no complete version can be using it), then register again",
+                ) from None
+
+    def _claim_version(self, draft: ModelManifest, *, locked: bool) -> ModelManifest:
+        """Create the next version's manifest exclusively; on losing number n to another writer, try n+1.
+
+        Creating the manifest is the whole commit: before it the version does not exist, after
+        it the version and its (already written) artifact are complete.
+        """
+        for attempt in range(CLAIM_ATTEMPTS):
+            version = self._next_number(draft.name)
+            manifest = replace(draft, version=version)
+            url = self._url(draft.name, layout.VERSIONS, str(version), layout.MANIFEST)
+            try:
+                storage.create_exclusive(url, manifest.to_json().encode(), locked=locked)
+            except FileExistsError:
+                time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 25)))  # noqa: S311 (jitter, not secrets)
+                continue
+            return manifest
+        raise RuntimeError(f"model {draft.name}: no version number claimed after {CLAIM_ATTEMPTS} attempts")
 
     def resolve(self, name: str, ref: str) -> ModelManifest:
         """The manifest for ``ref``: a version number, an alias, or ``latest``."""
@@ -279,8 +316,13 @@ class ModelRegistry:
                 known = ", ".join(sorted(aliases)) or "none"
                 raise RegistryError(f"model {name!r} has no alias {ref!r}; known aliases: {known}")
             version = aliases[ref]
-        text = storage.read_bytes(self._url(name, "versions", str(version), "manifest.json")).decode()
-        return ModelManifest.from_json(text)
+        url = self._url(name, layout.VERSIONS, str(version), layout.MANIFEST)
+        try:
+            return ModelManifest.from_json(storage.read_bytes(url).decode())
+        except FileNotFoundError:
+            raise RegistryError(f"model {name!r} v{version}: its manifest {url} is missing (deleted)") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"model {name!r} v{version}: manifest {url} is not readable: {exc}") from None
 
     def load(self, manifest: ModelManifest, pinned_sha256: str | None = None) -> Any:
         """Deserialise the artifact after checking its sha256; only allowlisted types are built.
@@ -321,8 +363,19 @@ class ModelRegistry:
                 f"in the pipeline config ({pinned_sha256})"
             )
 
+    def _artifact_url(self, manifest: ModelManifest) -> str:
+        """Where the manifest's artifact is: under the model's folder by sha256, or (older) in the version's."""
+        if layout.is_artifact_path(manifest.artifact):
+            return self._url(manifest.name, manifest.artifact)
+        if manifest.artifact == layout.LEGACY_ARTIFACT:
+            return self._url(manifest.name, layout.VERSIONS, str(manifest.version), manifest.artifact)
+        raise RegistryError(
+            f"model {manifest.name} v{manifest.version}: manifest names artifact {manifest.artifact!r}, "
+            f"expected {layout.artifact_path('<sha256>')!r}"
+        )
+
     def _verified_bytes(self, manifest: ModelManifest) -> bytes:
-        url = self._url(manifest.name, "versions", str(manifest.version), manifest.artifact)
+        url = self._artifact_url(manifest)
         try:
             data = storage.read_bytes(url)
         except FileNotFoundError:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +35,7 @@ from batchscore.run.stages import publish_run, score_slice
 from tests.conftest import WAREHOUSE_DAYS, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import REPO, run_record, stored_scores
 from tests.mlflow_server import MlflowServer
+from tests.registry_crash import CRASH_EXIT
 
 pytestmark = pytest.mark.integration
 MODEL = "churn_mlf"  # skops (MLflow's default): v1 and v2, alias champion -> v1
@@ -282,7 +285,7 @@ def test_a_pickle_flavour_needs_its_sha256_pinned_and_never_runs_unpinned(
     origin = manifest.training["source"]["mlflow"]
     assert (origin["format"], origin["artifact_sha256"]) == ("pickle", pin)
     assert manifest.sha256 != pin
-    assert manifest.artifact == "model.skops"
+    assert manifest.artifact == f"artifacts/{manifest.sha256}.skops"
     frame = window_frame(services.warehouse_url, window)
     np.testing.assert_allclose(
         ModelRegistry(services.registry).load(manifest).predict_proba(frame)[:, 1],
@@ -371,3 +374,51 @@ def test_models_register_from_mlflow_with_a_reference_is_what_plan_reuses(
     assert cli_main([*argv, "--reference", str(tmp_path / "train.parquet")]) == 0
     assert "already imported as churn_ref v2" in capsys.readouterr().out
     assert registry.versions("churn_ref") == [1, 2]
+
+
+def test_an_import_killed_before_its_manifest_leaves_later_imports_and_latest_unaffected(
+    mlflow_server: MlflowServer,
+    logged: dict[str, Logged],
+    services: Services,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The import reads every version of the name to find an earlier one: a dead writer's leftovers are none.
+
+    Its own registry (a fresh folder) under the name plan imports MLflow's model as.
+    """
+    root = tmp_path / "registry"
+    monkeypatch.setenv("BATCHSCORE_MODEL_REGISTRY", str(root))
+    base = ["models", "register", "--name", MODEL, "--mlflow-uri", mlflow_server.uri]
+    assert cli_main([*base, "--mlflow", f"models:/{MODEL}/2"]) == 0
+    env = {**os.environ, "BATCHSCORE_MODEL_REGISTRY": str(root), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    crashed = subprocess.run(
+        [sys.executable, "-m", "tests.registry_crash", *base, "--mlflow", f"models:/{MODEL}/1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr
+    assert (root / MODEL / "artifacts" / f"{logged['v1'].sha256}.skops").is_file(), "killed after its artifact"
+    registry = ModelRegistry(str(root))
+    assert registry.versions(MODEL) == [1]
+    assert registry.resolve(MODEL, "latest").version == 1
+    # A registry written before kept artifacts in the version's folder: its dead writer left this.
+    orphan = root / MODEL / "versions" / "2"
+    orphan.mkdir()
+    (orphan / "model.skops").write_bytes(logged["v1"].file.read_bytes())
+
+    capsys.readouterr()
+    assert cli_main([*base, "--mlflow", f"models:/{MODEL}/2"]) == 0
+    assert capsys.readouterr().out.startswith(f"already imported as {MODEL} v1 (classifier)")
+    ep = Endpoints(services.warehouse_url, services.scores_url, str(root), mlflow_uri=mlflow_server.uri)
+    window = day(5)
+    plan = plan_run(pipeline(f"models:/{MODEL}/1"), ep, window=window, run_id="mlf__after_crash", dry_run=True)
+    assert plan.model_version == 3, "the import the dead writer began, done now, under a number never used"
+    assert plan.model_sha256 == logged["v1"].sha256
+    assert registry.versions(MODEL) == [1, 3]
+    assert registry.resolve(MODEL, "latest").version == 3

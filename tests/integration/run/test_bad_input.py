@@ -83,19 +83,19 @@ def assert_untouched(services: Services, before: pd.DataFrame) -> None:
 
 
 def tampered(registry: Path) -> None:
-    artifact = next(registry.glob("churn/versions/*/model.skops"))
+    artifact = next(registry.glob("churn/artifacts/*.skops"))
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
 
 
 def truncated(registry: Path) -> None:
-    for artifact in registry.glob("churn/versions/*/model.skops"):
+    for artifact in registry.glob("churn/artifacts/*.skops"):
         artifact.write_bytes(artifact.read_bytes()[:-100])
 
 
 def missing(registry: Path) -> None:
-    for artifact in registry.glob("churn/versions/*/model.skops"):
+    for artifact in registry.glob("churn/artifacts/*.skops"):
         artifact.unlink()
 
 
@@ -306,12 +306,10 @@ def test_a_hostile_model_file_swapped_into_the_registry_fails_the_run_and_runs_n
     payload = tmp_path / "payload"
     payload.mkdir()
     hostile = hostile_files(payload / "code-ran")[way]
-    for artifact in registry.glob("churn/versions/*/model.skops"):
-        artifact.write_bytes(hostile)
-        manifest = artifact.with_name("manifest.json")
-        manifest.write_text(
-            json.dumps(json.loads(manifest.read_text()) | {"sha256": hashlib.sha256(hostile).hexdigest()})
-        )
+    for manifest in registry.glob("churn/versions/*/manifest.json"):
+        doc = json.loads(manifest.read_text())
+        (registry / "churn" / doc["artifact"]).write_bytes(hostile)
+        manifest.write_text(json.dumps(doc | {"sha256": hashlib.sha256(hostile).hexdigest()}))
     run_id = f"it__bad_hostile_{way.replace('.', '_')}"
     config = with_table(churn_config().model_copy(update={"name": "bad_input"}))
     with pytest.raises(RegistryError, match="outside the allowlist"):

@@ -239,7 +239,7 @@ def test_corrupted_model_fails_before_anything_is_written(services: Services, tm
     registry = tmp_path / "registry"
     shutil.copytree(services.registry, registry)
     manifest = ModelRegistry(str(registry)).resolve("churn", "champion")
-    artifact = registry / "churn" / "versions" / str(manifest.version) / "model.skops"
+    artifact = registry / "churn" / manifest.artifact
     artifact.write_bytes(artifact.read_bytes()[:-100])
     window = day(8)
     before = stored_scores(services.scores_url, TABLE, window.start, window.end)  # other tests may have scored it

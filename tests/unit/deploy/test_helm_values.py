@@ -100,6 +100,25 @@ def test_no_secret_in_the_file(values: dict[str, Any]) -> None:
         for key, value in section.items():
             assert isinstance(value, (bool, int, float, str))
             assert not re.search(r"password|secret|://[^/@]+:[^/@]+@", f"{key}={value}", re.IGNORECASE)
+    for item in values["env"]:  # a secret goes in `secret:` (from a Kubernetes secret), never in `env:`
+        assert not re.search(r"PASSWORD|SECRET|TOKEN|_KEY$|_CONN_", item["name"]), item["name"]
+        assert not re.search(r"://[^/@]+:[^/@]+@", item["value"]), item["name"]
+
+
+def _nodes(node: Any) -> list[dict[str, Any]]:
+    """Every mapping in ``node``, at any depth."""
+    if isinstance(node, dict):
+        return [node, *(found for value in node.values() for found in _nodes(value))]
+    if isinstance(node, list):
+        return [found for item in node for found in _nodes(item)]
+    return []
+
+
+def test_nothing_is_exposed_beyond_the_cluster(values: dict[str, Any]) -> None:
+    """The chart's services stay ClusterIP and no ingress is made: opening the UI is the operator's choice."""
+    mappings = _nodes(values)
+    assert [m for m in mappings if "ingress" in m] == []
+    assert [m["service"] for m in mappings if isinstance(m.get("service"), dict) and "type" in m["service"]] == []
 
 
 def test_simple_auth_manager_needs_no_fab_user_job(values: dict[str, Any]) -> None:

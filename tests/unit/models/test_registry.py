@@ -30,7 +30,8 @@ def registry(tmp_path: Path) -> ModelRegistry:
 
 
 def artifact(registry: ModelRegistry, name: str, version: int) -> Path:
-    return Path(registry.root) / name / "versions" / str(version) / "model.skops"
+    """The artifact file a version's manifest names (content-addressed under the model's folder)."""
+    return Path(registry.root) / name / registry.resolve(name, str(version)).artifact
 
 
 def test_register_resolve_and_load_round_trip(registry: ModelRegistry, data: tuple) -> None:
@@ -134,7 +135,7 @@ def test_hostile_artifact_placed_in_the_registry_is_refused_at_load(registry: Mo
     manifest = registry.register("evil", LogisticRegression().fit(x, y), FEATURES)
     hostile = sio.dumps(_hostile(data))
     artifact(registry, "evil", 1).write_bytes(hostile)
-    manifest_path = artifact(registry, "evil", 1).with_name("manifest.json")
+    manifest_path = Path(registry.root) / "evil" / "versions" / "1" / "manifest.json"
     doc = json.loads(manifest_path.read_text())
     doc["sha256"] = hashlib.sha256(hostile).hexdigest()
     manifest_path.write_text(json.dumps(doc))
@@ -156,7 +157,7 @@ def test_a_hand_made_hostile_file_swapped_into_the_registry_runs_nothing_at_slic
     payload.mkdir()
     hostile = hostile_files(payload / "code-ran")[way]
     artifact(registry, "evil", 1).write_bytes(hostile)
-    manifest_path = artifact(registry, "evil", 1).with_name("manifest.json")
+    manifest_path = Path(registry.root) / "evil" / "versions" / "1" / "manifest.json"
     doc = json.loads(manifest_path.read_text())
     doc["sha256"] = hashlib.sha256(hostile).hexdigest()
     manifest_path.write_text(json.dumps(doc))

@@ -124,9 +124,15 @@ def test_model_suggestions_from_a_local_registry_only(tmp_path: Path) -> None:
     model = tmp_path / "churn"
     for version in (1, 2, 10):
         (model / "versions" / str(version)).mkdir(parents=True)
+        (model / "versions" / str(version) / "manifest.json").write_text("{}")
+    (model / "versions" / "11").mkdir()  # a writer died before its manifest: not a version
     (model / "versions" / "tmp").mkdir()
     (model / "aliases.json").write_text(json.dumps({"champion": 2, "challenger": 10, "bad alias!": 1}))
     assert model_suggestions(str(tmp_path), "churn") == ["challenger", "champion", "10", "2", "1"]
+    (model / "alias_changes").mkdir()  # changes logged since, on top of the older aliases.json
+    (model / "alias_changes" / "000000000001.json").write_text(json.dumps({"alias": "shadow", "to": 1}))
+    (model / "alias_changes" / ".000000000002.json.0a1b.tmp").write_text("{half")  # a writer's temp file
+    assert model_suggestions(str(tmp_path), "churn") == ["challenger", "champion", "shadow", "10", "2", "1"]
     assert model_suggestions(f"file://{tmp_path}", "churn", limit=2) == ["challenger", "champion"]
     assert model_suggestions("s3://bucket/models", "churn") == []
     assert model_suggestions(str(tmp_path), "absent") == []
