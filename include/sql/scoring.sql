@@ -66,6 +66,7 @@ BEGIN
             ('scoring_runs', 'drift_max_psi', 'double precision'),       -- the largest PSI of the run's drift rows
             ('scoring_runs', 'shadow', 'jsonb'),                         -- the challenger: model, table, agreement
             ('scoring_runs', 'model_source', 'jsonb'),                   -- where the model came from (MLflow: uri, version, run)
+            ('scoring_runs', 'volume', 'jsonb'),                         -- the volume guard's verdict: rows, floor, basis
             ('scoring_runs', 'alerts_sent', 'text[]'),                   -- notify: events already sent for this run (once each)
             ('scoring_runs', 'deadline_missed_at', 'timestamptz')        -- when the DAG's deadline alert fired for this run
         ) AS t (tab, col, definition)
@@ -86,6 +87,11 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE scoring.scoring_runs ALTER COLUMN %I DROP NOT NULL', missing.col);
     END LOOP;
+    -- The volume guard reads a table's published windows (batchscore.sink.volume_guard). Checked first, as the
+    -- columns are: CREATE INDEX IF NOT EXISTS would lock the table against writers on every run.
+    IF to_regclass('scoring.lineage_window_idx') IS NULL THEN
+        CREATE INDEX lineage_window_idx ON scoring.lineage (output_table, window_start, window_end);
+    END IF;
 END
 $$;
 

@@ -128,9 +128,40 @@ def run_params(params: dict[str, Any]) -> tuple[str | None, str | None, str | No
     return text("window_start"), text("window_end"), model_version, dry_run
 
 
+def allow_shrink(params: dict[str, Any]) -> bool:
+    """The trigger form's ``allow_shrink``: this run may publish below the volume guard."""
+    value = params.get("allow_shrink", False)
+    if not isinstance(value, bool):
+        raise ParamError(f"param allow_shrink must be true or false, got {str(value)[:40]!r}")
+    return value
+
+
+def is_backfill(context: Any) -> bool:
+    """True for a run that ``airflow backfill create`` (or the backfill API) made."""
+    run_type = getattr(context["dag_run"], "run_type", None)
+    return getattr(run_type, "value", run_type) == "backfill"
+
+
 def window_from_context(config: PipelineConfig, context: Any) -> Window:
-    """The run's window: trigger-form params, else the data interval, else the last interval before run_after."""
+    """The run's window: trigger-form params, else the data interval, else the last interval before run_after.
+
+    A backfill run always scores its own data interval: a window in its conf (``airflow backfill
+    create --dag-run-conf '{"window_start": ...}'`` gives every run of the backfill the same
+    conf) would make every run score that one window, so it is ignored, with a warning.
+    """
     start, end, _, _ = run_params(dict(context["params"]))
+    if (start is not None or end is not None) and is_backfill(context):
+        interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
+        log.warning(
+            "window_start/window_end (%s, %s) ignored: run %s is a backfill run, which scores its own data "
+            "interval [%s, %s); to score one window, trigger a manual run with it",
+            start,
+            end,
+            context["run_id"],
+            interval_start.isoformat() if interval_start else None,
+            interval_end.isoformat() if interval_end else None,
+        )
+        start = end = None
     return resolve_window(
         schedule=config.schedule,
         tz=config.timezone,

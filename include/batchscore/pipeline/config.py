@@ -235,6 +235,14 @@ class ValidationConfig(_Strict):
     # A key seen more than once in a window: every copy rejected (counted against the threshold),
     # the first copy (in the source's order) kept and the others rejected, or the run failed.
     duplicate_keys: Literal["reject", "keep_first", "fail"] = "reject"
+    # The volume guard (batchscore.sink.volume_guard), judged at publish on the rows about to be published:
+    # at least min_rows; a window that holds scores is replaced only by min_replace_fraction of its rows;
+    # a new window needs min_rows_fraction of the median of the last history_windows published windows
+    # (per hour of window, so a shorter manual window is judged by its length). allow_shrink overrides once.
+    min_rows: Annotated[int, Field(ge=0, le=10_000_000_000)] = 1
+    min_replace_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
+    min_rows_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    history_windows: Annotated[int, Field(ge=1, le=1000)] = 7
 
 
 class DriftConfig(_Strict):

@@ -23,6 +23,7 @@ from batchscore.scoring.features import staged_schema
 from batchscore.scoring.predict import scorer
 from batchscore.sink import run_record
 from batchscore.sink.output_table import ensure_output_table, pg_key_type
+from batchscore.sink.published_windows import check_no_overlap
 from batchscore.source import slices
 from batchscore.source.extract import estimate_rows, probe_schema, render_query
 from batchscore.source.slices import KeySlice
@@ -63,6 +64,9 @@ class RunPlan:
     shadow_name: str | None = None  # the challenger, resolved once (config.shadow)
     shadow_version: int | None = None
     shadow_sha256: str | None = None
+    allow_shrink: bool = (
+        False  # the operator lets this run publish below the volume guard (batchscore.sink.volume_guard)
+    )
 
     @property
     def window(self) -> Window:
@@ -218,12 +222,14 @@ def plan_run(
     dry_run: bool = False,
     max_slices: int | None = None,
     preload: bool = False,
+    allow_shrink: bool = False,
 ) -> RunPlan:
     """Resolve and verify everything the run needs, cut the window into slices, record the run as running.
 
     The model is checked (see :func:`_check_model`; loaded too with ``preload``) on a thread
     while the source is probed, so a bad model or schema fails here, once, before anything
-    is written.
+    is written. A window overlapping a published window of the pipeline's table without
+    equal bounds is refused here too (:func:`~batchscore.sink.published_windows.check_no_overlap`).
     """
     started = time.perf_counter()
     registry = ModelRegistry(endpoints.registry)
@@ -261,12 +267,14 @@ def plan_run(
         shadow_name=challenger.name if challenger else None,
         shadow_version=challenger.version if challenger else None,
         shadow_sha256=challenger.sha256 if challenger else None,
+        allow_shrink=allow_shrink,
     )
     with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
         run_record.apply_schema(conn)
         _check_table_owner(conn, config)
         key_type = pg_key_type(schema.field(config.entity_key).type)
         ensure_output_table(conn, config.output.table, config.entity_key, key_type)
+        check_no_overlap(conn, config.name, config.output.table, window)
         if challenger is not None:
             ensure_output_table(conn, config.shadow_table, config.entity_key, key_type)
         run_record.record_start(

@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 
 import pyarrow as pa
 
@@ -26,6 +27,7 @@ from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.run.progress import Progress
 from batchscore.run.runner import Overlapped
+from batchscore.run.slice_duplicates import settle_duplicates
 from batchscore.scoring.drift import DriftCounter, Reference
 from batchscore.scoring.features import conform, staged_schema
 from batchscore.scoring.predict import ScoredBatch, score_batch, scorer, scores_schema
@@ -38,10 +40,10 @@ from batchscore.sink.load import (
     ingest_scores,
     prepare_slice,
     read_scores,
-    remove_duplicate_keys,
 )
 from batchscore.sink.publish import DriftGate, PublishResult, SliceResult, publish_window
 from batchscore.sink.shadow_table import Challenger, ShadowLoader, ShadowPublish
+from batchscore.sink.volume_guard import VolumeGuard
 from batchscore.source.extract import source_batches
 from batchscore.source.slices import KeySlice
 
@@ -177,13 +179,14 @@ def score_slice(
 
     drift = drift_counter(config, manifest)
 
-    def work(batch: pa.RecordBatch) -> ScoredBatch:
+    def work(batch: pa.RecordBatch) -> tuple[ScoredBatch, pa.Table | None]:
         began = time.perf_counter()
         scored = score_batch(
             conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
         )
+        theirs = None
         if challenger is not None and scored.clean is not None:
-            challenger.score(scored.clean, scored.scores)
+            theirs = challenger.score(scored.clean, scored.scores)
         counting = time.thread_time()  # CPU time: what drift costs, even on a busy machine
         if drift is not None and scored.clean is not None:
             drift.add(scored.clean, scored.scores)
@@ -191,7 +194,7 @@ def score_slice(
         with lock:
             score_seconds[0] += time.perf_counter() - began
             drift_seconds[0] += counted
-        return replace(scored, clean=None)  # the rows wait for the loader: only their scores are needed
+        return replace(scored, clean=None), theirs  # the rows wait for the loader: only their scores are needed
 
     def limit_threads() -> None:
         from threadpoolctl import threadpool_limits
@@ -206,7 +209,9 @@ def score_slice(
     keys: list[pa.ChunkedArray] = []  # the scored keys: 8 bytes a row for integer keys, checked once at the end
 
     def scored_batches():  # type: ignore[no-untyped-def]
-        for result in stream:
+        for result, theirs in stream:
+            if challenger is not None and theirs is not None:  # in the source's order, as the champion's
+                challenger.loader.write(theirs)
             rejects.write(result.rejects)
             summary.add(result.scores)
             keys.append(result.scores.column(config.entity_key))
@@ -227,13 +232,20 @@ def score_slice(
     checking = time.perf_counter()
     duplicates = 0
     if has_duplicate_keys(keys):
-        duplicates = remove_duplicate_keys(
-            endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys
+        duplicates, shadow = settle_duplicates(
+            endpoints.scores_url,
+            config,
+            manifest,
+            target,
+            keys,
+            schema,
+            drift,
+            challenger,
+            shadow,
+            partial(
+                source_batches, endpoints.source_url, config.source.query, plan.window, config.entity_key, key_slice
+            ),
         )
-        if challenger is not None:  # the challenger scored the same rows: the same keys go
-            remove_duplicate_keys(
-                endpoints.scores_url, challenger.loader.target, config.entity_key, config.validation.duplicate_keys
-            )
     unique_key_seconds = time.perf_counter() - checking
     if duplicates:  # the summary counted those rows: summarise what the slice now holds
         counts["scored"] -= duplicates
@@ -319,6 +331,7 @@ def publish_run(
         shadow=ShadowPublish(config.shadow_table, plan.shadow_name, plan.shadow_version or 0, plan.shadow_sha256 or "")
         if plan.shadow_name
         else None,
+        volume=VolumeGuard.of(config.validation, allow_shrink=plan.allow_shrink),
     )
 
 
@@ -364,6 +377,7 @@ def run_pipeline(
     dry_run: bool = False,
     parallel: int | None = None,
     max_slices: int = 1,
+    allow_shrink: bool = False,
 ) -> PublishResult:
     """All stages in this process (the command line's and the benchmark's path).
 
@@ -382,6 +396,7 @@ def run_pipeline(
             dry_run=dry_run,
             max_slices=max_slices,
             preload=True,
+            allow_shrink=allow_shrink,
         )
         stage = "score_slice"
         results = [score_slice(config, endpoints, plan, s, workers=parallel) for s in plan.key_slices]

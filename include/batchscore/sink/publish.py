@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -25,10 +26,13 @@ from batchscore.errors import PermanentError
 from batchscore.pipeline.windows import Window
 from batchscore.scoring import summary
 from batchscore.scoring.drift import DriftReport, Reference, evaluate
+from batchscore.scoring.validation import VALUE_IN_REASON
 from batchscore.sink import run_record
 from batchscore.sink.load import drop_run_slices
 from batchscore.sink.output_table import swap_window
+from batchscore.sink.published_windows import OverlappingWindow, check_no_overlap
 from batchscore.sink.shadow_table import ShadowPublish, publish_shadow
+from batchscore.sink.volume_guard import VolumeGuard, VolumeGuardHeld, judge
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +130,17 @@ class PublishResult:
 
 
 def _top_reasons(url: str, slices: Sequence[SliceResult], limit: int = 3) -> str:
-    """The commonest reject reasons across the slices, for the one-line error."""
+    """The commonest kinds of reject reason across the slices, for the one-line error.
+
+    The values are left out (``'…'``): the error is shown with the run record, to people who may
+    not read the rejected rows' values; the rejects keep them.
+    """
     union = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT reason FROM {}").format(sql.Identifier(s.schema, s.rejects_table)) for s in slices
     )
-    statement = sql.SQL("SELECT reason, count(*) FROM ({}) AS r GROUP BY reason ORDER BY 2 DESC LIMIT {}").format(
-        union, sql.Literal(limit)
-    )
+    statement = sql.SQL(
+        "SELECT regexp_replace(reason, {}, {}, 'g'), count(*) FROM ({}) AS r GROUP BY 1 ORDER BY 2 DESC LIMIT {}"
+    ).format(sql.Literal(VALUE_IN_REASON), sql.Literal("'…'"), union, sql.Literal(limit))
     with db.pg_connect(url) as conn:
         return "; ".join(f"{n:,} × {reason}" for reason, n in conn.execute(statement))
 
@@ -216,12 +224,15 @@ def publish_window(
     lock_timeout_seconds: int = 600,
     drift: DriftGate | None = None,
     shadow: ShadowPublish | None = None,
+    volume: VolumeGuard | None = None,
 ) -> PublishResult:
     """Make ``slices`` the window's scores, atomically; finish the run record. Idempotent on retry.
 
-    Over the reject threshold, held by drift, or for a dry run, the slices are dropped and
-    nothing changes. The run's drift (with ``drift``) is recorded in every case. A challenger's
-    slices (``shadow``) become its table's window in the same transaction, or are dropped with them.
+    Over the reject threshold, held by drift or by the volume guard (``volume``: judged under
+    the window's lock, before the swap), overlapping another published window, or for a dry
+    run, the slices are dropped and nothing changes. The run's drift (with ``drift``) is
+    recorded in every case. A challenger's slices (``shadow``) become its table's window in
+    the same transaction, or are dropped with them.
     """
     started = time.perf_counter()
     slices = sorted(slices, key=lambda s: s.index)
@@ -248,26 +259,20 @@ def publish_window(
                 "(drift.policy: hold)"
             )
     except (RejectThresholdExceeded, DriftHeld):
-        # Nothing is published, but the bad rows are kept aside (under this run's id, beside the
-        # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
-        with db.pg_connect(url) as conn:
-            _keep_rejects(conn, pipeline, window, run_id, slices)
-            run_record.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
-            if report is not None:
-                run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
-            if shadow is not None:
-                run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
-        _drop_slices(url, pipeline, output_table, run_id, shadow)
+        _record_refused(url, pipeline, output_table, window, run_id, slices, totals, report, shadow)
         raise
     if dry_run:
         _drop_slices(url, pipeline, output_table, run_id, shadow)
-    with db.pg_connect(url) as conn:
+    refused = _refusal_recorded(url, pipeline, output_table, window, run_id, slices, totals, report, shadow)
+    with refused, db.pg_connect(url) as conn:
         if not dry_run:
             _lock_window(conn, output_table, window, lock_timeout_seconds)
             if _already_published(conn, slices):
                 log.info("publish: window %s was published by an earlier attempt of this task", window)
             else:
+                _guard_volume(conn, volume, pipeline, run_id, output_table, window, totals.rows_scored)
                 swap_window(conn, output_table, window, slices)
+                check_no_overlap(conn, pipeline, output_table, window)  # after the attach: see its docstring
                 for piece in slices:
                     conn.execute(
                         "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
@@ -276,6 +281,8 @@ def publish_window(
                 _replace_rejects(conn, pipeline, window, run_id, slices)
                 if shadow is not None:
                     publish_shadow(conn, shadow, window, slices)
+        elif volume is not None:  # a dry run says what a real run would do
+            _guard_volume(conn, volume, pipeline, run_id, output_table, window, totals.rows_scored, dry_run=True)
         seconds = time.perf_counter() - started
         status = "dry_run" if dry_run else "success"
         run_record.record_finish(
@@ -295,6 +302,81 @@ def publish_window(
         seconds,
     )
     return PublishResult(totals.rows_written, totals.rows_rejected, seconds, totals.score_summary, not dry_run)
+
+
+def _guard_volume(  # noqa: PLR0917 (publish_window's two call sites)
+    conn: psycopg.Connection[Any],
+    guard: VolumeGuard | None,
+    pipeline: str,
+    run_id: str,
+    output_table: str,
+    window: Window,
+    rows: int,
+    *,
+    dry_run: bool = False,
+) -> None:
+    """Judge ``rows`` against the volume guard and record the verdict; :class:`VolumeGuardHeld` when held.
+
+    Raised inside publish's transaction, so nothing of it commits; the verdict travels on the
+    error to :func:`_refusal_recorded`, which records it with the run's counts.
+    """
+    if guard is None:
+        return
+    verdict = judge(conn, guard, output_table, window, rows)
+    if verdict.held and not dry_run:
+        raise VolumeGuardHeld(verdict.cause(window), verdict=verdict)
+    if verdict.held:
+        log.warning("publish (dry run): a real run would be held: %s", verdict.cause())
+    elif verdict.allowed:
+        log.warning("publish: %s; allow_shrink is set, so window %s is published", verdict.cause(), window)
+    run_record.record_volume(conn, pipeline=pipeline, run_id=run_id, verdict=verdict.record())
+
+
+def _record_refused(  # noqa: PLR0917 (the refusals of publish_window share it)
+    url: str,
+    pipeline: str,
+    output_table: str,
+    window: Window,
+    run_id: str,
+    slices: Sequence[SliceResult],
+    totals: run_record.RunTotals,
+    report: DriftReport | None,
+    shadow: ShadowPublish | None,
+    volume: dict[str, Any] | None = None,
+) -> None:
+    """Nothing is published, but the bad rows are kept aside (under this run's id, beside the window's
+    current rejects) and the run's counts, drift and volume verdict recorded, so the cause can be seen."""
+    with db.pg_connect(url) as conn:
+        _keep_rejects(conn, pipeline, window, run_id, slices)
+        run_record.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
+        if report is not None:
+            run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+        if shadow is not None:
+            run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
+        if volume is not None:
+            run_record.record_volume(conn, pipeline=pipeline, run_id=run_id, verdict=volume)
+    _drop_slices(url, pipeline, output_table, run_id, shadow)
+
+
+@contextmanager
+def _refusal_recorded(  # noqa: PLR0917 (as _record_refused)
+    url: str,
+    pipeline: str,
+    output_table: str,
+    window: Window,
+    run_id: str,
+    slices: Sequence[SliceResult],
+    totals: run_record.RunTotals,
+    report: DriftReport | None,
+    shadow: ShadowPublish | None,
+) -> Iterator[None]:
+    """Around publish's transaction: a refusal inside it (volume guard, overlap) rolled it back; record it."""
+    try:
+        yield
+    except (VolumeGuardHeld, OverlappingWindow) as exc:
+        verdict = exc.verdict.record() if isinstance(exc, VolumeGuardHeld) and exc.verdict else None
+        _record_refused(url, pipeline, output_table, window, run_id, slices, totals, report, shadow, verdict)
+        raise
 
 
 def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow: ShadowPublish | None) -> None:

@@ -61,7 +61,7 @@ def record_start(
             rows_read = NULL, rows_scored = NULL, rows_rejected = NULL, rows_written = NULL,
             extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL, plan_seconds = NULL,
             slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, failed_stage = NULL,
-            remedy = NULL, drift_status = NULL, drift_max_psi = NULL, shadow = NULL, started_at = now(),
+            remedy = NULL, drift_status = NULL, drift_max_psi = NULL, shadow = NULL, volume = NULL, started_at = now(),
             finished_at = NULL
         """,
         (
@@ -169,6 +169,14 @@ def record_shadow(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
     )
 
 
+def record_volume(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, verdict: dict[str, Any]) -> None:
+    """The volume guard's verdict on the run (rows, the floor, its basis; held or allowed)."""
+    conn.execute(
+        "UPDATE scoring.scoring_runs SET volume = %s::jsonb WHERE pipeline = %s AND run_id = %s",
+        (json.dumps(verdict), pipeline, run_id),
+    )
+
+
 def record_failure(
     url: str,
     *,
@@ -240,6 +248,7 @@ RUN_COLUMNS = (
     "drift_max_psi",
     "shadow",
     "model_source",
+    "volume",
     "alerts_sent",
     "deadline_missed_at",
     "started_at",

@@ -18,6 +18,7 @@ from batchscore.run.planning import Endpoints, PlanError, plan_run
 from batchscore.run.stages import run_pipeline
 from batchscore.scoring.features import SchemaMismatch
 from batchscore.sink.publish import RejectThresholdExceeded
+from batchscore.sink.volume_guard import VolumeGuardHeld
 from batchscore.source.extract import estimate_rows
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, count, expected_scores, run_record, stored_scores
@@ -187,14 +188,21 @@ def test_many_slices_score_the_same_as_one(services: Services) -> None:
     assert all(n > 0 for _, n in lineage)
 
 
-def test_empty_window_succeeds_and_records_zero(services: Services) -> None:
+def test_an_empty_window_publishes_nothing_unless_allowed(services: Services) -> None:
     window = Window(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
-    result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__empty")
+    with pytest.raises(VolumeGuardHeld, match=r"^volume guard: 0 rows < "):
+        run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__empty")
     record = run_record(services.scores_url, "churn", "it__empty")
+    assert record is not None
+    assert (record["status"], record["rows_read"], record["failed_stage"]) == ("failed", 0, "publish")
+    assert record["volume"]["held"] is True
+    result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__empty_ok", allow_shrink=True)
+    record = run_record(services.scores_url, "churn", "it__empty_ok")
     assert result.rows_written == 0
     assert window_count(services, window) == 0
     assert record is not None
     assert (record["status"], record["rows_read"], record["rows_written"]) == ("success", 0, 0)
+    assert record["volume"]["allowed"] is True
 
 
 def test_dry_run_publishes_nothing(services: Services) -> None:

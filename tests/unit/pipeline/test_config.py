@@ -177,6 +177,27 @@ def test_drift_and_shadow_fields_are_checked(
     assert f"{where}: {expected}" in str(info.value)
 
 
+def test_the_volume_guard_is_on_by_default_and_its_fields_are_checked(tmp_path: Path) -> None:
+    guard = load_config(write(tmp_path, churn_data())).validation
+    assert (guard.min_rows, guard.min_replace_fraction, guard.min_rows_fraction, guard.history_windows) == (
+        1,
+        0.9,
+        0.5,
+        7,
+    )
+    for field, value, expected in (
+        ("min_replace_fraction", 1.5, "Input should be less than or equal to 1"),
+        ("min_rows_fraction", -0.1, "Input should be greater than or equal to 0"),
+        ("min_rows", -1, "Input should be greater than or equal to 0"),
+        ("history_windows", 0, "Input should be greater than or equal to 1"),
+    ):
+        data = churn_data()
+        data["validation"] = {**data["validation"], field: value}
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, data))
+        assert f"validation.{field}: {expected}" in str(info.value)
+
+
 def test_a_shadow_table_must_fit_beside_the_output_table(tmp_path: Path) -> None:
     data = churn_data() | {"shadow": {"version": "challenger"}}
     data["output"]["table"] = "scoring." + "s" * 60

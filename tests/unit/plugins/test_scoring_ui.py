@@ -1,6 +1,8 @@
 """The Scoring view's pages and JSON, rendered from run records (the database's answers faked here).
 
-What the running api-server serves, with a real login and real runs, is in tests/e2e/test_ui_*.py.
+The user is an admin of the real SimpleAuthManager; what other users may read is in
+test_scoring_access.py. What the running api-server serves, with a real login and real runs,
+is in tests/e2e/test_ui_*.py (per-DAG permissions with the FAB auth manager: test_ui_permissions.py).
 """
 
 from __future__ import annotations
@@ -80,20 +82,35 @@ def records() -> FakeRecords:
     return FakeRecords()
 
 
-@pytest.fixture
-def ui(monkeypatch: pytest.MonkeyPatch, records: FakeRecords) -> Iterator[TestClient]:
+def serve(monkeypatch: pytest.MonkeyPatch, records: FakeRecords, role: str | None) -> Iterator[TestClient]:
+    """The plugin's app over ``records``, for a logged-in SimpleAuthManager user of ``role``.
+
+    The DAGs Airflow lists are the records' pipelines' DAGs (the metadata database's answer,
+    which unit tests have no database for); every other decision is the real auth manager's.
+    """
     monkeypatch.syspath_prepend(str(PLUGINS))
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import get_user
+    from scoring_ui import access
     from scoring_ui import app as module
 
     for name in ("list_runs", "pipelines", "get_run", "history", "drift_for_runs", "reject_reasons", "rejected_rows"):
         monkeypatch.setattr(module.run_views, name, getattr(records, name))
     monkeypatch.setattr(module, "_scores_url", lambda: "postgresql://nowhere/scores")
-    login = module.app.router.dependencies[0].dependency
-    module.app.dependency_overrides[login] = lambda: None
+    user = SimpleAuthManagerUser(username="someone", role=role)
+    listed = frozenset(f"score_{name}" for name in records.pipelines("x"))
+    module.app.dependency_overrides[get_user] = lambda: user
+    module.app.dependency_overrides[access.reader] = lambda: access.Reader(user, SimpleAuthManager(), listed=listed)
     try:
         yield TestClient(module.app, root_path="/scoring")
     finally:
         module.app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def ui(monkeypatch: pytest.MonkeyPatch, records: FakeRecords) -> Iterator[TestClient]:
+    yield from serve(monkeypatch, records, "admin")
 
 
 def chart_data(page: str) -> dict[str, Any]:
@@ -177,8 +194,9 @@ def test_dag_run_tab_finds_the_pipeline_from_the_dag(ui: TestClient, records: Fa
     assert 'data-chart="distribution"' in page
     other = ui.get("/run", params={"dag_id": "etl_daily", "run_id": "manual__x"}).text
     assert "is not a scoring DAG" in other
-    missing = ui.get("/run", params={"dag_id": "score_churn", "run_id": "manual__none"}).text
-    assert "No scoring record for run manual__none" in missing
+    missing = ui.get("/run", params={"dag_id": "score_churn", "run_id": "manual__none"})
+    assert missing.status_code == 404
+    assert "No scoring record of run manual__none of pipeline churn that you may read" in missing.text
     assert ui.get("/api/run", params={"pipeline": "churn", "run_id": "manual__none"}).status_code == 404
     assert ui.get("/run", params={"dag_id": "score_churn", "run_id": "a/../b"}).status_code == 422
 
