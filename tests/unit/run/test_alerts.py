@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from batchscore.pipeline.windows import Window, WindowError
 from batchscore.run.alerts import event_of, failure_alert
 from batchscore.sink.publish import DriftHeld, RejectThresholdExceeded
+from batchscore.sink.volume_guard import VolumeGuardHeld
 
 WINDOW = Window(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
 
@@ -15,6 +16,7 @@ def test_the_event_is_the_errors_alert_event_through_wrappers() -> None:
     wrapped = RuntimeError("fail now")
     wrapped.__cause__ = DriftHeld("monthly_spend PSI 2.1 > 0.25")  # as failing_fast raises it
     assert event_of(wrapped) == "drift_hold"
+    assert event_of(VolumeGuardHeld("12 rows, the guard's floor is 2,400")) == "guard"
     assert event_of(RejectThresholdExceeded("too many")) == "failure"
     assert event_of(ConnectionError("reset")) == "failure"
     assert event_of("killed") == "failure"
