@@ -75,7 +75,9 @@ BEGIN
             ('scoring_runs', 'startup_cpu_seconds', 'double precision'), -- task processes before their slice: imports
             ('scoring_runs', 'model_cpu_seconds', 'double precision'),   -- loading the model, building its scorer
             ('scoring_runs', 'cpu_seconds', 'double precision'),         -- all of the run's slice processes and publish
-            ('scoring_runs', 'rows_per_cpu_second', 'double precision')  -- rows scored per CPU second of all of it
+            ('scoring_runs', 'rows_per_cpu_second', 'double precision'), -- rows scored per CPU second of all of it
+            ('scoring_runs', 'alerts_sent', 'text[]'),                   -- notify: events already sent for this run (once each)
+            ('scoring_runs', 'deadline_missed_at', 'timestamptz')        -- when the DAG's deadline alert fired for this run
         ) AS t (tab, col, definition)
         WHERE NOT EXISTS (
             SELECT 1 FROM information_schema.columns c

@@ -211,6 +211,10 @@ def build_dag(config: PipelineConfig) -> DAG:
             }
 
         assignments = plan()
+        if config.source.ready_when is not None:
+            from batchscore.airflow.readiness import WaitForUpstream
+
+            WaitForUpstream(task_id="wait_for_upstream", config=config, retries=0) >> assignments
         scored = score_slice.expand(assignment=assignments)
         publish(assignments, scored)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
 

@@ -244,6 +244,38 @@ def mark_failed(config: PipelineConfig, context: Any) -> None:
     except Exception:  # the window itself may be what failed
         window = None
     try:
-        fail_run(config, endpoints(config), context["run_id"], error, stage=stage, window=window)
+        where = endpoints(config)
+        fail_run(config, where, context["run_id"], error, stage=stage, window=window)
     except Exception:  # the callback must never hide the task's own error
         log.exception("could not record the failure of run %s", context["run_id"])
+        return
+    notify_failure(config, context, error, stage=stage, window=window, scores_url=where.scores_url)
+
+
+def notify_failure(
+    config: PipelineConfig,
+    context: Any,
+    error: BaseException | str,
+    *,
+    stage: str,
+    window: Window | None,
+    scores_url: str,
+) -> None:
+    """Send the failed run's alert (failure, drift_hold, guard or upstream_timeout) once; never raises."""
+    from batchscore.airflow.notify import notify_once, run_page
+    from batchscore.run.alerts import failure_alert
+
+    try:
+        alert = failure_alert(
+            pipeline=config.name,
+            dag_id=config.dag_id,
+            run_id=context["run_id"],
+            error=error,
+            stage=stage,
+            window=window,
+            run_page=run_page(config.name, context["run_id"]),
+            task_log=getattr(context["ti"], "log_url", None),
+        )
+        notify_once(config, alert, context, scores_url)
+    except Exception:  # an alert that cannot be built or sent never changes the run
+        log.exception("could not send the alert of run %s", context["run_id"])

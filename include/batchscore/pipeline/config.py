@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchscore.errors import PermanentError
+from batchscore.pipeline.notify import NotifyRule
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -46,6 +47,27 @@ class SourceConfig(_Strict):
 
     conn_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     query: str
+    # Readiness: a SELECT over the window whose first value says the window's rows have landed;
+    # the run waits (deferred, on the triggerer) before plan, polling, and fails after the timeout.
+    ready_when: str | None = None
+    poke_interval_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    ready_timeout_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 360
+
+    @field_validator("ready_when")
+    @classmethod
+    def _ready_check(cls, check: str | None) -> str | None:
+        if check is None:
+            return None
+        text = check.strip().rstrip(";").strip()
+        if not re.match(r"(?is)^(select|with)\b", text) or ";" in text:
+            raise ValueError("must be a single SELECT statement whose first value is true when the window has landed")
+        names = set(re.findall(r"(?<![:\w]):([A-Za-z_]\w*)", text))
+        if not names & {"window_start", "window_end"} or names - {"window_start", "window_end"}:
+            raise ValueError(
+                "must use :window_start and/or :window_end, and no other :parameters "
+                f"(found {', '.join(sorted(names)) or 'none'})"
+            )
+        return text
 
     @field_validator("query")
     @classmethod
@@ -362,6 +384,7 @@ class PipelineConfig(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
     outcomes: OutcomesConfig | None = None
     promotion: PromotionConfig | None = None
+    notify: tuple[NotifyRule, ...] = ()
 
     @field_validator("name", "entity_key")
     @classmethod

@@ -54,6 +54,8 @@ class RejectThresholdExceeded(PermanentError, RuntimeError):
 class DriftHeld(PermanentError, RuntimeError):
     """The window's features or scores moved past the pipeline's drift thresholds under ``policy: hold``."""
 
+    alert_event = "drift_hold"
+
     remedy = (
         "compare reference and observed bins in scoring.drift for this run; fix the source if it broke, or retrain "
         "(or re-register with a new --reference) if the change is real; drift.policy: warn publishes while recording"

@@ -271,6 +271,8 @@ RUN_COLUMNS = (
     "model_cpu_seconds",
     "cpu_seconds",
     "rows_per_cpu_second",
+    "alerts_sent",
+    "deadline_missed_at",
     "started_at",
     "finished_at",
 )
@@ -292,3 +294,29 @@ def recent_runs(url: str, *, pipeline: str | None = None, limit: int = 50) -> li
             {"pipeline": pipeline, "limit": limit},
         )
         return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+def claim_alert(url: str, *, pipeline: str, run_id: str, event: str) -> bool:
+    """Mark ``event`` as sent for the run; False when it already was (so each event goes out once per run).
+
+    The claim is one atomic UPDATE, so slice tasks failing side by side send one message between
+    them. A run without a record (the scores database was unreachable when it failed) claims
+    nothing and returns True: a second message is better than none.
+    """
+    with db.pg_connect(url, autocommit=True) as conn:
+        apply_schema(conn)
+        cur = conn.execute(
+            """
+            UPDATE scoring.scoring_runs SET alerts_sent = array_append(coalesce(alerts_sent, '{}'), %(event)s)
+            WHERE pipeline = %(pipeline)s AND run_id = %(run_id)s
+              AND NOT (%(event)s = ANY(coalesce(alerts_sent, '{}')))
+            RETURNING 1
+            """,
+            {"pipeline": pipeline, "run_id": run_id, "event": event},
+        )
+        if cur.fetchone() is not None:
+            return True
+        exists = conn.execute(
+            "SELECT 1 FROM scoring.scoring_runs WHERE pipeline = %s AND run_id = %s", (pipeline, run_id)
+        ).fetchone()
+        return exists is None

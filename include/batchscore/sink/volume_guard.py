@@ -34,6 +34,8 @@ from batchscore.sink.published_windows import holds_window
 class VolumeGuardHeld(PermanentError, RuntimeError):
     """The window's new rows are below the volume guard: nothing was published, the old scores stay."""
 
+    alert_event = "guard"
+
     remedy = (
         "check the window's source rows (an upstream load not landed yet, a purge, a changed query); re-run when "
         "they are there, or trigger the run with allow_shrink: true to publish what it has (validation.min_rows, "

@@ -44,6 +44,7 @@ class FakeRecords:
                 rows_rejected=None,
                 slices=None,
                 drift_status=None,
+                alerts_sent=["failure"],
             )
         )
         self.runs.append(run(0, pipeline="fraud", run_id="scheduled__2026-10-20T00:00:00+00:00"))
@@ -185,6 +186,7 @@ def test_failed_run_page_shows_cause_and_remedy(ui: TestClient, records: FakeRec
     page = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[6]["run_id"]}).text
     assert "Failed in plan" in page
     assert "Remedy:" in page
+    assert "<strong>Alerts sent:</strong> failure</p>" in page
     assert 'data-chart="distribution"' not in page
 
 
