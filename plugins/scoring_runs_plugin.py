@@ -8,7 +8,9 @@
 - A root middleware that answers 400 to a scoring DAG's trigger whose window ``plan`` would
   refuse (end before start, one end alone, in the future, too long), so no run is created.
 
-Every page and endpoint needs a logged-in Airflow user.
+Every page and endpoint needs a logged-in Airflow user, and shows a pipeline only to a user the
+auth manager lets read its DAG's runs (its rejected values: its task logs); see
+``scoring_ui.access`` and docs/security.md.
 """
 
 from __future__ import annotations

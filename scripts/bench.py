@@ -8,7 +8,8 @@ Python process so no path inherits another's imports, caches or heap:
     pandas_adbc  pandas.read_sql / to_sql over an ADBC connection (binary COPY both ways)
     polars_adbc  polars read_database_uri / write_database with engine="adbc"
     floor        the sum of three parts, each alone: binary COPY out to a discarding client,
-                 predict_proba on the in-memory window, ADBC ingest into an UNLOGGED table
+                 predict on the in-memory window (compiled trees; scikit-learn's predict_proba measured
+                 beside), ADBC ingest into an UNLOGGED table
     engine       batchscore.run.stages.run_pipeline (plan, extract, predict, load)
     engine_no_drift  the same with drift.policy off (what watching drift costs)
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -31,7 +33,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit.data import (
+
+def _model_from_argv(argv: Sequence[str]) -> None:
+    """``--model`` picks the bench model before benchkit reads it (at import), here and in the workers."""
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            os.environ["BENCH_MODEL"] = argv[i + 1]
+        elif arg.startswith("--model="):
+            os.environ["BENCH_MODEL"] = arg.split("=", 1)[1]
+
+
+_model_from_argv(sys.argv)
+
+from benchkit.data import (  # noqa: E402 (after --model is read)
     BENCH_DIR,
     DATABASE,
     ENGINE_QUERY,
@@ -56,12 +70,13 @@ from benchkit.data import (
     table_rows,
     warm_cache,
 )
-from benchkit.harness import Measurement, combine_floor, median_of, run_path, worker_command
-from benchkit.paths import WORKERS, WorkerArgs, engine_kwargs, run_worker_mode
-from benchkit.report import (
+from benchkit.harness import Measurement, combine_floor, median_of, run_path, worker_command  # noqa: E402
+from benchkit.paths import WORKERS, WorkerArgs, engine_kwargs, run_worker_mode  # noqa: E402
+from benchkit.report import (  # noqa: E402
     Report,
     check_rows,
     check_scores,
+    cpu_per_stage,
     dag_lines,
     dag_summary,
     drift_cost,
@@ -80,6 +95,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-naive", action="store_true", help="skip the naive path (minutes at 2M+ rows)")
     parser.add_argument("--paths", default="a,b,c,d,e", help="paths to run: letters a-e or names (default all)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the table and retrain the model")
+    parser.add_argument(
+        "--model",
+        choices=("trees", "pipeline"),
+        default=None,
+        help="trees: the bare HistGradientBoostingClassifier (default); pipeline: ColumnTransformer(imputer, "
+        "one-hot) -> the same trees, over a text column the query derives (sets BENCH_MODEL for the workers)",
+    )
     parser.add_argument(
         "--slice-rows", "--part-rows", dest="part_rows", type=int, default=None, help="execution.slice_rows"
     )
@@ -244,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"fraction_of_floor={s['fraction_of_floor']:.2f}  run_pipeline extra kwargs: {report.run_pipeline_kwargs}"
     )
     print(where_the_time_goes(report))
+    print(cpu_per_stage(report))
     print(drift_cost(report))
     if ns.keep_server:
         print(f"server kept running: {url}")

@@ -24,6 +24,7 @@ from batchscore.local.stack import LocalStack
 from tests.mlflow_server import MlflowServer
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="bs-test-"))
+REVIEWER, REVIEWER_PASSWORD = "reviewer", "reviewer-pw"
 PG_PORT, API_PORT, LOG_PORT = free_ports(3)  # distinct: the API server once drew PostgreSQL's port
 STACK = LocalStack(
     root=TEST_ROOT,
@@ -33,6 +34,7 @@ STACK = LocalStack(
     external_url=None,
     pg_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
     dags_dir=TEST_ROOT / "dags",  # the test pipelines' generated DAG files, beside the project's check file
+    users={REVIEWER: ("user", REVIEWER_PASSWORD)},  # answers promotion requests in the e2e tests
 )
 os.environ.update(STACK.env())
 os.environ.pop("BATCHSCORE_PG_URL", None)
@@ -49,6 +51,10 @@ CELERY_TABLE = "scoring.churn_celery_scores"
 SHADOW = "churn_shadow"
 SHADOW_TABLE = "scoring.churn_shadow_scores"
 CHALLENGER = "churn_challenger"
+# churn with outcomes, its challenger a version of its own model (churn_promo, registered by the
+# promotion tests), and promotion by approval: promote_churn_promo; _expiry's requests time out in 36 s.
+PROMO = "churn_promo"
+PROMO_EXPIRY = "churn_promo_expiry"
 
 
 def _write_pipelines() -> None:
@@ -68,6 +74,17 @@ def _write_pipelines() -> None:
     shadow = {**sliced, "name": SHADOW, "output": {"conn_id": "scores_db", "table": SHADOW_TABLE}}
     shadow["shadow"] = {"name": CHALLENGER, "version": "challenger"}
     (PIPELINES / f"{SHADOW}.yaml").write_text(yaml.safe_dump(shadow, sort_keys=False))
+    for name, hours in ((PROMO, 2.0), (PROMO_EXPIRY, 0.01)):
+        promo = {**shadow, "name": name, "output": {"conn_id": "scores_db", "table": f"scoring.{name}_scores"}}
+        promo["model"] = {"name": PROMO, "version": "champion"}
+        promo["shadow"] = {"version": "challenger"}
+        promo["outcomes"] = {**sliced["outcomes"], "horizon": "1d"}
+        promo["promotion"] = {
+            "windows": 2,
+            "timeout_hours": hours,
+            "requires": {"metric": "roc_auc", "min_gain": 0.0, "windows": 2},
+        }
+        (PIPELINES / f"{name}.yaml").write_text(yaml.safe_dump(promo, sort_keys=False))
 
 
 def _write_dag_files() -> None:

@@ -13,6 +13,9 @@ class PermanentError(Exception):
     """An error that the same inputs would raise again: retrying only delays the failure."""
 
     remedy: str = "fix the cause named in the error, then clear the failed task or trigger the run again"
+    # Which ``notify:`` event a run failed by this error sends (pipeline/notify.py's Event): a hold
+    # (drift_hold, guard) or a readiness timeout (upstream_timeout) says so; anything else is a failure.
+    alert_event: str = "failure"
 
     def __init__(self, *args: object, remedy: str | None = None) -> None:
         super().__init__(*args)

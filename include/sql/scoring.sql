@@ -65,7 +65,19 @@ BEGIN
             ('scoring_runs', 'drift_status', 'text'),                    -- ok, warn, held or few_rows; NULL: not watched
             ('scoring_runs', 'drift_max_psi', 'double precision'),       -- the largest PSI of the run's drift rows
             ('scoring_runs', 'shadow', 'jsonb'),                         -- the challenger: model, table, agreement
-            ('scoring_runs', 'model_source', 'jsonb')                    -- where the model came from (MLflow: uri, version, run)
+            ('scoring_runs', 'model_source', 'jsonb'),                   -- where the model came from (MLflow: uri, version, run)
+            ('scoring_runs', 'volume', 'jsonb'),                          -- the volume guard's verdict: rows, floor, basis
+            -- CPU seconds per stage, summed over the slices (batchscore.sink.run_cost); the engine's processes only
+            ('scoring_runs', 'read_cpu_seconds', 'double precision'),    -- decoding the source's stream
+            ('scoring_runs', 'score_cpu_seconds', 'double precision'),   -- validation, prediction, drift counts
+            ('scoring_runs', 'load_cpu_seconds', 'double precision'),    -- the COPY into the slice tables, key checks
+            ('scoring_runs', 'publish_cpu_seconds', 'double precision'), -- the publish transaction (client side)
+            ('scoring_runs', 'startup_cpu_seconds', 'double precision'), -- task processes before their slice: imports
+            ('scoring_runs', 'model_cpu_seconds', 'double precision'),   -- loading the model, building its scorer
+            ('scoring_runs', 'cpu_seconds', 'double precision'),         -- all of the run's slice processes and publish
+            ('scoring_runs', 'rows_per_cpu_second', 'double precision'), -- rows scored per CPU second of all of it
+            ('scoring_runs', 'alerts_sent', 'text[]'),                   -- notify: events already sent for this run (once each)
+            ('scoring_runs', 'deadline_missed_at', 'timestamptz')        -- when the DAG's deadline alert fired for this run
         ) AS t (tab, col, definition)
         WHERE NOT EXISTS (
             SELECT 1 FROM information_schema.columns c
@@ -84,6 +96,11 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE scoring.scoring_runs ALTER COLUMN %I DROP NOT NULL', missing.col);
     END LOOP;
+    -- The volume guard reads a table's published windows (batchscore.sink.volume_guard). Checked first, as the
+    -- columns are: CREATE INDEX IF NOT EXISTS would lock the table against writers on every run.
+    IF to_regclass('scoring.lineage_window_idx') IS NULL THEN
+        CREATE INDEX lineage_window_idx ON scoring.lineage (output_table, window_start, window_end);
+    END IF;
 END
 $$;
 
@@ -150,4 +167,46 @@ CREATE TABLE IF NOT EXISTS scoring.table_owners (
     pipeline      text             NOT NULL,
     role          text             NOT NULL CHECK (role IN ('scores', 'shadow', 'lineage view')),
     claimed_at    timestamptz      NOT NULL DEFAULT now()
+);
+
+-- Realised performance: one row per (pipeline, window, model version, role) once the window's outcomes
+-- are complete. Re-evaluating a window replaces all of its rows (a re-scored window is judged under
+-- the version that scored it now). metrics: classifier (positive_rate, roc_auc, pr_auc, log_loss,
+-- brier) or regressor (rmse, mae, r2, bias, mean_outcome); curves: calibration per score decile, or
+-- the residuals' deciles. status 'no_labels': a clusterer, nothing to compare with; reason says so.
+CREATE TABLE IF NOT EXISTS scoring.performance (
+    pipeline             text        NOT NULL,
+    window_start         timestamptz NOT NULL,
+    window_end           timestamptz NOT NULL,
+    model_name           text        NOT NULL,
+    model_version        integer     NOT NULL,
+    role                 text        NOT NULL CHECK (role IN ('champion', 'challenger')),
+    task                 text        NOT NULL,
+    status               text        NOT NULL CHECK (status IN ('evaluated', 'no_labels')),
+    reason               text,
+    rows_scored          bigint      NOT NULL,   -- published score rows of the window
+    rows_matched         bigint      NOT NULL,   -- of those, with an outcome
+    rows_without_outcome bigint      NOT NULL,   -- scored, no outcome (or a NULL one): counted, not guessed
+    outcomes_unmatched   bigint      NOT NULL,   -- outcomes for keys this model did not score in the window
+    metrics              jsonb       NOT NULL DEFAULT '{}',
+    curves               jsonb       NOT NULL DEFAULT '[]',
+    run_id               text,                   -- the evaluating Airflow run
+    evaluated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, window_start, window_end, model_version, role)
+);
+
+-- Every decision on a promotion request (promote_<name>): approved, rejected or expired, by whom,
+-- on what evidence. An approval also moves the alias and is in the registry's alias history.
+CREATE TABLE IF NOT EXISTS scoring.promotion_decisions (
+    pipeline        text        NOT NULL,
+    run_id          text        NOT NULL,
+    model_name      text        NOT NULL,
+    alias           text        NOT NULL,
+    from_version    integer,
+    to_version      integer     NOT NULL,
+    decision        text        NOT NULL CHECK (decision IN ('approved', 'rejected', 'expired')),
+    decided_by      text,
+    decided_at      timestamptz NOT NULL DEFAULT now(),
+    evidence        jsonb       NOT NULL,
+    PRIMARY KEY (pipeline, run_id)
 );

@@ -4,9 +4,11 @@ Pages (shown inside Airflow's UI as iframes): ``/runs`` (the overview), ``/run``
 charts, drift, challenger and links; also the tab on every DAG run), ``/rejects`` (a run's
 rejected rows). JSON with the same data under ``/api``. Every route, the static files included,
 needs a logged-in Airflow user (the app-wide dependency); FastAPI's own docs routes are off,
-since they would not be. Query parameters are validated strictly (422 otherwise) and reach SQL
-only as bound parameters. The scores database is the Airflow connection
-``BATCHSCORE_SCORES_CONN_ID`` (default ``scores_db``).
+since they would not be. Every route that shows a pipeline's data asks the auth manager
+(``scoring_ui.access``): a pipeline the user may not read is left out of lists and answers 404,
+as one that does not exist; rejected rows' values need task-log access besides. Query
+parameters are validated strictly (422 otherwise) and reach SQL only as bound parameters. The
+scores database is the Airflow connection ``BATCHSCORE_SCORES_CONN_ID`` (default ``scores_db``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from batchscore.reports import run_charts, run_views
 from scoring_ui import links
+from scoring_ui.access import Reader, ReaderDep
 from scoring_ui.pages import render
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -67,12 +70,22 @@ def _roots(request: Request) -> tuple[str, str]:
 
 
 def _run_filter(
-    pipeline: str | None, status: str | None, since: date | None, until: date | None, limit: int
+    pipeline: str | None, status: str | None, since: date | None, until: date | None, limit: int, *, among: list[str]
 ) -> run_views.RunFilter:
     def instant(day: date | None) -> datetime | None:
         return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
 
-    return run_views.RunFilter(pipeline, status, instant(since), instant(until), limit)
+    return run_views.RunFilter(pipeline, status, instant(since), instant(until), limit, among=tuple(among))
+
+
+def _absent(pipeline: str, run_id: str) -> HTTPException:
+    """One answer for a run that does not exist and for one the user may not read: it confirms neither."""
+    return HTTPException(404, f"no scoring run {run_id!r} of pipeline {pipeline!r}")
+
+
+def _readable_run(url: str, who: Reader, pipeline: str, run_id: str) -> dict[str, Any] | None:
+    """The run record when it exists and the user may read the pipeline's runs, else None."""
+    return run_views.get_run(url, pipeline, run_id) if who.may_read_runs(pipeline) else None
 
 
 def _with_run(runs: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -83,10 +96,10 @@ def _with_run(runs: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str,
     return sorted([*others, run], key=lambda r: (r["window_start"], r["window_end"]))
 
 
-def run_details(pipeline: str, run_id: str, windows: int) -> dict[str, Any] | None:
-    """A run record with every chart its page draws (None: no such run)."""
+def run_details(who: Reader, pipeline: str, run_id: str, windows: int) -> dict[str, Any] | None:
+    """A run record with every chart its page draws (None: no such run, or not one the user may read)."""
     url = _scores_url()
-    run = run_views.get_run(url, pipeline, run_id)
+    run = _readable_run(url, who, pipeline, run_id)
     if run is None:
         return None
     earlier = run_views.history(url, pipeline, until=run["window_start"], limit=windows) if run["window_start"] else []
@@ -100,6 +113,7 @@ def run_details(pipeline: str, run_id: str, windows: int) -> dict[str, Any] | No
             "trend": run_charts.trend(series),
             "drift": run_charts.drift_heatmap(series, drift),
             "shadow": run_charts.shadow_trend(series),
+            "cost": run_charts.cost_trend(series),
         },
         "feature_drift": run_charts.feature_drift(drift, run_id),
         "reject_reasons": run_views.reject_reasons(url, pipeline, run_id),
@@ -111,38 +125,76 @@ def run_details(pipeline: str, run_id: str, windows: int) -> dict[str, Any] | No
 
 @app.get("/api/runs")
 def runs_json(
+    who: ReaderDep,
+    *,
     pipeline: Annotated[str | None, Query(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = None,
     status: Status | None = None,
     since: date | None = None,
     until: date | None = None,
     limit: Annotated[int, Query(ge=1, le=run_views.MAX_RUNS)] = 50,
 ) -> list[dict[str, Any]]:
-    """Run records, per pipeline its ``limit`` newest windows; ``since``/``until`` bound the window start."""
-    return run_views.list_runs(_scores_url(), _run_filter(pipeline, status, since, until, limit))
+    """Run records of the pipelines the user may read, per pipeline its ``limit`` newest windows.
+
+    ``since``/``until`` bound the window start. A pipeline the user may not read has no runs here.
+    """
+    url = _scores_url()
+    readable = who.readable(run_views.pipelines(url))
+    if not readable or (pipeline is not None and pipeline not in readable):
+        return []
+    return run_views.list_runs(url, _run_filter(pipeline, status, since, until, limit, among=readable))
 
 
 @app.get("/api/run")
-def run_json(pipeline: Pipeline, run_id: RunId, windows: Windows = 30) -> dict[str, Any]:
-    """One run with its charts' data (what its page draws)."""
-    details = run_details(pipeline, run_id, windows)
+def run_json(who: ReaderDep, pipeline: Pipeline, run_id: RunId, windows: Windows = 30) -> dict[str, Any]:
+    """One run with its charts' data (what its page draws); 404 for a run the user may not read."""
+    details = run_details(who, pipeline, run_id, windows)
     if details is None:
-        raise HTTPException(404, f"no scoring run {run_id!r} of pipeline {pipeline!r}")
+        raise _absent(pipeline, run_id)
     return details
 
 
-@app.get("/api/rejects")
-def rejects_json(pipeline: Pipeline, run_id: RunId, reason: Reason = None, page: Page = 1) -> dict[str, Any]:
-    """A run's rejects counted by reason, and one page of rejected rows as they arrived."""
+def rejects_of(who: Reader, pipeline: str, run_id: str, reason: str | None, page: int) -> dict[str, Any] | None:
+    """A run's rejects by kind of reason, and one page of rows when the user may read their values.
+
+    None: no such run, or not one the user may read. ``rows`` is None (and ``values_visible``
+    False) for a user who may read the run but not its task logs: the values are the source's
+    data, maybe personal, and the task logs are where Airflow already guards them.
+    """
     url = _scores_url()
-    rows = run_views.rejected_rows(
-        url, pipeline, run_id, reason=reason, offset=(page - 1) * REJECTS_PAGE_SIZE, limit=REJECTS_PAGE_SIZE
+    run = _readable_run(url, who, pipeline, run_id)
+    if run is None:
+        return None
+    visible = who.may_read_values(pipeline)
+    rows = (
+        run_views.rejected_rows(
+            url, pipeline, run_id, reason=reason, offset=(page - 1) * REJECTS_PAGE_SIZE, limit=REJECTS_PAGE_SIZE
+        )
+        if visible
+        else None
     )
     return {
+        "run": run,
         "reasons": run_views.reject_reasons(url, pipeline, run_id),
+        "values_visible": visible,
         "rows": rows,
         "page": page,
         "page_size": REJECTS_PAGE_SIZE,
     }
+
+
+@app.get("/api/rejects")
+def rejects_json(
+    who: ReaderDep, pipeline: Pipeline, run_id: RunId, reason: Reason = None, page: Page = 1
+) -> dict[str, Any]:
+    """A run's rejects counted by reason, and one page of rejected rows as they arrived (task-log access).
+
+    404 for a run the user may not read; ``rows`` null when they may not read its task logs.
+    """
+    data = rejects_of(who, pipeline, run_id, reason, page)
+    if data is None:
+        raise _absent(pipeline, run_id)
+    data.pop("run")
+    return data
 
 
 # ---------------------------------------------------------------------------------------- pages
@@ -151,6 +203,7 @@ def rejects_json(pipeline: Pipeline, run_id: RunId, reason: Reason = None, page:
 @app.get("/runs", response_class=HTMLResponse)
 def runs_page(
     request: Request,
+    who: ReaderDep,
     *,
     pipeline: Annotated[str | None, Query(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = None,
     status: Status | None = None,
@@ -159,12 +212,14 @@ def runs_page(
     limit: Annotated[int, Query(ge=1, le=200)] = 30,
     windows: Windows = 30,
 ) -> str:
-    """The overview: per pipeline, a trend chart and its recent windows, filtered."""
+    """The overview: per pipeline the user may read, a trend chart and its recent windows, filtered."""
     root, base = _roots(request)
     url = _scores_url()
+    readable = who.readable(run_views.pipelines(url))
     grouped: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-    for run in run_views.list_runs(url, _run_filter(pipeline, status, since, until, limit)):
-        grouped.setdefault(run["pipeline"], []).append(run)
+    if readable and (pipeline is None or pipeline in readable):
+        for run in run_views.list_runs(url, _run_filter(pipeline, status, since, until, limit, among=readable)):
+            grouped.setdefault(run["pipeline"], []).append(run)
     trends = {name: run_charts.trend(run_views.history(url, name, limit=windows)) for name in grouped}
     return render(
         "runs.html",
@@ -173,60 +228,78 @@ def runs_page(
         links=links,
         grouped=grouped,
         trends=trends,
-        pipelines=run_views.pipelines(url),
+        pipelines=readable,
         statuses=run_views.STATUSES,
         filters={"pipeline": pipeline, "status": status, "since": since, "until": until, "limit": limit},
         windows=windows,
     )
 
 
+def _absent_page(root: str, embed: bool, run_id: str, *, dag_id: str | None, pipeline: str | None) -> HTMLResponse:
+    """404 with the page that says so: the same for a run not recorded and one the user may not read."""
+    page = render("absent.html", root=root, embed=embed, dag_id=dag_id, run_id=run_id, pipeline=pipeline)
+    return HTMLResponse(page, status_code=404)
+
+
 @app.get("/run", response_class=HTMLResponse)
 def run_page(
     request: Request,
+    who: ReaderDep,
     *,
     run_id: RunId,
     pipeline: Annotated[str | None, Query(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = None,
     dag_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.\-]{1,250}$")] = None,
     windows: Windows = 30,
     embed: bool = False,
-) -> str:
+) -> HTMLResponse:
     """One run; reached by pipeline (from the overview) or by DAG id (the tab on every Airflow DAG run)."""
     root, base = _roots(request)
     if pipeline is None:
         pipeline = links.pipeline_of(dag_id) if dag_id else None
-        if pipeline is None:
-            return render("absent.html", root=root, embed=embed, dag_id=dag_id, run_id=run_id, pipeline=None)
-    details = run_details(pipeline, run_id, windows)
+        if pipeline is None:  # not a scoring DAG: nothing of any pipeline to guard
+            return HTMLResponse(
+                render("absent.html", root=root, embed=embed, dag_id=dag_id, run_id=run_id, pipeline=None)
+            )
+    details = run_details(who, pipeline, run_id, windows)
     if details is None:
-        return render("absent.html", root=root, embed=embed, dag_id=dag_id, run_id=run_id, pipeline=pipeline)
-    return render("run.html", root=root, base=base, links=links, embed=embed, windows=windows, **details)
+        return _absent_page(root, embed, run_id, dag_id=dag_id, pipeline=pipeline)
+    return HTMLResponse(render("run.html", root=root, base=base, links=links, embed=embed, windows=windows, **details))
 
 
 @app.get("/rejects", response_class=HTMLResponse)
 def rejects_page(
-    request: Request, *, pipeline: Pipeline, run_id: RunId, reason: Reason = None, page: Page = 1, embed: bool = False
-) -> str:
-    """A run's rejected rows by reason, with the values as they arrived, a page at a time."""
+    request: Request,
+    who: ReaderDep,
+    *,
+    pipeline: Pipeline,
+    run_id: RunId,
+    reason: Reason = None,
+    page: Page = 1,
+    embed: bool = False,
+) -> HTMLResponse:
+    """A run's rejects by reason; with task-log access, the rows' values as they arrived, a page at a time."""
     root, base = _roots(request)
-    data = rejects_json(pipeline, run_id, reason, page)
+    data = rejects_of(who, pipeline, run_id, reason, page)
+    if data is None:
+        return _absent_page(root, embed, run_id, dag_id=None, pipeline=pipeline)
     columns: list[str] = []
-    for row in data["rows"]:
+    for row in data["rows"] or []:
         for key in row["row_data"] or {}:
             if key not in columns:
                 columns.append(key)
-    run = run_views.get_run(_scores_url(), pipeline, run_id)
-    return render(
-        "rejects.html",
-        root=root,
-        base=base,
-        links=links,
-        embed=embed,
-        pipeline=pipeline,
-        run_id=run_id,
-        run=run,
-        reason=reason,
-        columns=columns,
-        **data,
+    return HTMLResponse(
+        render(
+            "rejects.html",
+            root=root,
+            base=base,
+            links=links,
+            embed=embed,
+            pipeline=pipeline,
+            run_id=run_id,
+            reason=reason,
+            columns=columns,
+            **data,
+        )
     )
 
 

@@ -6,8 +6,10 @@ no place in a Param's JSON schema. This ASGI middleware, registered as the plugi
 ``fastapi_root_middlewares``, looks at ``POST /api/v2/dags/score_<pipeline>/dagRuns`` (what the
 trigger form and the REST API send), checks the window with the engine's own rules
 (:func:`batchscore.airflow.glue.check_trigger_conf`), and answers 400 with the reason, which
-the trigger form shows. Anything else, and any request that is not from a logged-in user,
-passes through untouched (Airflow then answers it as usual).
+the trigger form shows. Anything else, and any request from a user who may not trigger that
+DAG (not logged in, or the auth manager refuses ``POST`` on its runs, as Airflow's own trigger
+endpoint asks), passes through untouched: Airflow then answers it as usual (401 or 403), so the
+guard tells nobody anything about a pipeline they may not trigger, not even that it exists.
 """
 
 from __future__ import annotations
@@ -90,26 +92,32 @@ def _replaying(body: bytes, more: bool, receive: Receive) -> Receive:
     return replay
 
 
-async def _authenticated(scope: Scope) -> bool:
-    """True when the request carries a valid Airflow token (Bearer header or the UI's cookie)."""
+async def _user(scope: Scope) -> Any:
+    """The request's Airflow user (Bearer header, else the UI's cookie), or None without a valid token."""
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
     from airflow.api_fastapi.core_api.security import resolve_user_from_token
     from fastapi import HTTPException
     from starlette.requests import Request
 
     request = Request(scope)
     header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else None
-    if token is None:
-        from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
-
-        token = request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    token = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
     if not token:
-        return False
+        return None
     try:
-        await resolve_user_from_token(token)
+        return await resolve_user_from_token(token)
     except HTTPException:
-        return False
-    return True
+        return None
+
+
+async def _may_trigger(scope: Scope, pipeline: str) -> bool:
+    """True when the request is from a user the auth manager lets trigger the pipeline's DAG."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    from scoring_ui.access import may_trigger
+
+    user = await _user(scope)
+    return user is not None and may_trigger(get_auth_manager(), user, pipeline)
 
 
 def _window_request(body: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -141,8 +149,10 @@ async def _problem(scope: Scope, pipeline: str, body: bytes) -> str | None:
     from batchscore.pipeline.config import ConfigError, load_config
 
     asked = _window_request(body)
+    if asked is None or not await _may_trigger(scope, pipeline):
+        return None
     path = settings.pipelines_dir() / f"{pipeline}.yaml"
-    if asked is None or not path.exists() or not await _authenticated(scope):
+    if not path.exists():
         return None
     request, conf = asked
     try:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from batchscore.local.embedded_pg import EmbeddedPostgres
 
+import os
 import time
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,8 +43,20 @@ POLL_SECONDS = 0.05
 SETTLE_SECONDS = 1.0
 MAX_SCORE_DIFF = 1e-9
 
+# --model pipeline (BENCH_MODEL=pipeline in the workers): the demo's shape, ColumnTransformer(imputer,
+# one-hot) -> HistGradientBoostingClassifier, over the numbers and a text column the query derives
+# from f19 (NULL past 2.5: the imputer's business), named so a registry holds both models.
+MODEL_KIND = os.environ.get("BENCH_MODEL", "trees")
+if MODEL_KIND not in ("trees", "pipeline"):
+    raise SystemExit(f"BENCH_MODEL must be trees or pipeline, not {MODEL_KIND!r}")
+PIPELINE = MODEL_KIND == "pipeline"
+if PIPELINE:
+    MODEL_NAME = "bench_pipeline"
+CATEGORICAL = ("plan",) if PIPELINE else ()
+MODEL_FEATURES = (*FEATURES, *CATEGORICAL)
+PLAN_SQL = "CASE WHEN f19 < -0.8 THEN 'basic' WHEN f19 < 0.3 THEN 'plus' WHEN f19 < 2.5 THEN 'gold' END AS plan"
 ENGINE_QUERY = (
-    f"SELECT id, {', '.join(FEATURES)} FROM {SCHEMA}.features "
+    f"SELECT id, {', '.join([*FEATURES, *([PLAN_SQL] if PIPELINE else [])])} FROM {SCHEMA}.features "
     "WHERE event_time >= :window_start AND event_time < :window_end"
 )
 # Hand-written paths run the same query with the bounds as literals (COPY and polars take no parameters).
@@ -111,8 +124,33 @@ def feature_chunk(index: int, first_id: int, rows: int) -> pa.Table:
     return pa.table(columns)
 
 
+def plan_column(f19: np.ndarray) -> np.ndarray:
+    """The text column PLAN_SQL derives, computed in numpy for the training rows (None where SQL gives NULL)."""
+    import numpy as np
+
+    return np.select([f19 < -0.8, f19 < 0.3, f19 < 2.5], ["basic", "plus", "gold"], default=None).astype(object)
+
+
+def pipeline_model() -> Any:
+    """ColumnTransformer(median imputer on the numbers, constant imputer + one-hot on plan) -> the same trees."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    categories = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value="missing"),
+        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+    )
+    prep = ColumnTransformer(
+        [("numbers", SimpleImputer(strategy="median"), list(FEATURES)), ("categories", categories, list(CATEGORICAL))]
+    )
+    return make_pipeline(prep, HistGradientBoostingClassifier(max_iter=100, random_state=0))
+
+
 def train_model() -> tuple[Any, pa.Table]:
-    """A HistGradientBoostingClassifier fitted on fresh named rows (as the engine feeds it), and those rows."""
+    """The bench model fitted on fresh named rows (as the engine feeds it), and those rows."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -121,9 +159,15 @@ def train_model() -> tuple[Any, pa.Table]:
     rng = np.random.default_rng(TRAIN_SEED)
     x = generate_features(rng, TRAIN_ROWS)
     y = true_label(rng, x)
-    model = HistGradientBoostingClassifier(max_iter=100, random_state=0)
-    model.fit(pd.DataFrame(x, columns=list(FEATURES)), y)
-    return model, pa.table({name: x[:, i] for i, name in enumerate(FEATURES)})
+    frame = pd.DataFrame(x, columns=list(FEATURES))
+    if PIPELINE:
+        frame["plan"] = plan_column(x[:, 19])
+    model = pipeline_model() if PIPELINE else HistGradientBoostingClassifier(max_iter=100, random_state=0)
+    model.fit(frame, y)
+    columns = {name: pa.array(frame[name].to_numpy()) for name in FEATURES}
+    if PIPELINE:
+        columns["plan"] = pa.array([v if isinstance(v, str) else None for v in frame["plan"]], pa.string())
+    return model, pa.table(columns)
 
 
 def load_model() -> Any:
@@ -145,6 +189,7 @@ def ensure_model(retrain: bool) -> None:
     if not retrain and "champion" in aliases and registry.resolve(MODEL_NAME, "champion").reference is not None:
         return  # (a champion registered before drift existed has no reference: registered again)
     specs = tuple(FeatureSpec(name, "numeric") for name in FEATURES)
+    specs += tuple(FeatureSpec(name, "categorical") for name in CATEGORICAL)
     model, training = train_model()
     reference = drift_reference(model, specs, reference_frame(training, specs, "bench"), source="bench training rows")
     manifest = registry.register(MODEL_NAME, model, specs, aliases=("champion",), reference=reference)

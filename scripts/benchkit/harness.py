@@ -32,6 +32,7 @@ class Measurement:
     rounds: tuple[float, ...] = ()  # each round's seconds when the path ran more than once
     cores_busy: float = math.nan  # machine-wide average busy cores while it ran (PostgreSQL included)
     thread_cpu: dict[str, float] = field(default_factory=dict)  # the engine's CPU seconds by thread role
+    extra: dict[str, float] = field(default_factory=dict)  # the path's own figures (CPU per stage, per part)
 
 
 def worker_command(path: str, args: WorkerArgs, result_file: Path) -> list[str]:
@@ -63,6 +64,7 @@ def measure(path: str, args: WorkerArgs) -> Measurement:
         int(result["rows"]),
         cores_busy=float(result["cores_busy"]),
         thread_cpu=result.get("thread_cpu", {}),
+        extra=result.get("extra", {}),
     )
 
 
@@ -100,4 +102,5 @@ def median_of(runs: Sequence[Measurement]) -> Measurement:
         tuple(round(m.seconds, 3) for m in runs),
         statistics.median(m.cores_busy for m in runs),
         min(runs, key=lambda m: abs(m.seconds - statistics.median(r.seconds for r in runs))).thread_cpu,
+        {key: statistics.median(m.extra[key] for m in runs if key in m.extra) for key in runs[0].extra},
     )

@@ -22,8 +22,10 @@ from benchkit.data import (
     ENGINE_QUERY,
     FEATURES,
     HAND_QUERY,
+    MODEL_FEATURES,
     MODEL_NAME,
     OUTPUT_TABLES,
+    PIPELINE,
     REGISTRY,
     SCHEMA,
     SEED,
@@ -39,7 +41,7 @@ WORKER_MODULES: dict[str, tuple[str, ...]] = {
     "pandas_adbc": (*MODEL_MODULES, "adbc_driver_postgresql.dbapi"),
     "polars_adbc": (*MODEL_MODULES, "polars", "adbc_driver_postgresql.dbapi"),
     "floor_copy": ("psycopg",),
-    "floor_predict": (*MODEL_MODULES, "adbc_driver_postgresql.dbapi"),
+    "floor_predict": (*MODEL_MODULES, "adbc_driver_postgresql.dbapi", "batchscore.scoring.compiled_trees"),
     "floor_ingest": ("numpy", "pyarrow", "adbc_driver_postgresql.dbapi"),
     "engine": (
         *MODEL_MODULES,
@@ -70,6 +72,7 @@ class Timed:
 
     rows: int
     seconds: float | None = None
+    extra: dict[str, float] | None = None  # figures of the path's own (CPU per stage, per part)
 
 
 def _scores(model: Any, x: Any) -> Any:
@@ -85,7 +88,7 @@ def work_naive(args: WorkerArgs) -> Timed:
     engine = sa.create_engine(args.url.replace("postgresql://", "postgresql+psycopg2://", 1))
     try:
         df = pd.read_sql(HAND_QUERY, engine)
-        out = pd.DataFrame({"id": df["id"], "score": _scores(model, df[list(FEATURES)])})
+        out = pd.DataFrame({"id": df["id"], "score": _scores(model, df[list(MODEL_FEATURES)])})
         out.to_sql(
             args.table, engine, schema=SCHEMA, method="multi", chunksize=10_000, if_exists="replace", index=False
         )
@@ -102,7 +105,7 @@ def work_pandas_adbc(args: WorkerArgs) -> Timed:
     model = load_model()
     with adbc.connect(args.url) as conn:
         df = pd.read_sql(HAND_QUERY, conn)
-        out = pd.DataFrame({"id": df["id"], "score": _scores(model, df[list(FEATURES)])})
+        out = pd.DataFrame({"id": df["id"], "score": _scores(model, df[list(MODEL_FEATURES)])})
         out.to_sql(args.table, conn, schema=SCHEMA, if_exists="replace", index=False)
         conn.commit()
     return Timed(len(out))
@@ -114,7 +117,8 @@ def work_polars_adbc(args: WorkerArgs) -> Timed:
 
     model = load_model()
     df = pl.read_database_uri(HAND_QUERY, args.url, engine="adbc")
-    scores = _scores(model, df.select(FEATURES).to_numpy())
+    # the trees take a float matrix; a Pipeline takes a frame with its column names and text
+    scores = _scores(model, df.select(MODEL_FEATURES).to_pandas() if PIPELINE else df.select(FEATURES).to_numpy())
     out = pl.DataFrame({"id": df["id"], "score": scores})
     out.write_database(f"{SCHEMA}.{args.table}", args.url, engine="adbc", if_table_exists="replace")
     return Timed(out.height)
@@ -136,7 +140,11 @@ def work_floor_copy(args: WorkerArgs) -> Timed:
 
 
 def work_floor_predict(args: WorkerArgs) -> Timed:
-    """Floor part 2: predict_proba alone, on the window already in a numpy array (loading untimed)."""
+    """Floor part 2: predict alone, on the window already in memory (loading untimed).
+
+    The floor is the compiled trees' ``predict_proba`` (checked equal to scikit-learn's, which is
+    timed beside). For a Pipeline, the CPU of its steps before the trees is measured apart.
+    """
     import adbc_driver_postgresql.dbapi as adbc
     import numpy as np
 
@@ -144,11 +152,33 @@ def work_floor_predict(args: WorkerArgs) -> Timed:
     with adbc.connect(args.url) as conn, conn.cursor() as cur:
         cur.execute(HAND_QUERY)
         table = cur.fetch_arrow_table()
-    x = np.column_stack([table.column(name).to_numpy() for name in FEATURES])
+    x: Any = (
+        table.select(list(MODEL_FEATURES)).to_pandas()
+        if PIPELINE
+        else np.column_stack([table.column(name).to_numpy() for name in FEATURES])
+    )
     del table
-    started = time.perf_counter()
-    _scores(model, x)
-    return Timed(0, time.perf_counter() - started)
+    started, cpu = time.perf_counter(), time.process_time()
+    expected = _scores(model, x)
+    sklearn_seconds, sklearn_cpu = time.perf_counter() - started, time.process_time() - cpu
+    from batchscore.scoring.compiled_trees import accelerate
+
+    fast = accelerate(model, list(MODEL_FEATURES))  # built (and its kernel loaded) before the clock starts
+    fast.predict_proba(x[:1000])  # and its self-check against scikit-learn done: once per process, not per row
+    started, cpu = time.perf_counter(), time.process_time()
+    scores = fast.predict_proba(x)[:, 1]
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    if not np.array_equal(scores, expected):
+        raise RuntimeError("the compiled trees' scores differ from predict_proba's on the floor's window")
+    extra = {"sklearn_seconds": sklearn_seconds, "sklearn_cpu": sklearn_cpu, "compiled_cpu": cpu_seconds}
+    if PIPELINE:  # the split: the steps before the trees, then the trees alone on what they produced
+        cpu = time.process_time()
+        matrix = fast._matrix(x)
+        extra["prep_cpu"] = time.process_time() - cpu
+        cpu = time.process_time()
+        fast.raw_predict(matrix, fast._threads())
+        extra["trees_cpu"] = time.process_time() - cpu
+    return Timed(0, seconds, extra)
 
 
 def work_floor_ingest(args: WorkerArgs) -> Timed:
@@ -186,7 +216,7 @@ def engine_config(part_rows: int | None, batch_rows: int | None, drift: str = "w
             "start_date": WINDOW_START.date().isoformat(),
             "source": {"conn_id": "bench_db", "query": ENGINE_QUERY},
             "entity_key": "id",
-            "features": list(FEATURES),
+            "features": list(MODEL_FEATURES),
             "model": {"name": MODEL_NAME, "version": "champion"},
             "output": {"conn_id": "bench_db", "table": f"{SCHEMA}.{table or OUTPUT_TABLES['engine']}"},
             "validation": {"max_reject_fraction": 0.0},
@@ -212,7 +242,24 @@ def work_engine(args: WorkerArgs) -> Timed:
     config = engine_config(args.part_rows, args.batch_rows, drift, args.table)
     window = Window(WINDOW_START, WINDOW_END)
     result = run_pipeline(config, endpoints, window=window, run_id=args.run_id, **engine_kwargs(run_pipeline))
-    return Timed(int(result.rows_written))
+    return Timed(int(result.rows_written), extra=run_cpu(args.url, config.name, args.run_id))
+
+
+CPU_COLUMNS = ("startup", "model", "read", "score", "load", "publish")
+
+
+def run_cpu(url: str, pipeline: str, run_id: str) -> dict[str, float]:
+    """The run's CPU seconds per stage and rows per CPU second, as the engine recorded them in scoring_runs."""
+    import psycopg
+
+    columns = [f"{stage}_cpu_seconds" for stage in CPU_COLUMNS] + ["cpu_seconds", "rows_per_cpu_second"]
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            f"SELECT {', '.join(columns)} FROM scoring.scoring_runs WHERE pipeline = %s AND run_id = %s",
+            (pipeline, run_id),
+        ).fetchone()
+    names = [*(f"cpu_{stage}" for stage in CPU_COLUMNS), "cpu_total", "rows_per_cpu_second"]
+    return {name: float(value) for name, value in zip(names, row or (), strict=False) if value is not None}
 
 
 WORKERS: dict[str, Callable[[WorkerArgs], Timed]] = {
@@ -241,5 +288,7 @@ def run_worker_mode(path: str, args: WorkerArgs, result_file: Path) -> int:
     result = {"rows": outcome.rows, "seconds": seconds, "cores_busy": cores_busy(machine, machine_jiffies())}
     if threads is not None:
         result["thread_cpu"] = threads.stop()
+    if outcome.extra:
+        result["extra"] = outcome.extra
     result_file.write_text(json.dumps(result))
     return 0

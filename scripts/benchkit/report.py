@@ -34,8 +34,13 @@ class Report:
         engine = self.seconds("engine")
         hand = [self.seconds(p) for p in ("pandas_adbc", "polars_adbc") if p in self.paths]
         best = min(hand) if hand else math.nan
+        hand_wall = [self.paths[p].wall_seconds for p in ("pandas_adbc", "polars_adbc") if p in self.paths]
+        engine_wall = self.paths["engine"].wall_seconds if "engine" in self.paths else math.nan
+        score_cpu = self.paths["engine"].extra.get("cpu_score", math.nan) if "engine" in self.paths else math.nan
         return {
             "best_handwritten_seconds": best,
+            "wall_speedup_vs_best_handwritten": (min(hand_wall) if hand_wall else math.nan) / engine_wall,
+            "predict_cpu_s_per_mrow": score_cpu / self.rows * 1e6,
             "speedup_vs_naive": self.seconds("naive") / engine,
             "speedup_vs_best_handwritten": best / engine,
             "fraction_of_floor": self.seconds("floor") / engine,
@@ -78,6 +83,49 @@ def where_the_time_goes(report: Report) -> str:
         f"engine CPU seconds by thread: {roles}; PostgreSQL and the rest of the machine {busy - ours:.1f}; "
         f"{engine.cores_busy:.2f} of {os.cpu_count()} cores busy on average"
     )
+
+
+def cpu_per_stage(report: Report) -> str:
+    """The engine's CPU seconds per stage (as its run record has them) and the parts' cost per million rows."""
+    engine = report.paths.get("engine")
+    lines = []
+    per_m = 1e6 / report.rows
+    if engine is not None and engine.extra:
+        x = engine.extra
+        stages = ", ".join(
+            f"{stage} {x[f'cpu_{stage}']:.2f}"
+            for stage in ("startup", "model", "read", "score", "load", "publish")
+            if f"cpu_{stage}" in x
+        )
+        lines.append(
+            f"engine CPU seconds per stage (scoring_runs): {stages}; all {x.get('cpu_total', math.nan):.2f} "
+            f"= {x.get('rows_per_cpu_second', math.nan):,.0f} rows per CPU second "
+            f"(wall {engine.seconds:.2f}s, process wall {engine.wall_seconds:.2f}s)"
+        )
+    parts = report.floor_parts
+    cost = []
+    if "floor_copy" in parts:
+        cost.append(f"COPY out {parts['floor_copy'].seconds * per_m:.2f} s (server, to a discarding client)")
+    if engine is not None and "cpu_read" in engine.extra:
+        cost.append(f"decode {engine.extra['cpu_read'] * per_m:.2f} CPU-s (engine's extract thread)")
+        cost.append(f"score {engine.extra['cpu_score'] * per_m:.2f} CPU-s (engine's scoring threads)")
+        cost.append(f"load {engine.extra['cpu_load'] * per_m:.2f} CPU-s (engine's COPY in, client side)")
+    predict = parts.get("floor_predict")
+    if predict is not None and predict.extra:
+        cost.append(
+            f"predict alone {predict.extra['compiled_cpu'] * per_m:.2f} CPU-s compiled trees, "
+            f"{predict.extra['sklearn_cpu'] * per_m:.2f} CPU-s scikit-learn's predict_proba"
+        )
+    if predict is not None and "prep_cpu" in predict.extra:
+        cost.append(
+            f"of which the Pipeline's steps before the trees {predict.extra['prep_cpu'] * per_m:.2f} CPU-s, "
+            f"the compiled trees {predict.extra['trees_cpu'] * per_m:.2f} CPU-s"
+        )
+    if "floor_ingest" in parts:
+        cost.append(f"ingest {parts['floor_ingest'].seconds * per_m:.2f} s (floor)")
+    if cost:
+        lines.append("cost per million rows: " + "; ".join(cost))
+    return "\n".join(lines)
 
 
 def drift_cost(report: Report) -> str:
@@ -154,7 +202,9 @@ def result_line(report: Report, airflow: dict[str, Any] | None = None) -> str:
     line = (
         f"RESULT rows={report.rows} speedup_vs_naive={s['speedup_vs_naive']:.2f} "
         f"speedup_vs_best_handwritten={s['speedup_vs_best_handwritten']:.2f} "
-        f"fraction_of_floor={s['fraction_of_floor']:.2f} peak_rss_mb={rss}"
+        f"fraction_of_floor={s['fraction_of_floor']:.2f} peak_rss_mb={rss} "
+        f"predict_cpu_s_per_mrow={s['predict_cpu_s_per_mrow']:.3f} "
+        f"wall_speedup_vs_best_handwritten={s['wall_speedup_vs_best_handwritten']:.2f}"
     )
     dag = dag_summary(report, airflow)
     if dag:

@@ -84,6 +84,40 @@ def test_bad_trigger_param_fails_the_run_before_anything_is_written(churn_dag, a
     )
 
 
+def test_allow_shrink_from_the_trigger_form_reaches_the_volume_guard(churn_dag, airflow_db: Services) -> None:
+    """A window with no source rows: held once (no retry) naming the guard; allow_shrink: true publishes it."""
+    from datetime import UTC, datetime
+
+    params = churn_dag.params
+    assert params.get_param("allow_shrink").schema["title"] == "Allow shrink"
+    start = datetime(2025, 2, 1, tzinfo=UTC)  # long before the seeded warehouse: no rows
+    # Every field given: dag.test() keeps an earlier test's run_conf in this module's DAG object.
+    conf = {
+        "window_start": start.isoformat(),
+        "window_end": (start + timedelta(days=1)).isoformat(),
+        "model_version": None,
+        "dry_run": False,
+        "allow_shrink": False,
+    }
+    held = churn_dag.test(run_conf=conf)
+    assert held.state == "failed"
+    publish = held.get_task_instance("publish")
+    assert publish is not None
+    assert (publish.state, publish.try_number) == ("failed", 1), "a held run is not retried"
+    record = run_record(airflow_db.scores_url, "churn", held.run_id)
+    assert record is not None
+    assert (record["status"], record["failed_stage"]) == ("failed", "publish")
+    assert record["error"].startswith("VolumeGuardHeld: volume guard: 0 rows < ")
+    assert record["error"].endswith("pass allow_shrink: true to publish")
+    assert "allow_shrink" in record["remedy"]
+    allowed = churn_dag.test(run_conf={**conf, "allow_shrink": True})
+    assert allowed.state == "success"
+    record = run_record(airflow_db.scores_url, "churn", allowed.run_id)
+    assert record is not None
+    assert (record["status"], record["rows_written"]) == ("success", 0)
+    assert (record["volume"]["held"], record["volume"]["allowed"]) == (False, True)
+
+
 def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: Services) -> None:
     """Three mapped slice tasks through dag.test() store the same rows as one slice in one process."""
     from airflow.dag_processing.dagbag import DagBag

@@ -61,7 +61,7 @@ def test_every_pipeline_config_becomes_a_dag(dagbag, path: Path) -> None:
     assert dag.get_task("score_slice").upstream_task_ids == {"plan"}
     assert dag.max_active_runs == config.execution.max_active_runs
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
-    assert set(dag.params) == {"window_start", "window_end", "model_version", "dry_run"}
+    assert set(dag.params) == {"window_start", "window_end", "model_version", "dry_run", "allow_shrink"}
     for task in dag.tasks:
         assert task.retries == config.execution.retries
     outlets = dag.get_task("publish").outlets
@@ -85,6 +85,7 @@ def test_dag_file_does_not_import_heavy_libraries(path: Path) -> None:
         ("model_version", "../../etc/passwd", "does not match"),
         ("model_version", "x" * 65, "does not match"),
         ("dry_run", "yes", "is not of type 'boolean'"),
+        ("allow_shrink", "yes", "is not of type 'boolean'"),
         ("window_start", 20261101, "is not of type 'null', 'string'"),
         ("window_start", "2026-10-01'; drop table heldout.tumors; --", "does not match"),
         ("window_end", "tomorrow", "does not match"),
@@ -97,7 +98,7 @@ def test_trigger_form_rejects_hostile_values(dagbag, name: str, value: object, m
     param = dagbag.dags["score_churn"].params.get_param(name)
     with pytest.raises(ParamValidationError, match=message):
         param.resolve(value)
-    assert param.resolve(None if name != "dry_run" else True) in (None, True)
+    assert param.resolve(None if name not in ("dry_run", "allow_shrink") else True) in (None, True)
 
 
 def test_a_broken_pipeline_file_stops_only_its_own_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,8 +123,9 @@ def test_a_broken_pipeline_file_stops_only_its_own_dag(tmp_path: Path, monkeypat
 
     bag = DagBag(dag_folder=str(dags))
 
-    assert set(bag.dags) == {"score_churn"}
+    assert set(bag.dags) == {"score_churn", "evaluate_churn"}  # churn has outcomes: its evaluation DAG too
     assert set(bag.dags["score_churn"].task_ids) == {"plan", "score_slice", "publish"}
+    assert set(bag.dags["evaluate_churn"].task_ids) == {"wait_for_horizon", "evaluate"}
     errors = {Path(path).name: error for path, error in bag.import_errors.items()}
     assert set(errors) == {"score_broken.py", "score_typo.py", "pipeline_files.py"}
     assert "broken.yaml: entity_key: Field required" in errors["score_broken.py"]

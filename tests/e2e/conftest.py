@@ -1,4 +1,7 @@
-"""One running Airflow (api-server, scheduler, dag-processor; LocalExecutor) for all end-to-end tests."""
+"""One running Airflow (api-server, scheduler, dag-processor; LocalExecutor) for all end-to-end tests.
+
+The permission tests have their own api-server with the FAB auth manager (``fab_api``).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pytest
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.stack import AirflowClient, LocalStack
 from tests.conftest import Services
+from tests.e2e import fab_stack
+from tests.e2e.fab_stack import FabApi
 from tests.integration.helpers import expected_scores, run_record, stored_scores
 
 DAG_ID = "score_churn"
@@ -99,3 +104,17 @@ def backfill(services: Services, client: AirflowClient, first: date, last: date,
 def utc_day(day: date) -> tuple[datetime, datetime]:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return start, start + timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def fab_api(database: LocalStack) -> Iterator[FabApi]:
+    """A second api-server with the FAB auth manager and per-DAG roles (tests/e2e/fab_stack.py).
+
+    Module-scoped: only test_ui_permissions.py uses it, so it starts once a session and stops
+    when that module is done, instead of idling beside the main stack for the rest of the run.
+    """
+    api = fab_stack.start(database)
+    try:
+        yield api
+    finally:
+        api.stack.stop_services()

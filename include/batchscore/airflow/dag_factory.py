@@ -74,7 +74,8 @@ def trigger_params(config: PipelineConfig) -> dict[str, Param]:
             maxLength=40,
             title="Window start (inclusive)",
             description="Score this window instead of the run's own interval. Give both ends or neither; "
-            f"a time without an offset is read in {config.timezone}. Example: 2026-11-01T00:00:00Z.",
+            f"a time without an offset is read in {config.timezone}. Example: 2026-11-01T00:00:00Z. "
+            "Ignored by backfill runs: each scores its own interval.",
         ),
         "window_end": Param(
             None,
@@ -101,6 +102,15 @@ def trigger_params(config: PipelineConfig) -> dict[str, Param]:
             type="boolean",
             title="Dry run",
             description="Extract, validate and score, record the run, but publish nothing.",
+        ),
+        "allow_shrink": Param(
+            False,
+            type="boolean",
+            title="Allow shrink",
+            description="Publish even when the volume guard would hold the run: fewer rows than "
+            f"{config.validation.min_replace_fraction:.0%} of what the window holds now, fewer than "
+            f"{config.validation.min_rows_fraction:.0%} of the recent windows' median, or fewer than "
+            f"{config.validation.min_rows:,} (an empty window). Off: such a run publishes nothing and fails.",
         ),
     }
 
@@ -153,6 +163,7 @@ def build_dag(config: PipelineConfig) -> DAG:
                     run_id=context["run_id"],
                     model_ref=model_ref,
                     dry_run=dry_run,
+                    allow_shrink=glue.allow_shrink(dict(context["params"])),
                 )
             return [{"run": planned.to_dict(), "slice": key_slice} for key_slice in planned.slices]
 
@@ -200,6 +211,10 @@ def build_dag(config: PipelineConfig) -> DAG:
             }
 
         assignments = plan()
+        if config.source.ready_when is not None:
+            from batchscore.airflow.readiness import WaitForUpstream
+
+            WaitForUpstream(task_id="wait_for_upstream", config=config, retries=0) >> assignments
         scored = score_slice.expand(assignment=assignments)
         publish(assignments, scored)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
 

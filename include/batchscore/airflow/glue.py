@@ -68,6 +68,15 @@ def endpoints(config: PipelineConfig, *, with_mlflow: bool = False) -> Endpoints
     )
 
 
+def evaluation_endpoints(config: PipelineConfig) -> Endpoints:
+    """The run's endpoints plus the outcomes' database when ``outcomes.conn_id`` names another connection."""
+    base = endpoints(config)
+    conn_id = config.outcomes.conn_id if config.outcomes else None
+    if conn_id is None or conn_id == config.source.conn_id:
+        return base
+    return Endpoints(base.source_url, base.scores_url, base.registry, outcomes_url=connection_url(conn_id))
+
+
 def mlflow_tracking_uri(conn_id: str) -> str | None:
     """The MLflow tracking URI of an Airflow connection (``mlflow_default``), else ``MLFLOW_TRACKING_URI``.
 
@@ -128,9 +137,40 @@ def run_params(params: dict[str, Any]) -> tuple[str | None, str | None, str | No
     return text("window_start"), text("window_end"), model_version, dry_run
 
 
+def allow_shrink(params: dict[str, Any]) -> bool:
+    """The trigger form's ``allow_shrink``: this run may publish below the volume guard."""
+    value = params.get("allow_shrink", False)
+    if not isinstance(value, bool):
+        raise ParamError(f"param allow_shrink must be true or false, got {str(value)[:40]!r}")
+    return value
+
+
+def is_backfill(context: Any) -> bool:
+    """True for a run that ``airflow backfill create`` (or the backfill API) made."""
+    run_type = getattr(context["dag_run"], "run_type", None)
+    return getattr(run_type, "value", run_type) == "backfill"
+
+
 def window_from_context(config: PipelineConfig, context: Any) -> Window:
-    """The run's window: trigger-form params, else the data interval, else the last interval before run_after."""
+    """The run's window: trigger-form params, else the data interval, else the last interval before run_after.
+
+    A backfill run always scores its own data interval: a window in its conf (``airflow backfill
+    create --dag-run-conf '{"window_start": ...}'`` gives every run of the backfill the same
+    conf) would make every run score that one window, so it is ignored, with a warning.
+    """
     start, end, _, _ = run_params(dict(context["params"]))
+    if (start is not None or end is not None) and is_backfill(context):
+        interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
+        log.warning(
+            "window_start/window_end (%s, %s) ignored: run %s is a backfill run, which scores its own data "
+            "interval [%s, %s); to score one window, trigger a manual run with it",
+            start,
+            end,
+            context["run_id"],
+            interval_start.isoformat() if interval_start else None,
+            interval_end.isoformat() if interval_end else None,
+        )
+        start = end = None
     return resolve_window(
         schedule=config.schedule,
         tz=config.timezone,
@@ -204,6 +244,38 @@ def mark_failed(config: PipelineConfig, context: Any) -> None:
     except Exception:  # the window itself may be what failed
         window = None
     try:
-        fail_run(config, endpoints(config), context["run_id"], error, stage=stage, window=window)
+        where = endpoints(config)
+        fail_run(config, where, context["run_id"], error, stage=stage, window=window)
     except Exception:  # the callback must never hide the task's own error
         log.exception("could not record the failure of run %s", context["run_id"])
+        return
+    notify_failure(config, context, error, stage=stage, window=window, scores_url=where.scores_url)
+
+
+def notify_failure(
+    config: PipelineConfig,
+    context: Any,
+    error: BaseException | str,
+    *,
+    stage: str,
+    window: Window | None,
+    scores_url: str,
+) -> None:
+    """Send the failed run's alert (failure, drift_hold, guard or upstream_timeout) once; never raises."""
+    from batchscore.airflow.notify import notify_once, run_page
+    from batchscore.run.alerts import failure_alert
+
+    try:
+        alert = failure_alert(
+            pipeline=config.name,
+            dag_id=config.dag_id,
+            run_id=context["run_id"],
+            error=error,
+            stage=stage,
+            window=window,
+            run_page=run_page(config.name, context["run_id"]),
+            task_log=getattr(context["ti"], "log_url", None),
+        )
+        notify_once(config, alert, context, scores_url)
+    except Exception:  # an alert that cannot be built or sent never changes the run
+        log.exception("could not send the alert of run %s", context["run_id"])

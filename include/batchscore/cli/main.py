@@ -135,6 +135,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         model_ref=args.model_version,
         dry_run=args.dry_run,
         max_slices=args.slices,
+        allow_shrink=args.allow_shrink,
     )
     print(
         f"{'dry run: ' if args.dry_run else ''}{result.rows_written:,} scores written, "
@@ -220,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version")
     p.add_argument("--run-id")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument(
+        "--allow-shrink",
+        action="store_true",
+        help="publish even below the volume guard (fewer rows than the window holds, or an empty window)",
+    )
     p.add_argument("--slices", type=int, default=1, help="cut the window into up to N slices (scored in turn)")
     p.add_argument("--source-url")
     p.add_argument("--scores-url")

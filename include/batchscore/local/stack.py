@@ -34,6 +34,15 @@ from batchscore.local.embedded_pg import DEFAULT_PORT, EmbeddedPostgres, port_in
 logger = logging.getLogger(__name__)
 # The triggerer: the UI's health panel shows it. The log server: task logs in the UI, on 127.0.0.1.
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer", "log-server")
+# What the API's health endpoint calls each service it reports on (the api-server: its metadatabase).
+HEALTH_PART = {
+    "api-server": "metadatabase",
+    "scheduler": "scheduler",
+    "dag-processor": "dag_processor",
+    "triggerer": "triggerer",
+}
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 LOOPBACK = "127.0.0.1"
 # Airflow's task-log server (JWT-checked static files of [logging] base_log_folder), as an ASGI factory.
 LOG_SERVER_APP = "airflow.utils.serve_logs.log_server:get_app"
@@ -73,6 +82,11 @@ class LocalStack:
     executor: str = "LocalExecutor"
     broker_url: str | None = None  # CeleryExecutor: the Redis broker
     heartbeat_timeout: int | None = None  # seconds before a task whose worker vanished is failed (and retried)
+    auth_manager: str = SIMPLE_AUTH_MANAGER  # FAB_AUTH_MANAGER: users and roles in the metadata database
+    # SimpleAuthManager: more people who may log in, name -> (role, password): e.g. a reviewer (role
+    # "user") who answers promotion requests, so the approver recorded is not the admin.
+    users: dict[str, tuple[str, str]] = field(default_factory=dict)
+    services: tuple[str, ...] = SERVICES  # what start_services starts (a subset of SERVICES)
 
     @property
     def home(self) -> Path:
@@ -109,8 +123,6 @@ class LocalStack:
         from batchscore.db import libpq_url
 
         self.home.mkdir(parents=True, exist_ok=True)
-        passwords = self.home / "passwords.json"
-        passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
         metadata = libpq_url(self.database_url("airflow")).replace("postgresql://", "postgresql+psycopg2://", 1)
         api = f"http://127.0.0.1:{self.api_port}"
         extra: dict[str, str] = {}
@@ -124,6 +136,17 @@ class LocalStack:
             }
         if self.heartbeat_timeout:
             extra["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout)
+        if self.auth_manager == SIMPLE_AUTH_MANAGER:
+            passwords = self.home / "passwords.json"
+            passwords.write_text(
+                json.dumps({ADMIN_USER: ADMIN_PASSWORD} | {n: pw for n, (_, pw) in self.users.items()})
+            )
+            extra |= {
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    [f"{ADMIN_USER}:admin", *(f"{n}:{role}" for n, (role, _) in self.users.items())]
+                ),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            }
         return extra | {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
@@ -133,11 +156,7 @@ class LocalStack:
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "batchscore.settings.host_name",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__AUTH_MANAGER": self.auth_manager,
             "AIRFLOW__API__HOST": LOOPBACK,
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": LOOPBACK,
@@ -231,14 +250,14 @@ class LocalStack:
             ("api-server", self.api_port, "BATCHSCORE_API_PORT"),
             ("log-server", self.log_port, "BATCHSCORE_LOG_PORT"),
         ):
-            if not self.running(service) and port_in_use(port):
+            if service in self.services and not self.running(service) and port_in_use(port):
                 raise RuntimeError(
                     f"cannot start the Airflow {service} on port {port}: the port is in use; stop what "
                     f"listens there or choose another port with {setting}=<port>"
                 )
         env = {**os.environ, **self.env()}
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        for service in SERVICES:
+        for service in self.services:
             if self.running(service):
                 continue
             log = (self.home / "logs" / f"{service}.log").open("ab")
@@ -254,15 +273,13 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            for service in SERVICES:
+            for service in self.services:
                 if not self.running(service):
                     raise RuntimeError(f"airflow {service} exited; see {self.home / 'logs' / (service + '.log')}")
             try:
                 last = requests.get(f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health", timeout=5).json()
-                if all(
-                    last.get(part, {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")
-                ):
+                parts = [HEALTH_PART[service] for service in self.services if service in HEALTH_PART]
+                if all(last.get(part, {}).get("status") == "healthy" for part in parts):
                     return
             except (requests.RequestException, ValueError):
                 pass
@@ -419,11 +436,18 @@ class AirflowClient:
     ) -> list[dict[str, Any]]:
         """Wait until every run in ``run_ids`` has finished (checked every ``poll`` seconds).
 
-        Raises if any failed, unless ``allow_failed``.
+        Raises if any failed, unless ``allow_failed``. A poll the API server is too busy to answer
+        in time (a loaded machine, tasks starting) is only a missed poll: the next one follows.
         """
+        import requests
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = {r["dag_run_id"]: r for r in self.dag_runs(dag_id) if r["dag_run_id"] in run_ids}
+            try:
+                listed = self.dag_runs(dag_id)
+            except requests.Timeout:
+                continue
+            runs = {r["dag_run_id"]: r for r in listed if r["dag_run_id"] in run_ids}
             if len(runs) == len(run_ids) and all(r["state"] in ("success", "failed") for r in runs.values()):
                 failed = [rid for rid, r in runs.items() if r["state"] == "failed"]
                 if failed and not allow_failed:

@@ -80,7 +80,15 @@ class AliasLog:
         older = list(self._read_json(layout.LEGACY_HISTORY, []))
         return older + [record for _, record in self.changes()]
 
-    def change(self, alias: str, version: int, *, by: str = "", expected: int | Unset | None = ANY) -> int | None:
+    def change(
+        self,
+        alias: str,
+        version: int,
+        *,
+        by: str = "",
+        expected: int | Unset | None = ANY,
+        evidence: dict[str, Any] | None = None,
+    ) -> int | None:
         """Point ``alias`` at ``version`` as the next change; return the version it pointed at before.
 
         ``expected``: the version the caller believes the alias points at (None: unset); when it
@@ -99,6 +107,7 @@ class AliasLog:
                 "to": version,
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "by": by,
+                **({"evidence": evidence} if evidence is not None else {}),  # what a person decided on
             }
             url = self._url(layout.ALIAS_CHANGES, layout.change_name(last + 1))
             try:

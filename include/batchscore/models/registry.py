@@ -187,9 +187,18 @@ class ModelRegistry:
         return AliasLog(self._url(name), locked=locked)
 
     def promote(
-        self, name: str, alias: str, version: int, *, by: str = "", expected: int | Unset | None = ANY
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        by: str = "",
+        expected: int | Unset | None = ANY,
+        evidence: dict[str, Any] | None = None,
     ) -> int | None:
         """Point ``alias`` at ``version`` as one logged change; return the version it pointed at before.
+
+        ``by`` names who decided; ``evidence`` (small, JSON) is what they decided on, kept in the change.
 
         Compare-and-swap: two promotions at once both land, one after the other, each in the
         history with the target it replaced. ``expected`` (a version, or None for "unset"):
@@ -202,7 +211,9 @@ class ModelRegistry:
         if version not in self.versions(name):
             raise RegistryError(f"model {name!r} has no version {version}")
         with writer_lock(self.root, name) as locked:
-            return self._aliases_of(name, locked=locked).change(alias, version, by=by, expected=expected)
+            return self._aliases_of(name, locked=locked).change(
+                alias, version, by=by, expected=expected, evidence=evidence
+            )
 
     def alias_history(self, name: str) -> list[dict[str, Any]]:
         """Every alias change of ``name``, oldest first (``alias``, ``from``, ``to``, ``at``, ``by``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchscore.errors import PermanentError
+from batchscore.pipeline.notify import NotifyRule
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -46,6 +47,27 @@ class SourceConfig(_Strict):
 
     conn_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     query: str
+    # Readiness: a SELECT over the window whose first value says the window's rows have landed;
+    # the run waits (deferred, on the triggerer) before plan, polling, and fails after the timeout.
+    ready_when: str | None = None
+    poke_interval_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    ready_timeout_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 360
+
+    @field_validator("ready_when")
+    @classmethod
+    def _ready_check(cls, check: str | None) -> str | None:
+        if check is None:
+            return None
+        text = check.strip().rstrip(";").strip()
+        if not re.match(r"(?is)^(select|with)\b", text) or ";" in text:
+            raise ValueError("must be a single SELECT statement whose first value is true when the window has landed")
+        names = set(re.findall(r"(?<![:\w]):([A-Za-z_]\w*)", text))
+        if not names & {"window_start", "window_end"} or names - {"window_start", "window_end"}:
+            raise ValueError(
+                "must use :window_start and/or :window_end, and no other :parameters "
+                f"(found {', '.join(sorted(names)) or 'none'})"
+            )
+        return text
 
     @field_validator("query")
     @classmethod
@@ -167,7 +189,7 @@ class ShadowConfig(_Strict):
     """A challenger scored on the same rows in the same run, published to ``<output table>_shadow``.
 
     ``name`` defaults to the pipeline's model; its features must be among the pipeline's and
-    its task the champion's. Promotion stays a person's ``batchscore models promote``.
+    its task the champion's. Promotion is a person's decision: the approval of ``promote_<name>`` or ``models promote``.
     """
 
     name: str | None = Field(default=None, pattern=MODEL_REF.pattern)
@@ -178,6 +200,79 @@ class ShadowConfig(_Strict):
     @classmethod
     def _version_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) else value
+
+
+HORIZON = re.compile(r"^(?P<n>[1-9][0-9]{0,4})(?P<unit>[hdw])$")
+_HORIZON_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+class OutcomesConfig(_Strict):
+    """What happened to the scored entities, to judge the scores by (:mod:`batchscore.run.evaluation`).
+
+    ``query`` returns ``(key, outcome)`` for the entities scored in a window, bound by
+    ``:window_start``/``:window_end`` as the source query is; ``horizon`` (``30d``, ``12h``,
+    ``2w``) is how long after a window ends its outcomes are complete: a window is evaluated
+    only once it has passed. ``positive``: the outcome value that counts as the positive class
+    (default: the model's positive class), compared as text.
+    """
+
+    conn_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")  # None: the source's connection
+    query: str
+    horizon: str
+    positive: str | None = Field(default=None, max_length=200)
+
+    @field_validator("query")
+    @classmethod
+    def _bounded_by_window(cls, query: str) -> str:
+        return SourceConfig._bounded_by_window(query)
+
+    @field_validator("horizon")
+    @classmethod
+    def _duration(cls, horizon: str) -> str:
+        if not HORIZON.match(horizon):
+            raise ValueError(f"{horizon!r} must be a whole number of hours, days or weeks: 12h, 30d, 2w")
+        return horizon
+
+    @field_validator("positive", mode="before")
+    @classmethod
+    def _positive_as_text(cls, value: object) -> object:
+        return str(value).lower() if isinstance(value, bool) else str(value) if isinstance(value, int) else value
+
+    @property
+    def horizon_delta(self) -> timedelta:
+        match = HORIZON.match(self.horizon)
+        assert match is not None  # checked by the validator
+        return int(match["n"]) * _HORIZON_UNITS[match["unit"]]
+
+
+class PromotionRequirement(_Strict):
+    """A bar the challenger should clear, stated in the approval request: a person still decides."""
+
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier", "rmse", "mae", "r2"]
+    min_gain: Annotated[float, Field(ge=0.0, le=1e9)] = 0.0
+    windows: Annotated[int, Field(ge=1, le=366)] = 7
+
+
+class PromotionConfig(_Strict):
+    """How ``promote_<name>`` asks for the challenger's promotion (needs ``shadow`` and ``outcomes``).
+
+    ``windows``: the last N evaluated windows the evidence covers; ``timeout_hours``: an unanswered
+    request expires then, changing nothing; ``schedule``: a cron to ask on (None: by hand only).
+    """
+
+    windows: Annotated[int, Field(ge=1, le=366)] = 7
+    timeout_hours: Annotated[float, Field(gt=0.0, le=24 * 30)] = 72.0
+    schedule: str | None = None
+    requires: PromotionRequirement | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        from croniter import croniter
+
+        if schedule is not None and not croniter.is_valid(schedule):
+            raise ValueError(f"{schedule!r} is not a valid cron expression")
+        return schedule
 
 
 class OutputConfig(_Strict):
@@ -213,6 +308,14 @@ class ValidationConfig(_Strict):
     # A key seen more than once in a window: every copy rejected (counted against the threshold),
     # the first copy (in the source's order) kept and the others rejected, or the run failed.
     duplicate_keys: Literal["reject", "keep_first", "fail"] = "reject"
+    # The volume guard (batchscore.sink.volume_guard), judged at publish on the rows about to be published:
+    # at least min_rows; a window that holds scores is replaced only by min_replace_fraction of its rows;
+    # a new window needs min_rows_fraction of the median of the last history_windows published windows
+    # (per hour of window, so a shorter manual window is judged by its length). allow_shrink overrides once.
+    min_rows: Annotated[int, Field(ge=0, le=10_000_000_000)] = 1
+    min_replace_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
+    min_rows_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    history_windows: Annotated[int, Field(ge=1, le=1000)] = 7
 
 
 class DriftConfig(_Strict):
@@ -284,6 +387,9 @@ class PipelineConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     drift: DriftConfig = DriftConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    outcomes: OutcomesConfig | None = None
+    promotion: PromotionConfig | None = None
+    notify: tuple[NotifyRule, ...] = ()
 
     @field_validator("name", "entity_key")
     @classmethod
@@ -332,6 +438,21 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 f"output.table: {self.output.table_name!r} is too long to have a {SHADOW_SUFFIX} table beside it "
                 f"(at most {63 - len(SHADOW_SUFFIX)} characters)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _promotion_needs_evidence(self) -> PipelineConfig:
+        if self.promotion is not None and (self.shadow is None or self.outcomes is None):
+            raise ValueError("promotion needs both shadow (a challenger) and outcomes (to judge it by)")
+        if self.promotion is not None and self.shadow is not None and self.shadow.name not in (None, self.model.name):
+            raise ValueError(
+                f"promotion moves {self.model.name}:{self.model.version}, so shadow must be a version of "
+                f"{self.model.name} (shadow.name is {self.shadow.name!r}): register the challenger under that name"
+            )
+        if self.promotion is not None and self.model.version.isdigit():
+            raise ValueError(
+                "promotion moves the model's alias: model.version must be an alias (champion), not a number"
             )
         return self
 

@@ -43,7 +43,7 @@ def table_clashes(folder: Path, configs: tuple[PipelineConfig, ...] | list[Pipel
     lineage views), so a pipeline whose ``output.table`` is another's shadow is named too.
     Reported (by ``batchscore validate`` and the DAG folder's check file), but no DAG is
     stopped for it: a new file must not silence the pipeline that already owns the table.
-    At run time, ``plan`` claims its tables atomically (:mod:`batchscore.ownership`) and
+    At run time, ``plan`` claims its tables atomically (:mod:`batchscore.sink.ownership`) and
     refuses a table another pipeline owns.
     """
     writers: dict[str, dict[str, Written]] = {}

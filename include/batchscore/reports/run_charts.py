@@ -155,3 +155,32 @@ def shadow_trend(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "mean_abs_diff": [run["shadow"].get("mean_abs_diff") for run in shadowed],
         "psi": [run["shadow"].get("psi") for run in shadowed],
     }
+
+
+def cost_trend(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """CPU per million rows scored (all of a run, and scoring alone) and rows per CPU second, per window, oldest first.
+
+    None when no run recorded its CPU (runs from before the engine measured it).
+    """
+    points = []
+    for run in runs:
+        rows = run.get("rows_scored") or 0
+        total, score = run.get("cpu_seconds"), run.get("score_cpu_seconds")
+        points.append(
+            {
+                "label": window_label(run["window_start"]),
+                "run_id": run["run_id"],
+                "cpu_per_mrow": total / rows * 1e6 if total is not None and rows else None,
+                "score_cpu_per_mrow": score / rows * 1e6 if score is not None and rows else None,
+                "rows_per_cpu_second": run.get("rows_per_cpu_second"),
+            }
+        )
+    if not any(p["cpu_per_mrow"] is not None for p in points):
+        return None
+    return {
+        "labels": [p["label"] for p in points],
+        "run_ids": [p["run_id"] for p in points],
+        "cpu_per_mrow": [p["cpu_per_mrow"] for p in points],
+        "score_cpu_per_mrow": [p["score_cpu_per_mrow"] for p in points],
+        "rows_per_cpu_second": [p["rows_per_cpu_second"] for p in points],
+    }

@@ -17,26 +17,31 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from batchscore import db
+from batchscore.scoring.validation import VALUE_IN_REASON
 from batchscore.sink.run_record import RUN_COLUMNS
 
 STATUSES = ("running", "success", "failed", "dry_run")
 MAX_RUNS = 500
 MAX_HISTORY = 200
 MAX_REJECTS_PAGE = 200
-# A reject reason names the offending value in quotes ("region: unseen category 'mars'"); the
-# value is left out when reasons are grouped, so one kind of problem is one group.
-_QUOTED_VALUE = r"'[^']*'"
+# Reasons are grouped with their values left out, so one kind of problem is one group and the
+# groups can be shown to someone who may not read the values.
+_QUOTED_VALUE = VALUE_IN_REASON
 
 
 @dataclass(frozen=True)
 class RunFilter:
-    """Which runs to list: ``since``/``until`` bound the window start (inclusive, exclusive); ``limit`` per pipeline."""
+    """Which runs to list: ``since``/``until`` bound the window start (inclusive, exclusive); ``limit`` per pipeline.
+
+    ``among``: only these pipelines (those the user may read); None: every pipeline.
+    """
 
     pipeline: str | None = None
     status: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    among: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in STATUSES:
@@ -66,6 +71,7 @@ def list_runs(url: str, run_filter: RunFilter) -> list[dict[str, Any]]:
             "  ORDER BY window_start DESC NULLS LAST, started_at DESC) AS nth"
             " FROM scoring.scoring_runs"
             " WHERE (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s)"
+            " AND (%(among)s::text[] IS NULL OR pipeline = ANY(%(among)s::text[]))"
             " AND (%(status)s::text IS NULL OR status = %(status)s)"
             " AND (%(since)s::timestamptz IS NULL OR window_start >= %(since)s)"
             " AND (%(until)s::timestamptz IS NULL OR window_start < %(until)s)"
@@ -73,6 +79,7 @@ def list_runs(url: str, run_filter: RunFilter) -> list[dict[str, Any]]:
         ).format(columns=_COLUMNS)
         params = {
             "pipeline": run_filter.pipeline,
+            "among": None if run_filter.among is None else list(run_filter.among),
             "status": run_filter.status,
             "since": run_filter.since,
             "until": run_filter.until,
@@ -103,10 +110,11 @@ def get_run(url: str, pipeline: str, run_id: str) -> dict[str, Any] | None:
 
 
 def history(url: str, pipeline: str, *, until: datetime | None = None, limit: int = 30) -> list[dict[str, Any]]:
-    """The last ``limit`` runs that scored a window (success or dry run), oldest window first.
+    """The last ``limit`` published windows, one run per window (the one whose scores it holds), oldest first.
 
     ``until``: only windows starting at or before it (a run's page shows the runs up to its own).
-    One run per window: the latest finished one, as the window's published scores are.
+    A window's run is its latest successful one: a dry run or a failed run published nothing, so
+    neither stands for a window's scores (a dry run's own page still shows it in its window's place).
     """
     limit = max(1, min(int(limit), MAX_HISTORY))
     with db.pg_connect(url) as conn:
@@ -118,9 +126,9 @@ def history(url: str, pipeline: str, *, until: datetime | None = None, limit: in
                     run_id, status, window_start, window_end, model_name, model_version, rows_read, rows_scored,
                     rows_rejected, rows_written, score_summary, drift_status, drift_max_psi, shadow, finished_at
                 FROM scoring.scoring_runs
-                WHERE pipeline = %(pipeline)s AND status IN ('success', 'dry_run') AND window_start IS NOT NULL
+                WHERE pipeline = %(pipeline)s AND status = 'success' AND window_start IS NOT NULL
                   AND (%(until)s::timestamptz IS NULL OR window_start <= %(until)s)
-                ORDER BY window_start DESC, window_end DESC, finished_at DESC NULLS LAST
+                ORDER BY window_start DESC, window_end DESC, finished_at DESC NULLS LAST, started_at DESC
                 LIMIT %(limit)s
             ) AS latest ORDER BY window_start, window_end
         """

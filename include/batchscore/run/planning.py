@@ -25,6 +25,7 @@ from batchscore.sink import run_record
 from batchscore.sink.load import drop_run_slices
 from batchscore.sink.output_table import ensure_output_table, pg_key_type
 from batchscore.sink.ownership import claim_tables
+from batchscore.sink.published_windows import check_no_overlap
 from batchscore.source import slices
 from batchscore.source.extract import estimate_rows, probe_schema, render_query
 from batchscore.source.slices import KeySlice
@@ -46,6 +47,7 @@ class Endpoints:
     scores_url: str
     registry: str
     mlflow_uri: str | None = None  # the MLflow tracking server, for pipelines whose model comes from MLflow
+    outcomes_url: str | None = None  # where outcomes.query runs when outcomes.conn_id is not the source's
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class RunPlan:
     shadow_name: str | None = None  # the challenger, resolved once (config.shadow)
     shadow_version: int | None = None
     shadow_sha256: str | None = None
+    allow_shrink: bool = (
+        False  # the operator lets this run publish below the volume guard (batchscore.sink.volume_guard)
+    )
 
     @property
     def window(self) -> Window:
@@ -205,12 +210,14 @@ def plan_run(
     dry_run: bool = False,
     max_slices: int | None = None,
     preload: bool = False,
+    allow_shrink: bool = False,
 ) -> RunPlan:
     """Resolve and verify everything the run needs, cut the window into slices, record the run as running.
 
     The model is checked (see :func:`_check_model`; loaded too with ``preload``) on a thread
     while the source is probed, so a bad model or schema fails here, once, before anything
-    is written.
+    is written. A window overlapping a published window of the pipeline's table without
+    equal bounds is refused here too (:func:`~batchscore.sink.published_windows.check_no_overlap`).
     """
     started = time.perf_counter()
     registry = ModelRegistry(endpoints.registry)
@@ -248,12 +255,14 @@ def plan_run(
         shadow_name=challenger.name if challenger else None,
         shadow_version=challenger.version if challenger else None,
         shadow_sha256=challenger.sha256 if challenger else None,
+        allow_shrink=allow_shrink,
     )
     with db.pg_connect(endpoints.scores_url, autocommit=True) as conn:
         run_record.apply_schema(conn)
         claim_tables(conn, config)  # before anything is made: a table another pipeline owns stops here
         key_type = pg_key_type(schema.field(config.entity_key).type)
         ensure_output_table(conn, config.output.table, config.entity_key, key_type)
+        check_no_overlap(conn, config.name, config.output.table, window)
         if challenger is not None:
             ensure_output_table(conn, config.shadow_table, config.entity_key, key_type)
     # A run planned again (the whole run cleared) starts afresh: its earlier unpublished slices are stale.

@@ -27,11 +27,12 @@ _POLL_SECONDS = 0.2
 
 @dataclass
 class ReadStats:
-    """How long the reader waited for the source, and when its first item arrived (perf_counter)."""
+    """How long the reader waited for the source, when its first item arrived (perf_counter), its thread's CPU."""
 
     seconds: float = 0.0
     items: int = 0
     first_at: float | None = None
+    cpu_seconds: float = 0.0  # the reader thread's CPU (decoding the source's stream), set when it ends
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Overlapped(Generic[In, Out]):
 
         def read() -> None:
             end = _End()
+            cpu = time.thread_time()
             try:
                 while not stop.is_set():
                     waited = time.perf_counter()
@@ -87,6 +89,7 @@ class Overlapped(Generic[In, Out]):
                 close = getattr(self.source, "close", None)
                 if close is not None:
                     close()
+                self.read.cpu_seconds = time.thread_time() - cpu
                 put(end)
 
         reader = threading.Thread(target=read, name="extract", daemon=True)

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 
 import pyarrow as pa
 
@@ -27,6 +28,7 @@ from batchscore.run.failures import fail_run
 from batchscore.run.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
 from batchscore.run.progress import Progress
 from batchscore.run.runner import Overlapped
+from batchscore.run.slice_duplicates import settle_duplicates
 from batchscore.scoring.drift import DriftCounter, Reference
 from batchscore.scoring.features import conform, staged_schema
 from batchscore.scoring.predict import ScoredBatch, score_batch, scorer, scores_schema
@@ -38,12 +40,13 @@ from batchscore.sink.load import (
     ingest_scores,
     prepare_slice,
     read_scores,
-    remove_duplicate_keys,
     slices_gone,
 )
 from batchscore.sink.publish import DriftGate, PublishResult, SliceResult, publish_window
+from batchscore.sink.run_cost import SliceCpu, charge_process_cpu, process_age, timed, uncharged_process_cpu
 from batchscore.sink.shadow_table import Challenger, ShadowLoader, ShadowPublish
 from batchscore.sink.sweep import sweep_unpublished
+from batchscore.sink.volume_guard import VolumeGuard
 from batchscore.source.extract import source_batches
 from batchscore.source.slices import KeySlice
 
@@ -80,18 +83,6 @@ def batch_rows(config: PipelineConfig, slice_rows: int | None, workers: int) -> 
     if slice_rows:
         rows = min(rows, max(MIN_BATCH_ROWS, -(-slice_rows // (4 * workers))))
     return rows
-
-
-def _process_age() -> float:
-    """Seconds since this process started (what a task spent before its first query: start-up, imports)."""
-    try:
-        with open(f"/proc/{os.getpid()}/stat") as handle:
-            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as handle:
-            uptime = float(handle.read().split()[0])
-        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def default_workers(threads_per_slice: int | None = None) -> tuple[int, int]:
@@ -141,28 +132,18 @@ def score_slice(
     with reading and loading on threads of their own. A retry replaces exactly this slice.
     """
     started = time.perf_counter()
-    startup = _process_age()
+    startup = process_age()
+    cpu_at_start = time.process_time()
     workers, threads = default_workers(workers)
     manifest = _manifest(config, endpoints, plan)
     registry = ModelRegistry(endpoints.registry)
     slice_estimate = -(-plan.estimated_rows // len(plan.slices)) if plan.estimated_rows else None
-    with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
-        loading = pool.submit(load_model, config, registry, manifest, plan.model_sha256, True)
-        source_schema, batches = source_batches(
-            endpoints.source_url,
-            config.source.query,
-            plan.window,
-            config.entity_key,
-            key_slice,
-            batch_rows(config, slice_estimate, workers),
-        )
-        try:
-            schema = staged_schema(source_schema, config.entity_key, manifest.features)
-            model = scorer(loading.result(), manifest)
-        except BaseException:
-            batches.close()  # type: ignore[attr-defined]  # a generator: closes the source connection
-            raise
-    target = prepare_slice(
+    helpers = ThreadPoolExecutor(2, thread_name_prefix="model")
+    # The model loads (and its compiled scorer is built) while the source query starts and the
+    # first batches are read: a batch waits for the model in its scoring thread, not the reader.
+    loading = helpers.submit(timed, load_model, config, registry, manifest, plan.model_sha256, True)
+    preparing = helpers.submit(
+        prepare_slice,
         endpoints.scores_url,
         pipeline=config.name,
         output_table=config.output.table,
@@ -171,29 +152,48 @@ def score_slice(
         manifest=manifest,
         key_slice=key_slice,
     )
+    helpers.shutdown(wait=False)
+    source_schema, batches = source_batches(
+        endpoints.source_url,
+        config.source.query,
+        plan.window,
+        config.entity_key,
+        key_slice,
+        batch_rows(config, slice_estimate, workers),
+    )
+    try:
+        schema = staged_schema(source_schema, config.entity_key, manifest.features)
+        target = preparing.result()
+    except BaseException:
+        batches.close()  # type: ignore[attr-defined]  # a generator: closes the source connection
+        raise
     out_schema = scores_schema(config.entity_key, schema.field(config.entity_key).type)
     challenger = _challenger(config, endpoints, plan, manifest, key_slice, out_schema) if plan.shadow_name else None
     score_seconds = [0.0]
+    score_cpu = [0.0]
     drift_seconds = [0.0]  # CPU seconds counting the rows into the drift reference's bins
     lock = threading.Lock()
 
     drift = drift_counter(config, manifest)
 
-    def work(batch: pa.RecordBatch) -> ScoredBatch:
-        began = time.perf_counter()
+    def work(batch: pa.RecordBatch) -> tuple[ScoredBatch, pa.Table | None]:
+        model = scorer(loading.result()[0], manifest)  # the first batches wait here for the model
+        began, cpu = time.perf_counter(), time.thread_time()
         scored = score_batch(
             conform(batch, schema), model, manifest, config.entity_key, config.validation.unseen_categories, out_schema
         )
+        theirs = None
         if challenger is not None and scored.clean is not None:
-            challenger.score(scored.clean, scored.scores)
+            theirs = challenger.score(scored.clean, scored.scores)
         counting = time.thread_time()  # CPU time: what drift costs, even on a busy machine
         if drift is not None and scored.clean is not None:
             drift.add(scored.clean, scored.scores)
         counted = time.thread_time() - counting
         with lock:
             score_seconds[0] += time.perf_counter() - began
+            score_cpu[0] += time.thread_time() - cpu
             drift_seconds[0] += counted
-        return replace(scored, clean=None)  # the rows wait for the loader: only their scores are needed
+        return replace(scored, clean=None), theirs  # the rows wait for the loader: only their scores are needed
 
     def limit_threads() -> None:
         from threadpoolctl import threadpool_limits
@@ -208,7 +208,9 @@ def score_slice(
     keys: list[pa.ChunkedArray] = []  # the scored keys: 8 bytes a row for integer keys, checked once at the end
 
     def scored_batches():  # type: ignore[no-untyped-def]
-        for result in stream:
+        for result, theirs in stream:
+            if challenger is not None and theirs is not None:  # in the source's order, as the champion's
+                challenger.loader.write(theirs)
             rejects.write(result.rejects)
             summary.add(result.scores)
             keys.append(result.scores.column(config.entity_key))
@@ -217,7 +219,9 @@ def score_slice(
             counts["rejected"] += result.rejects.num_rows
             progress.add(result.rows_in)
             yield from result.scores.to_batches()
+        loading.result()  # a model that failed to load fails the slice before its load commits, rows or none
 
+    load_cpu = time.thread_time()
     shadow = None
     try:
         ingest_scores(endpoints.scores_url, target, out_schema, scored_batches())
@@ -229,13 +233,20 @@ def score_slice(
     checking = time.perf_counter()
     duplicates = 0
     if has_duplicate_keys(keys):
-        duplicates = remove_duplicate_keys(
-            endpoints.scores_url, target, config.entity_key, config.validation.duplicate_keys
+        duplicates, shadow = settle_duplicates(
+            endpoints.scores_url,
+            config,
+            manifest,
+            target,
+            keys,
+            schema,
+            drift,
+            challenger,
+            shadow,
+            partial(
+                source_batches, endpoints.source_url, config.source.query, plan.window, config.entity_key, key_slice
+            ),
         )
-        if challenger is not None:  # the challenger scored the same rows: the same keys go
-            remove_duplicate_keys(
-                endpoints.scores_url, challenger.loader.target, config.entity_key, config.validation.duplicate_keys
-            )
     unique_key_seconds = time.perf_counter() - checking
     if duplicates:  # the summary counted those rows: summarise what the slice now holds
         counts["scored"] -= duplicates
@@ -244,10 +255,20 @@ def score_slice(
         for batch in read_scores(endpoints.scores_url, target):
             summary.add(batch)
     seconds = time.perf_counter() - started
+    cpu = SliceCpu(
+        startup=uncharged_process_cpu(cpu_at_start),
+        model=loading.result()[1],
+        read=stream.read.cpu_seconds,
+        score=score_cpu[0],
+        load=time.thread_time() - load_cpu,
+        total=time.process_time() - cpu_at_start,
+    )
+    charge_process_cpu()
     first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
     log.info(
         "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs, first row at %.1fs "
-        "after process start; read %.1fs, scoring %.1f thread-s on %d thread(s) (drift %.2f), key check %.1fs",
+        "after process start (model ready at %.1fs); read %.1fs, scoring %.1f thread-s on %d thread(s) (drift %.2f), "
+        "key check %.1fs; CPU %s",
         key_slice.describe(),
         counts["in"],
         counts["scored"],
@@ -256,11 +277,13 @@ def score_slice(
         counts["in"] / seconds if seconds else 0.0,
         startup,
         first_row,
+        startup + loading.result()[2] - started,
         stream.read.seconds,
         score_seconds[0],
         workers,
         drift_seconds[0],
         unique_key_seconds,
+        cpu.describe(),
     )
     return SliceResult(
         index=key_slice.index,
@@ -284,6 +307,7 @@ def score_slice(
         drift=drift.partial() if drift is not None else None,
         drift_seconds=round(drift_seconds[0], 3),
         shadow=shadow.to_dict() if shadow is not None else None,
+        cpu=cpu.to_dict(),
     )
 
 
@@ -351,6 +375,7 @@ def publish_run(
         shadow=ShadowPublish(config.shadow_table, plan.shadow_name, plan.shadow_version or 0, plan.shadow_sha256 or "")
         if plan.shadow_name
         else None,
+        volume=VolumeGuard.of(config.validation, allow_shrink=plan.allow_shrink),
     )
     try:  # best effort: a sweep that fails leaves tables for the next one, never fails the run
         sweep_unpublished(
@@ -374,6 +399,7 @@ def run_pipeline(
     dry_run: bool = False,
     parallel: int | None = None,
     max_slices: int = 1,
+    allow_shrink: bool = False,
 ) -> PublishResult:
     """All stages in this process (the command line's and the benchmark's path).
 
@@ -392,6 +418,7 @@ def run_pipeline(
             dry_run=dry_run,
             max_slices=max_slices,
             preload=True,
+            allow_shrink=allow_shrink,
         )
         stage = "score_slice"
         results = [score_slice(config, endpoints, plan, s, workers=parallel) for s in plan.key_slices]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -190,6 +190,24 @@ class DriftCounter:
         with self._lock:
             for name, counts in counted.items():
                 self._counts[name] += counts
+
+    def subtract(self, features: pa.Table) -> None:
+        """Take rows counted by :meth:`add` out of the feature counts (duplicated keys the load removed)."""
+        for bins in self.reference.bins:
+            if bins.column != SCORE and features.num_rows:
+                counts = bins.count(features.column(bins.column))
+                with self._lock:
+                    self._counts[bins.column] -= counts
+
+    def recount_scores(self, stored: Iterator[pa.RecordBatch]) -> None:
+        """Count the model's output again from what the slice holds (``score``, ``label`` batches)."""
+        for bins in self.reference.bins:
+            if bins.column == SCORE:
+                counts = np.zeros(len(bins.labels), dtype=np.int64)
+                for batch in stored:
+                    counts += bins.count(batch.column("label" if bins.categories is not None else "score"))
+                with self._lock:
+                    self._counts[SCORE] = counts
 
     def partial(self) -> dict[str, list[int]]:
         """The counts per column (JSON, for the slice's result)."""

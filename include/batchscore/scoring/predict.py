@@ -67,12 +67,14 @@ def score_frame(model: Any, manifest: ModelManifest, frame: Any) -> tuple[np.nda
 def scorer(model: Any, manifest: ModelManifest) -> Any:
     """What scores the frames: the compiled tree walk when the model qualifies, else the model itself.
 
-    A bare tree model reads the frame as one float matrix, so only all-numeric features qualify;
-    a Pipeline's own steps turn categories into numbers first.
+    A bare tree model reads the frame as one float matrix, so it qualifies with all-numeric
+    features, or with the categorical encoder of its own (native categorical splits); a
+    Pipeline's own steps turn categories into numbers first.
     """
     from sklearn.pipeline import Pipeline
 
-    if isinstance(model, Pipeline) or all(spec.kind == "numeric" for spec in manifest.features):
+    own_encoder = getattr(model, "_preprocessor", None) is not None
+    if isinstance(model, Pipeline) or own_encoder or all(spec.kind == "numeric" for spec in manifest.features):
         return accelerate(model, [spec.name for spec in manifest.features])
     return model
 

@@ -17,6 +17,11 @@ import pyarrow.compute as pc
 from batchscore.models.registry import FeatureSpec
 
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+# A check's reason ends with the offending value in quotes ("region: unseen category 'mars'"), and a
+# row's reasons are joined with '; '. This PostgreSQL pattern finds each value, from its opening
+# quote to the quote that ends its reason (a value with quotes of its own included), so reasons
+# can be shown or grouped without the values: they are the source's data, maybe personal.
+VALUE_IN_REASON = r"'.*?'(?=; |$)"
 REJECT_SCHEMA = pa.schema([("entity_key", pa.string()), ("reason", pa.string()), ("row_data", pa.string())])
 
 

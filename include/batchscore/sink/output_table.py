@@ -9,7 +9,7 @@
 
 A window's partition is attached by its first publish and stays; publishing swaps the slices
 inside it (:func:`swap_window`), locking that window only. Names are derived by
-:mod:`batchscore.table_names`. Dropping old windows (retention) is a ``DROP TABLE`` of theirs.
+:mod:`batchscore.pipeline.table_names`. Dropping old windows (retention) is a ``DROP TABLE`` of theirs.
 Rows carry only a ``lineage_id``; the ``<table>_lineage`` view joins each to its run and model
 artifact.
 """

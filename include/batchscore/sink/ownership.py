@@ -2,7 +2,7 @@
 
 A pipeline writes its scores table, its lineage view, and with a challenger the
 ``<table>_shadow`` table and its lineage view (its slice, partition and rejects tables are
-derived from those names, :mod:`batchscore.table_names`, and its rejected rows are kept in
+derived from those names, :mod:`batchscore.pipeline.table_names`, and its rejected rows are kept in
 ``scoring.rejects`` under its name). ``plan`` claims every one of them with one
 ``INSERT ... ON CONFLICT`` statement: the table's primary key decides between two pipelines
 planning at once, so there is no check-then-act window. A table claimed by another pipeline

@@ -3,8 +3,8 @@
 Everything heavy happened before, in the slice tasks (each slice's scores are already in
 a table of its own that proves its window and lineage with CHECK constraints). Here, under
 the window's advisory lock and a short ``lock_timeout`` retried until a deadline
-(:mod:`batchscore.polite_locks`): the slices are swapped in inside the window's own
-partition (:func:`~batchscore.output_table.swap_window`, each attach scans nothing), the
+(:mod:`batchscore.sink.polite_locks`): the slices are swapped in inside the window's own
+partition (:func:`~batchscore.sink.output_table.swap_window`, each attach scans nothing), the
 window's rejects are replaced, the lineage rows are marked published and the run record is
 finished. Readers see the old window or the new one, never a mix; readers of other windows
 never wait; two runs on one window queue on the advisory lock.
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import psycopg
@@ -30,8 +31,11 @@ from batchscore.sink import run_record
 from batchscore.sink.load import drop_run_slices
 from batchscore.sink.output_table import attached_slices, swap_window, window_partition
 from batchscore.sink.polite_locks import LocksBusy, LockWait, lock_holders, politely
+from batchscore.sink.published_windows import OverlappingWindow, check_no_overlap
 from batchscore.sink.rejects import RejectThresholdExceeded, check_reject_threshold, keep_rejects, replace_rejects
+from batchscore.sink.run_cost import RunCpu
 from batchscore.sink.shadow_table import ShadowPublish, publish_shadow
+from batchscore.sink.volume_guard import VolumeGuard, VolumeGuardHeld, judge
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ class PublishLockTimeout(RuntimeError):
 
 class DriftHeld(PermanentError, RuntimeError):
     """The window's features or scores moved past the pipeline's drift thresholds under ``policy: hold``."""
+
+    alert_event = "drift_hold"
 
     remedy = (
         "compare reference and observed bins in scoring.drift for this run; fix the source if it broke, or retrain "
@@ -95,6 +101,7 @@ class SliceResult:
     drift: dict[str, list[int]] | None = None  # rows per reference bin, per column (batchscore.scoring.drift)
     drift_seconds: float = 0.0  # CPU seconds counting rows into the drift bins (on the scoring threads)
     shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.scoring.shadow.ShadowSlice), if any
+    cpu: dict[str, float] | None = None  # CPU seconds per stage (batchscore.sink.run_cost.SliceCpu)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,14 +203,18 @@ def publish_window(
     lock_timeout_seconds: int = 600,
     drift: DriftGate | None = None,
     shadow: ShadowPublish | None = None,
+    volume: VolumeGuard | None = None,
 ) -> PublishResult:
     """Make ``slices`` the window's scores, atomically; finish the run record. Idempotent on retry.
 
-    Over the reject threshold, held by drift, or for a dry run, the slices are dropped and
-    nothing changes. The run's drift (with ``drift``) is recorded in every case. A challenger's
-    slices (``shadow``) become its table's window in the same transaction, or are dropped with them.
+    Over the reject threshold, held by drift or by the volume guard (``volume``: judged under
+    the window's lock, before the swap), overlapping another published window, or for a dry
+    run, the slices are dropped and nothing changes. The run's drift (with ``drift``) is
+    recorded in every case. A challenger's slices (``shadow``) become its table's window in
+    the same transaction, or are dropped with them.
     """
     started = time.perf_counter()
+    publish_cpu = time.thread_time()
     slices = sorted(slices, key=lambda s: s.index)
     totals = run_record.RunTotals(
         rows_read=sum(s.rows_in for s in slices),
@@ -228,27 +239,23 @@ def publish_window(
                 "(drift.policy: hold)"
             )
     except (RejectThresholdExceeded, DriftHeld):
-        # Nothing is published, but the bad rows are kept aside (under this run's id, beside the
-        # window's current rejects) and the run's counts and drift recorded, so the cause can be seen.
-        with db.pg_connect(url) as conn:
-            keep_rejects(conn, pipeline, window, run_id, slices)
-            run_record.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
-            if report is not None:
-                run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
-            if shadow is not None:
-                run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
-        _drop_slices(url, pipeline, output_table, run_id, shadow)
+        totals = replace(totals, cpu=_run_cpu(slices, time.thread_time() - publish_cpu))
+        _record_refused(url, pipeline, output_table, window, run_id, slices, totals, report, shadow)
         raise
     if dry_run:
         _drop_slices(url, pipeline, output_table, run_id, shadow)
+    spent = replace(totals, cpu=_run_cpu(slices, time.thread_time() - publish_cpu))  # a refusal records the slices' CPU
+    refused = _refusal_recorded(url, pipeline, output_table, window, run_id, slices, spent, report, shadow)
 
-    def finish(conn: psycopg.Connection[Any], waited: LockWait | None) -> str:
-        """The publish transaction's body (after the window's lock): swap, lineage, rejects, run record."""
+    def finish(conn: psycopg.Connection[Any], waited: LockWait | None) -> tuple[str, run_record.RunTotals, float]:
+        """The publish transaction's body (after the window's lock): guard, swap, lineage, rejects, run record."""
         if not dry_run:
             if _already_published(conn, output_table, window, slices):
                 log.info("publish: window %s was published by an earlier attempt of this task", window)
             else:
+                _guard_volume(conn, volume, pipeline, run_id, output_table, window, totals.rows_scored)
                 swap_window(conn, output_table, window, slices)
+                check_no_overlap(conn, pipeline, output_table, window)  # after the attach: see its docstring
                 for piece in slices:
                     conn.execute(
                         "UPDATE scoring.lineage SET published_at = now(), rows_written = %s WHERE lineage_id = %s",
@@ -257,11 +264,12 @@ def publish_window(
                 replace_rejects(conn, pipeline, window, run_id, slices)
                 if shadow is not None:
                     publish_shadow(conn, shadow, window, slices)
-        status = "dry_run" if dry_run else "success"
+        elif volume is not None:  # a dry run says what a real run would do
+            _guard_volume(conn, volume, pipeline, run_id, output_table, window, totals.rows_scored, dry_run=True)
         seconds = time.perf_counter() - started
-        run_record.record_finish(
-            conn, pipeline=pipeline, run_id=run_id, status=status, totals=_with_load(totals, seconds)
-        )
+        status = "dry_run" if dry_run else "success"
+        done = replace(totals, load_seconds=seconds, cpu=_run_cpu(slices, time.thread_time() - publish_cpu))
+        run_record.record_finish(conn, pipeline=pipeline, run_id=run_id, status=status, totals=done)
         if report is not None:
             run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
         if shadow is not None:
@@ -270,24 +278,24 @@ def publish_window(
             run_record.record_event(
                 conn, pipeline=pipeline, run_id=run_id, stage="publish", event="waited", detail=str(waited)
             )
-        return status
+        return status, done, seconds
 
     tables = [output_table, *([shadow.table] if shadow is not None else [])]
     try:
-        status = politely(
-            url,
-            finish,
-            what=f"the locks on window {window} of {', '.join(tables)}",
-            holders=lambda conn: _window_lock_holders(conn, tables, window),
-            deadline_seconds=lock_timeout_seconds,
-            enter=None if dry_run else lambda conn, left: _lock_window(conn, output_table, window, left),
-        )
+        with refused:
+            status, totals, seconds = politely(
+                url,
+                finish,
+                what=f"the locks on window {window} of {', '.join(tables)}",
+                holders=lambda conn: _window_lock_holders(conn, tables, window),
+                deadline_seconds=lock_timeout_seconds,
+                enter=None if dry_run else lambda conn, left: _lock_window(conn, output_table, window, left),
+            )
     except LocksBusy as exc:
         raise PublishLockTimeout(
             f"other sessions kept window {window} of {output_table} locked: {exc}; nothing was changed, "
             "the task can be retried (those sessions are listed; end them or let them finish)"
         ) from exc
-    seconds = time.perf_counter() - started
     log.info(
         "publish: %s %d scores and %d rejects from %d slice(s) for %s in %.2fs",
         status,
@@ -300,6 +308,81 @@ def publish_window(
     return PublishResult(totals.rows_written, totals.rows_rejected, seconds, totals.score_summary, not dry_run)
 
 
+def _guard_volume(  # noqa: PLR0917 (publish_window's two call sites)
+    conn: psycopg.Connection[Any],
+    guard: VolumeGuard | None,
+    pipeline: str,
+    run_id: str,
+    output_table: str,
+    window: Window,
+    rows: int,
+    *,
+    dry_run: bool = False,
+) -> None:
+    """Judge ``rows`` against the volume guard and record the verdict; :class:`VolumeGuardHeld` when held.
+
+    Raised inside publish's transaction, so nothing of it commits; the verdict travels on the
+    error to :func:`_refusal_recorded`, which records it with the run's counts.
+    """
+    if guard is None:
+        return
+    verdict = judge(conn, guard, output_table, window, rows)
+    if verdict.held and not dry_run:
+        raise VolumeGuardHeld(verdict.cause(window), verdict=verdict)
+    if verdict.held:
+        log.warning("publish (dry run): a real run would be held: %s", verdict.cause())
+    elif verdict.allowed:
+        log.warning("publish: %s; allow_shrink is set, so window %s is published", verdict.cause(), window)
+    run_record.record_volume(conn, pipeline=pipeline, run_id=run_id, verdict=verdict.record())
+
+
+def _record_refused(  # noqa: PLR0917 (the refusals of publish_window share it)
+    url: str,
+    pipeline: str,
+    output_table: str,
+    window: Window,
+    run_id: str,
+    slices: Sequence[SliceResult],
+    totals: run_record.RunTotals,
+    report: DriftReport | None,
+    shadow: ShadowPublish | None,
+    volume: dict[str, Any] | None = None,
+) -> None:
+    """Nothing is published, but the bad rows are kept aside (under this run's id, beside the window's
+    current rejects) and the run's counts, drift and volume verdict recorded, so the cause can be seen."""
+    with db.pg_connect(url) as conn:
+        keep_rejects(conn, pipeline, window, run_id, slices)
+        run_record.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
+        if report is not None:
+            run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
+        if shadow is not None:
+            run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
+        if volume is not None:
+            run_record.record_volume(conn, pipeline=pipeline, run_id=run_id, verdict=volume)
+    _drop_slices(url, pipeline, output_table, run_id, shadow)
+
+
+@contextmanager
+def _refusal_recorded(  # noqa: PLR0917 (as _record_refused)
+    url: str,
+    pipeline: str,
+    output_table: str,
+    window: Window,
+    run_id: str,
+    slices: Sequence[SliceResult],
+    totals: run_record.RunTotals,
+    report: DriftReport | None,
+    shadow: ShadowPublish | None,
+) -> Iterator[None]:
+    """Around publish's transaction: a refusal inside it (volume guard, overlap) rolled it back; record it."""
+    try:
+        yield
+    except (VolumeGuardHeld, OverlappingWindow) as exc:
+        verdict = exc.verdict.record() if isinstance(exc, VolumeGuardHeld) and exc.verdict else None
+        _record_refused(url, pipeline, output_table, window, run_id, slices, totals, report, shadow, verdict)
+        raise
+
+
 def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow: ShadowPublish | None) -> None:
     """Drop the run's unpublished slices, the challenger's too."""
     drop_run_slices(url, pipeline=pipeline, output_table=output_table, run_id=run_id)
@@ -307,7 +390,6 @@ def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow
         drop_run_slices(url, pipeline=pipeline, output_table=shadow.table, run_id=run_id)
 
 
-def _with_load(totals: run_record.RunTotals, seconds: float) -> run_record.RunTotals:
-    from dataclasses import replace
-
-    return replace(totals, load_seconds=seconds)
+def _run_cpu(slices: Sequence[SliceResult], publish_cpu: float) -> RunCpu:
+    """The run's CPU per stage: the slices' summed, this publish's own (the client side of its transaction)."""
+    return RunCpu.of((s.cpu for s in slices), publish_cpu, sum(s.rows_scored for s in slices))

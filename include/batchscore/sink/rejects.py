@@ -18,6 +18,7 @@ from psycopg import sql
 from batchscore import db
 from batchscore.errors import PermanentError
 from batchscore.pipeline.windows import Window
+from batchscore.scoring.validation import VALUE_IN_REASON
 
 
 class RejectThresholdExceeded(PermanentError, RuntimeError):
@@ -52,7 +53,11 @@ def _with_table(conn: psycopg.Connection[Any], slices: Sequence[RejectSource]) -
 
 
 def top_reasons(url: str, slices: Sequence[RejectSource], limit: int = 3) -> str:
-    """The commonest reject reasons across the slices, for the one-line error."""
+    """The commonest kinds of reject reason across the slices, for the one-line error.
+
+    The values are left out (``'…'``): the error is shown with the run record, to people who may
+    not read the rejected rows' values; the rejects keep them.
+    """
     with db.pg_connect(url) as conn:
         parts = [
             sql.SQL("SELECT reason FROM {}").format(sql.Identifier(s.schema, s.rejects_table))
@@ -63,8 +68,10 @@ def top_reasons(url: str, slices: Sequence[RejectSource], limit: int = 3) -> str
                 sql.Literal([s.lineage_id for s in slices])
             )
         )
-        statement = sql.SQL("SELECT reason, count(*) FROM ({}) AS r GROUP BY reason ORDER BY 2 DESC LIMIT {}").format(
-            sql.SQL(" UNION ALL ").join(parts), sql.Literal(limit)
+        statement = sql.SQL(
+            "SELECT regexp_replace(reason, {}, {}, 'g'), count(*) FROM ({}) AS r GROUP BY 1 ORDER BY 2 DESC LIMIT {}"
+        ).format(
+            sql.Literal(VALUE_IN_REASON), sql.Literal("'…'"), sql.SQL(" UNION ALL ").join(parts), sql.Literal(limit)
         )
         return "; ".join(f"{n:,} × {reason}" for reason, n in conn.execute(statement))
 

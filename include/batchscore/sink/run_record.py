@@ -17,6 +17,7 @@ from psycopg import sql
 from batchscore import db, settings
 from batchscore.pipeline.windows import Window
 from batchscore.scoring.drift import DriftReport
+from batchscore.sink.run_cost import RunCpu
 
 
 def apply_schema(conn: psycopg.Connection[Any]) -> None:
@@ -61,8 +62,10 @@ def record_start(
             rows_read = NULL, rows_scored = NULL, rows_rejected = NULL, rows_written = NULL,
             extract_seconds = NULL, predict_seconds = NULL, load_seconds = NULL, plan_seconds = NULL,
             slices = NULL, lineage_id = NULL, score_summary = NULL, error = NULL, failed_stage = NULL,
-            remedy = NULL, drift_status = NULL, drift_max_psi = NULL, shadow = NULL, started_at = now(),
-            finished_at = NULL
+            remedy = NULL, drift_status = NULL, drift_max_psi = NULL, shadow = NULL, volume = NULL, started_at = now(),
+            finished_at = NULL, read_cpu_seconds = NULL, score_cpu_seconds = NULL, load_cpu_seconds = NULL,
+            publish_cpu_seconds = NULL, startup_cpu_seconds = NULL, model_cpu_seconds = NULL, cpu_seconds = NULL,
+            rows_per_cpu_second = NULL
         """,
         (
             pipeline,
@@ -100,6 +103,7 @@ class RunTotals:
     score_summary: dict[str, object]
     lineage_id: int | None
     slices: list[dict[str, Any]]
+    cpu: RunCpu | None = None  # CPU seconds per stage, rows per CPU second
 
 
 def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, status: str, totals: RunTotals) -> None:
@@ -109,7 +113,9 @@ def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
         UPDATE scoring.scoring_runs SET status = %s, rows_read = %s, rows_scored = %s, rows_rejected = %s,
             rows_written = %s, extract_seconds = %s, predict_seconds = %s, load_seconds = %s,
             score_summary = %s::jsonb, lineage_id = %s, slices = %s::jsonb, error = NULL, failed_stage = NULL,
-            remedy = NULL, finished_at = now()
+            remedy = NULL, finished_at = now(), read_cpu_seconds = %s, score_cpu_seconds = %s,
+            load_cpu_seconds = %s, publish_cpu_seconds = %s, startup_cpu_seconds = %s, model_cpu_seconds = %s,
+            cpu_seconds = %s, rows_per_cpu_second = %s
         WHERE pipeline = %s AND run_id = %s
         """,
         (
@@ -124,10 +130,18 @@ def record_finish(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, 
             json.dumps(totals.score_summary),
             totals.lineage_id,
             json.dumps(totals.slices),
+            *_cpu_values(totals.cpu),
             pipeline,
             run_id,
         ),
     )
+
+
+def _cpu_values(cpu: RunCpu | None) -> tuple[float | None, ...]:
+    """The run's CPU columns in ``record_finish``'s order (all NULL when the slices recorded none)."""
+    if cpu is None:
+        return (None,) * 8
+    return (cpu.read, cpu.score, cpu.load, cpu.publish, cpu.startup, cpu.model, cpu.total, cpu.rows_per_cpu_second)
 
 
 def record_drift(
@@ -196,6 +210,14 @@ def run_events(url: str, *, pipeline: str, run_id: str | None = None) -> list[di
         )
         names = [c.name for c in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def record_volume(conn: psycopg.Connection[Any], *, pipeline: str, run_id: str, verdict: dict[str, Any]) -> None:
+    """The volume guard's verdict on the run (rows, the floor, its basis; held or allowed)."""
+    conn.execute(
+        "UPDATE scoring.scoring_runs SET volume = %s::jsonb WHERE pipeline = %s AND run_id = %s",
+        (json.dumps(verdict), pipeline, run_id),
+    )
 
 
 def record_failure(
@@ -270,6 +292,17 @@ RUN_COLUMNS = (
     "drift_max_psi",
     "shadow",
     "model_source",
+    "volume",
+    "read_cpu_seconds",
+    "score_cpu_seconds",
+    "load_cpu_seconds",
+    "publish_cpu_seconds",
+    "startup_cpu_seconds",
+    "model_cpu_seconds",
+    "cpu_seconds",
+    "rows_per_cpu_second",
+    "alerts_sent",
+    "deadline_missed_at",
     "started_at",
     "finished_at",
 )
@@ -291,3 +324,29 @@ def recent_runs(url: str, *, pipeline: str | None = None, limit: int = 50) -> li
             {"pipeline": pipeline, "limit": limit},
         )
         return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+def claim_alert(url: str, *, pipeline: str, run_id: str, event: str) -> bool:
+    """Mark ``event`` as sent for the run; False when it already was (so each event goes out once per run).
+
+    The claim is one atomic UPDATE, so slice tasks failing side by side send one message between
+    them. A run without a record (the scores database was unreachable when it failed) claims
+    nothing and returns True: a second message is better than none.
+    """
+    with db.pg_connect(url, autocommit=True) as conn:
+        apply_schema(conn)
+        cur = conn.execute(
+            """
+            UPDATE scoring.scoring_runs SET alerts_sent = array_append(coalesce(alerts_sent, '{}'), %(event)s)
+            WHERE pipeline = %(pipeline)s AND run_id = %(run_id)s
+              AND NOT (%(event)s = ANY(coalesce(alerts_sent, '{}')))
+            RETURNING 1
+            """,
+            {"pipeline": pipeline, "run_id": run_id, "event": event},
+        )
+        if cur.fetchone() is not None:
+            return True
+        exists = conn.execute(
+            "SELECT 1 FROM scoring.scoring_runs WHERE pipeline = %s AND run_id = %s", (pipeline, run_id)
+        ).fetchone()
+        return exists is None

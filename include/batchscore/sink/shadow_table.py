@@ -99,13 +99,18 @@ class Challenger:
         self._lock = threading.Lock()
         self.rows_rejected = 0
 
-    def score(self, clean: pa.Table, champion: pa.Table) -> None:
-        """Score the rows the champion scored (``clean``; its scores ``champion``); on a scoring thread."""
+    def score(self, clean: pa.Table, champion: pa.Table) -> pa.Table:
+        """Score the rows the champion scored (``clean``; its scores ``champion``); on a scoring thread.
+
+        Returns the challenger's scores, for the caller to hand to :attr:`loader` in the source's
+        order, as the champion's are loaded (batches finish in any order): so ``keep_first``
+        keeps the same copy of a duplicated key in both tables.
+        """
         theirs = score_batch(clean, self.model, self.manifest, self._key, self._unseen, self._schema)
         self.agreement.add(champion, theirs.scores)
-        self.loader.write(theirs.scores)
         with self._lock:
             self.rows_rejected += theirs.rejects.num_rows
+        return theirs.scores
 
     def finish(self) -> ShadowSlice:
         """Wait for the challenger's load to commit; what publish needs of it."""

@@ -99,7 +99,25 @@
         plugins: { tooltip: { callbacks: { footer: function (items) { return "challenger " + d.challengers[items[0].dataIndex]; } } } } } });
   }
 
-  var DRAW = { distribution: distribution, reference: reference, trend: trend, drift: drift, shadow: shadow };
+  function cost(canvas, d, runId) {
+    var marked = d.run_ids.map(function (id) { return id === runId ? 6 : 3; });
+    draw(canvas, { type: "line", data: { labels: d.labels, datasets: [
+      { label: "CPU-s per million rows", data: d.cpu_per_mrow, yAxisID: "cpu", borderColor: COLORS.run,
+        backgroundColor: COLORS.run, pointRadius: marked, spanGaps: true },
+      { label: "scoring CPU-s per million rows", data: d.score_cpu_per_mrow, yAxisID: "cpu", borderColor: COLORS.previous,
+        backgroundColor: COLORS.previous, pointRadius: marked, spanGaps: true },
+      { label: "rows per CPU second", data: d.rows_per_cpu_second, yAxisID: "rate", borderColor: COLORS.ok,
+        backgroundColor: COLORS.ok, pointRadius: marked, borderDash: [5, 3], spanGaps: true }] },
+      options: { interaction: { mode: "index", intersect: false },
+        scales: { cpu: { position: "left", beginAtZero: true, title: { display: true, text: "CPU-s per million rows" } },
+                  rate: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
+                          title: { display: true, text: "rows per CPU second" } } },
+        onClick: function (event, elements) {
+          if (elements.length) window.location.href = runPage(canvas.dataset.pipeline, d.run_ids[elements[0].index]);
+        } } });
+  }
+
+  var DRAW = { distribution: distribution, reference: reference, trend: trend, drift: drift, shadow: shadow, cost: cost };
 
   function drawAll() {
     if (typeof Chart === "undefined") return;

@@ -39,7 +39,7 @@ def insert_run(conn, pipeline: str, run_id: str, day: int, status: str = "succes
             json.dumps(summary),
             json.dumps(extra.get("shadow")) if extra.get("shadow") else None,
             extra.get("started_at", start + timedelta(days=1)),
-            start + timedelta(days=1, minutes=1),
+            extra.get("finished_at", start + timedelta(days=1, minutes=1)),
         ),
     )
 
@@ -56,6 +56,9 @@ def scores(database: LocalStack) -> str:
         # Day 2 scored again later: the window's latest run stands for it in the history.
         insert_run(conn, PIPELINE, "run_2_again", 2, started_at=DAY + timedelta(days=9))
         insert_run(conn, PIPELINE, "run_6_failed", 6, status="failed")
+        # Day 3 dry-run later: it published nothing, so the history keeps day 3's published run.
+        later = DAY + timedelta(days=10)
+        insert_run(conn, PIPELINE, "run_3_dry", 3, status="dry_run", started_at=later, finished_at=later)
         insert_run(conn, OTHER, "run_0", 0)
         for run_id in ("run_4", "run_5"):
             for feature, psi in (("a", 0.01), ("(score)", 0.3)):
@@ -90,7 +93,7 @@ def test_filters_by_pipeline_status_and_window_with_a_limit_per_pipeline(scores:
     between = run_views.list_runs(
         scores, run_views.RunFilter(pipeline=PIPELINE, since=DAY + timedelta(days=2), until=DAY + timedelta(days=4))
     )
-    assert sorted(r["run_id"] for r in between) == ["run_2", "run_2_again", "run_3"]
+    assert sorted(r["run_id"] for r in between) == ["run_2", "run_2_again", "run_3", "run_3_dry"]
     assert run_views.list_runs(scores, run_views.RunFilter(pipeline="x'; DROP TABLE scoring.rejects; --")) == []
     with pytest.raises(ValueError, match="status must be one of"):
         run_views.RunFilter(status="done")
@@ -98,8 +101,8 @@ def test_filters_by_pipeline_status_and_window_with_a_limit_per_pipeline(scores:
     assert PIPELINE in run_views.pipelines(scores)
 
 
-def test_history_has_one_scored_run_per_window_oldest_first(scores: str) -> None:
-    runs = run_views.history(scores, PIPELINE, limit=30)
+def test_history_has_one_published_run_per_window_oldest_first(scores: str) -> None:
+    runs = run_views.history(scores, PIPELINE, limit=30)  # run_3_dry is newer, but published nothing
     assert [r["run_id"] for r in runs] == ["run_0", "run_1", "run_2_again", "run_3", "run_4", "run_5"]
     assert [r["run_id"] for r in run_views.history(scores, PIPELINE, until=DAY + timedelta(days=3), limit=2)] == [
         "run_2_again",

@@ -187,6 +187,14 @@ FAILING: list[tuple[str, Callable[[], PipelineConfig], dict, type[Exception], st
         RejectThresholdExceeded,
         r"failed validation, above max_reject_fraction=20\.00%.*plan is NULL",
     ),
+    (
+        # the error is shown with the run record, to readers who may not read the rejected values
+        "unseen categories above the reject threshold: the error names the kind, not the values",
+        lambda: rewritten("bad_input", region="CASE WHEN customer_id % 2 = 0 THEN 'mars' ELSE region END"),
+        {},
+        RejectThresholdExceeded,
+        r"^(?!.*mars).*Top reasons: [\d,]+ × region: unseen category '…'",
+    ),
 ]
 
 

@@ -18,6 +18,7 @@ from batchscore.run.planning import Endpoints, PlanError, plan_run
 from batchscore.run.stages import run_pipeline
 from batchscore.scoring.features import SchemaMismatch
 from batchscore.sink.publish import RejectThresholdExceeded
+from batchscore.sink.volume_guard import VolumeGuardHeld
 from batchscore.source.extract import estimate_rows
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, count, expected_scores, run_record, stored_scores
@@ -52,7 +53,8 @@ def test_scores_equal_the_models_own_predictions_on_exactly_the_window(services:
     stored = stored_scores(services.scores_url, TABLE, window.start, window.end)
     assert result.rows_written == len(expected) == len(stored) > 2_000
     assert set(stored.index) == set(expected.index)
-    np.testing.assert_allclose(stored.loc[expected.index, "score"], expected["score"], rtol=0, atol=1e-12)
+    # churn is a Pipeline (ColumnTransformer -> trees): its stored scores are its own predict_proba, bit for bit
+    np.testing.assert_array_equal(stored.loc[expected.index, "score"].to_numpy(), expected["score"].to_numpy())
     assert set(stored["label"]) <= {"0", "1"}
     manifest = ModelRegistry(services.registry).resolve("churn", "champion")
     assert set(stored["model_sha256"]) == {manifest.sha256}
@@ -77,6 +79,46 @@ def test_scores_equal_the_models_own_predictions_on_exactly_the_window(services:
     )
     assert record["score_summary"]["count"] == len(expected)
     assert record["score_summary"]["mean"] == pytest.approx(expected["score"].mean(), rel=1e-9)
+
+
+def test_the_run_records_its_cpu_seconds_per_stage(services: Services) -> None:
+    """Cost per prediction: CPU per stage per slice and summed, and rows per CPU second, in scoring_runs."""
+    window = day(3)
+    config = churn_config(execution=churn_config().execution.model_copy(update={"slice_rows": 500}))
+    run_pipeline(config, endpoints(services), window=window, run_id="it__cpu", max_slices=2)
+    record = run_record(services.scores_url, "churn", "it__cpu")
+    assert record is not None
+    stages = ("read", "score", "load", "publish", "startup", "model")
+    costs = {stage: record[f"{stage}_cpu_seconds"] for stage in stages}
+    assert all(v is not None and v >= 0 for v in costs.values()), costs
+    assert costs["score"] > 0  # the slices scored thousands of rows
+    slices = record["slices"]
+    assert len(slices) == 2
+    assert costs["score"] == pytest.approx(sum(s["cpu"]["score"] for s in slices), abs=2e-3)
+    assert costs["read"] == pytest.approx(sum(s["cpu"]["read"] for s in slices), abs=2e-3)
+    total = sum(s["cpu"]["startup"] + s["cpu"]["total"] for s in slices) + costs["publish"]
+    assert record["cpu_seconds"] == pytest.approx(total, abs=5e-3)
+    assert all(s["cpu"]["total"] >= s["cpu"]["score"] for s in slices)
+    assert record["rows_per_cpu_second"] == pytest.approx(record["rows_scored"] / record["cpu_seconds"], rel=1e-3)
+
+
+def test_cpu_columns_are_added_to_a_database_made_before_them(services: Services) -> None:
+    """scoring.sql adds the CPU columns in place; applying it again leaves them."""
+    from batchscore.sink.run_record import apply_schema
+
+    with psycopg.connect(services.scores_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE scoring.scoring_runs DROP COLUMN IF EXISTS rows_per_cpu_second")
+        conn.execute("ALTER TABLE scoring.scoring_runs DROP COLUMN IF EXISTS score_cpu_seconds")
+        apply_schema(conn)
+        apply_schema(conn)
+        names = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'scoring' AND table_name = 'scoring_runs'"
+            ).fetchall()
+        }
+    assert {"rows_per_cpu_second", "score_cpu_seconds", "read_cpu_seconds", "publish_cpu_seconds"} <= names
 
 
 def test_rerun_replaces_the_window_and_never_duplicates(services: Services) -> None:
@@ -187,14 +229,21 @@ def test_many_slices_score_the_same_as_one(services: Services) -> None:
     assert all(n > 0 for _, n in lineage)
 
 
-def test_empty_window_succeeds_and_records_zero(services: Services) -> None:
+def test_an_empty_window_publishes_nothing_unless_allowed(services: Services) -> None:
     window = Window(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
-    result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__empty")
+    with pytest.raises(VolumeGuardHeld, match=r"^volume guard: 0 rows < "):
+        run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__empty")
     record = run_record(services.scores_url, "churn", "it__empty")
+    assert record is not None
+    assert (record["status"], record["rows_read"], record["failed_stage"]) == ("failed", 0, "publish")
+    assert record["volume"]["held"] is True
+    result = run_pipeline(churn_config(), endpoints(services), window=window, run_id="it__empty_ok", allow_shrink=True)
+    record = run_record(services.scores_url, "churn", "it__empty_ok")
     assert result.rows_written == 0
     assert window_count(services, window) == 0
     assert record is not None
     assert (record["status"], record["rows_read"], record["rows_written"]) == ("success", 0, 0)
+    assert record["volume"]["allowed"] is True
 
 
 def test_dry_run_publishes_nothing(services: Services) -> None:

@@ -14,7 +14,7 @@ from batchscore.run.stages import publish_run, run_pipeline, score_slice
 from batchscore.source import slices
 from batchscore.source.extract import render_query, source_batches
 from tests.conftest import WAREHOUSE_END, Services, day_window
-from tests.integration.helpers import churn_config, count, stored_scores
+from tests.integration.helpers import churn_config, churn_variant, count, stored_scores
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 6, 1, tzinfo=UTC)
@@ -107,16 +107,17 @@ def test_an_aggregating_query_gives_the_same_rows_sliced_and_whole(services: Ser
         "FROM warehouse.customer_activity WHERE event_time >= :window_start AND event_time < :window_end "
         "GROUP BY customer_id"
     )
-    config = config.model_copy(update={"source": config.source.model_copy(update={"query": query})})
+    # A table of its own: a two-day window beside churn's day windows would overlap them.
+    config = churn_variant("churn_two_days", query)
     window = Window(*day_window(WAREHOUSE_END - timedelta(days=11)))
     window = Window(window.start, window.end + timedelta(days=1))  # two days: customers appear more than once
     run_pipeline(config, endpoints(services), window=window, run_id="it__agg_whole")
-    whole = stored_scores(services.scores_url, "scoring.churn_scores", window.start, window.end).sort_index()
+    whole = stored_scores(services.scores_url, config.output.table, window.start, window.end).sort_index()
     sliced_config = config.model_copy(
         update={"execution": config.execution.model_copy(update={"slice_rows": 1_000, "max_slices": 5})}
     )
     run_pipeline(sliced_config, endpoints(services), window=window, run_id="it__agg_sliced", max_slices=5)
-    sliced = stored_scores(services.scores_url, "scoring.churn_scores", window.start, window.end).sort_index()
+    sliced = stored_scores(services.scores_url, config.output.table, window.start, window.end).sort_index()
     distinct = count(
         services.warehouse_url,
         "SELECT count(DISTINCT customer_id) FROM warehouse.customer_activity WHERE event_time >= %s "

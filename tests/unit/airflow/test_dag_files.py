@@ -28,7 +28,7 @@ def test_sync_rewrites_a_dag_file_generated_with_the_old_import_path(tmp_path: P
 
     result = sync(pipelines, dags)
 
-    assert result.written == ("churn",)
+    assert result.written == ("evaluate_churn", "churn")
     assert result.removed == ()
     assert (dags / "score_churn.py").read_text() == render("churn")
     assert "from batchscore.airflow.dag_factory import dag_for_pipeline\n" in render("churn")

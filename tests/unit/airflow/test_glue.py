@@ -1,15 +1,22 @@
+import logging
 import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from airflow.sdk.api.datamodels._generated import DagRunType
 
-from batchscore.airflow.glue import ParamError, failing_fast, run_params
+from batchscore.airflow.glue import ParamError, allow_shrink, failing_fast, run_params, window_from_context
 from batchscore.errors import one_line, remedy_of, root_cause
 from batchscore.models.registry import RegistryError
-from batchscore.pipeline.config import ConfigError
-from batchscore.pipeline.windows import WindowError
+from batchscore.pipeline.config import ConfigError, load_config
+from batchscore.pipeline.windows import Window, WindowError
 from batchscore.run.planning import PlanError
 from batchscore.scoring.features import SchemaMismatch
 from batchscore.sink.publish import RejectThresholdExceeded
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_empty_form_means_defaults() -> None:
@@ -174,3 +181,39 @@ def test_mlflow_credentials_go_where_the_mlflow_client_reads_them_not_into_the_u
         monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TEST", connection)
     assert mlflow_tracking_uri("mlflow_test") == uri
     assert {n: os.environ[n] for n in names if os.environ[n] != "unset"} == env
+
+
+def test_allow_shrink_is_a_boolean_off_by_default() -> None:
+    assert allow_shrink({}) is False
+    assert allow_shrink({"allow_shrink": True}) is True
+    with pytest.raises(ParamError, match="param allow_shrink must be true or false, got 'yes'"):
+        allow_shrink({"allow_shrink": "yes"})
+
+
+@dataclass(frozen=True)
+class _DagRun:
+    """The two fields of the Task SDK's DagRun that window_from_context reads."""
+
+    run_type: DagRunType
+    run_after: datetime
+
+
+@pytest.mark.parametrize(("run_type", "own_interval"), [(DagRunType.BACKFILL, True), (DagRunType.MANUAL, False)])
+def test_a_backfill_run_scores_its_own_interval_whatever_its_conf_says(
+    run_type: DagRunType, own_interval: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``airflow backfill create --dag-run-conf`` hands every run of the backfill the same window: ignored there."""
+    config = load_config(REPO / "include" / "pipelines" / "churn.yaml")
+    interval = Window(datetime(2026, 10, 5, tzinfo=UTC), datetime(2026, 10, 6, tzinfo=UTC))
+    context = {
+        "params": {"window_start": "2026-10-01T00:00:00Z", "window_end": "2026-10-02T00:00:00Z"},
+        "dag_run": _DagRun(run_type, datetime(2026, 10, 6, 1, tzinfo=UTC)),
+        "run_id": "backfill__2026-10-05T00:00:00+00:00",
+        "data_interval_start": interval.start,
+        "data_interval_end": interval.end,
+    }
+    with caplog.at_level(logging.WARNING, logger="batchscore.airflow.glue"):
+        window = window_from_context(config, context)
+    asked = Window(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, tzinfo=UTC))
+    assert window == (interval if own_interval else asked)
+    assert ("is a backfill run, which scores its own data interval" in caplog.text) is own_interval

@@ -177,6 +177,27 @@ def test_drift_and_shadow_fields_are_checked(
     assert f"{where}: {expected}" in str(info.value)
 
 
+def test_the_volume_guard_is_on_by_default_and_its_fields_are_checked(tmp_path: Path) -> None:
+    guard = load_config(write(tmp_path, churn_data())).validation
+    assert (guard.min_rows, guard.min_replace_fraction, guard.min_rows_fraction, guard.history_windows) == (
+        1,
+        0.9,
+        0.5,
+        7,
+    )
+    for field, value, expected in (
+        ("min_replace_fraction", 1.5, "Input should be less than or equal to 1"),
+        ("min_rows_fraction", -0.1, "Input should be greater than or equal to 0"),
+        ("min_rows", -1, "Input should be greater than or equal to 0"),
+        ("history_windows", 0, "Input should be greater than or equal to 1"),
+    ):
+        data = churn_data()
+        data["validation"] = {**data["validation"], field: value}
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, data))
+        assert f"validation.{field}: {expected}" in str(info.value)
+
+
 def test_a_shadow_table_must_fit_beside_the_output_table(tmp_path: Path) -> None:
     data = churn_data() | {"shadow": {"version": "challenger"}}
     data["output"]["table"] = "scoring." + "s" * 60
@@ -238,3 +259,30 @@ def test_publish_wait_and_sweep_age_have_defaults_and_bounds(tmp_path: Path) -> 
     data["execution"] = {**data.get("execution", {}), "sweep_after_hours": 0}
     with pytest.raises(ConfigError, match="sweep_after_hours"):
         load_config(write(tmp_path, data))
+
+
+def test_outcomes_horizon_and_query_are_checked(tmp_path: Path) -> None:
+    data = churn_data()
+    config = load_config(write(tmp_path, data))
+    assert config.outcomes is not None
+    assert config.outcomes.horizon_delta.days == 30
+    data["outcomes"] = {"query": "SELECT customer_id, churned FROM t", "horizon": "a month"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, data))
+    assert "outcomes.query: must use both :window_start and :window_end" in str(caught.value)
+    assert "outcomes.horizon: 'a month' must be a whole number of hours, days or weeks" in str(caught.value)
+
+
+def test_promotion_needs_a_shadow_of_the_same_model_and_outcomes(tmp_path: Path) -> None:
+    data = churn_data() | {"promotion": {"windows": 3}}
+    with pytest.raises(ConfigError, match="promotion needs both shadow"):
+        load_config(write(tmp_path, data))
+    data["shadow"] = {"name": "other", "version": "challenger"}
+    with pytest.raises(ConfigError, match="shadow must be a version of churn"):
+        load_config(write(tmp_path, data))
+    data["shadow"] = {"version": "challenger"}
+    data["promotion"]["requires"] = {"metric": "accuracy", "min_gain": 0.01}
+    with pytest.raises(ConfigError, match=r"promotion\.requires\.metric"):
+        load_config(write(tmp_path, data))
+    data["promotion"]["requires"] = {"metric": "roc_auc", "min_gain": 0.01}
+    assert load_config(write(tmp_path, data)).promotion.requires.windows == 7  # type: ignore[union-attr]

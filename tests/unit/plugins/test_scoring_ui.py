@@ -1,6 +1,8 @@
 """The Scoring view's pages and JSON, rendered from run records (the database's answers faked here).
 
-What the running api-server serves, with a real login and real runs, is in tests/e2e/test_ui_*.py.
+The user is an admin of the real SimpleAuthManager; what other users may read is in
+test_scoring_access.py. What the running api-server serves, with a real login and real runs,
+is in tests/e2e/test_ui_*.py (per-DAG permissions with the FAB auth manager: test_ui_permissions.py).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class FakeRecords:
                 rows_rejected=None,
                 slices=None,
                 drift_status=None,
+                alerts_sent=["failure"],
             )
         )
         self.runs.append(run(0, pipeline="fraud", run_id="scheduled__2026-10-20T00:00:00+00:00"))
@@ -79,20 +82,35 @@ def records() -> FakeRecords:
     return FakeRecords()
 
 
-@pytest.fixture
-def ui(monkeypatch: pytest.MonkeyPatch, records: FakeRecords) -> Iterator[TestClient]:
+def serve(monkeypatch: pytest.MonkeyPatch, records: FakeRecords, role: str | None) -> Iterator[TestClient]:
+    """The plugin's app over ``records``, for a logged-in SimpleAuthManager user of ``role``.
+
+    The DAGs Airflow lists are the records' pipelines' DAGs (the metadata database's answer,
+    which unit tests have no database for); every other decision is the real auth manager's.
+    """
     monkeypatch.syspath_prepend(str(PLUGINS))
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import get_user
+    from scoring_ui import access
     from scoring_ui import app as module
 
     for name in ("list_runs", "pipelines", "get_run", "history", "drift_for_runs", "reject_reasons", "rejected_rows"):
         monkeypatch.setattr(module.run_views, name, getattr(records, name))
     monkeypatch.setattr(module, "_scores_url", lambda: "postgresql://nowhere/scores")
-    login = module.app.router.dependencies[0].dependency
-    module.app.dependency_overrides[login] = lambda: None
+    user = SimpleAuthManagerUser(username="someone", role=role)
+    listed = frozenset(f"score_{name}" for name in records.pipelines("x"))
+    module.app.dependency_overrides[get_user] = lambda: user
+    module.app.dependency_overrides[access.reader] = lambda: access.Reader(user, SimpleAuthManager(), listed=listed)
     try:
         yield TestClient(module.app, root_path="/scoring")
     finally:
         module.app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def ui(monkeypatch: pytest.MonkeyPatch, records: FakeRecords) -> Iterator[TestClient]:
+    yield from serve(monkeypatch, records, "admin")
 
 
 def chart_data(page: str) -> dict[str, Any]:
@@ -136,7 +154,7 @@ def test_overview_filters_are_kept_and_refuse_hostile_values(ui: TestClient) -> 
 def test_run_page_draws_every_chart_that_has_data(ui: TestClient, records: FakeRecords) -> None:
     record = records.runs[5]
     page = ui.get("/run", params={"pipeline": "churn", "run_id": record["run_id"]}).text
-    for chart in ("distribution", "reference", "trend", "drift", "shadow"):
+    for chart in ("distribution", "reference", "trend", "drift", "shadow", "cost"):
         assert f'data-chart="{chart}"' in page, chart
     data = chart_data(page)
     assert data["distribution"]["counts"] == record["score_summary"]["histogram"]["counts"]
@@ -148,6 +166,9 @@ def test_run_page_draws_every_chart_that_has_data(ui: TestClient, records: FakeR
     assert "scoring.churn_scores_shadow" in page
     assert 'class="n rows-read">3,000<' in page
     assert 'class="n rows-rejected">35 (1.17%)<' in page
+    assert 'class="n rows-per-cpu">849<' in page  # 2,970 rows over 3.5 CPU seconds
+    assert data["cost"]["run_ids"][-1] == record["run_id"]
+    assert data["cost"]["cpu_per_mrow"][-1] == pytest.approx(3.5 / 2_970 * 1e6)
 
 
 def test_run_page_without_drift_or_challenger_draws_neither(ui: TestClient, records: FakeRecords) -> None:
@@ -165,6 +186,7 @@ def test_failed_run_page_shows_cause_and_remedy(ui: TestClient, records: FakeRec
     page = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[6]["run_id"]}).text
     assert "Failed in plan" in page
     assert "Remedy:" in page
+    assert "<strong>Alerts sent:</strong> failure</p>" in page
     assert 'data-chart="distribution"' not in page
 
 
@@ -175,8 +197,9 @@ def test_dag_run_tab_finds_the_pipeline_from_the_dag(ui: TestClient, records: Fa
     assert 'data-chart="distribution"' in page
     other = ui.get("/run", params={"dag_id": "etl_daily", "run_id": "manual__x"}).text
     assert "is not a scoring DAG" in other
-    missing = ui.get("/run", params={"dag_id": "score_churn", "run_id": "manual__none"}).text
-    assert "No scoring record for run manual__none" in missing
+    missing = ui.get("/run", params={"dag_id": "score_churn", "run_id": "manual__none"})
+    assert missing.status_code == 404
+    assert "No scoring record of run manual__none of pipeline churn that you may read" in missing.text
     assert ui.get("/api/run", params={"pipeline": "churn", "run_id": "manual__none"}).status_code == 404
     assert ui.get("/run", params={"dag_id": "score_churn", "run_id": "a/../b"}).status_code == 422
 

@@ -73,19 +73,29 @@ class Downstream:
 
 
 @pytest.fixture
-def guarded(monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, Downstream, list[bool]]:
+def guarded(monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, Downstream, list[str | None]]:
+    """The guard before ``Downstream``, with the real SimpleAuthManager deciding.
+
+    The request's user is a SimpleAuthManager user whose role is ``role[0]`` (None: no valid
+    token), as the api-server would resolve it from the token (that needs its database; the
+    e2e tests log in for real).
+    """
     monkeypatch.syspath_prepend(str(PLUGINS))
+    from airflow.api_fastapi import app as airflow_app
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from scoring_ui import trigger_guard
 
-    logged_in = [True]
+    role: list[str | None] = ["user"]
 
-    async def authenticated(scope: object) -> bool:
-        return logged_in[0]
+    async def user(scope: object) -> SimpleAuthManagerUser | None:
+        return None if role[0] is None else SimpleAuthManagerUser(username="someone", role=role[0])
 
-    monkeypatch.setattr(trigger_guard, "_authenticated", authenticated)
+    monkeypatch.setattr(trigger_guard, "_user", user)
+    monkeypatch.setattr(airflow_app._AuthManagerState, "instance", SimpleAuthManager())
     downstream = Downstream()
     downstream.api.add_middleware(trigger_guard.TriggerWindowGuard)
-    return TestClient(downstream.api), downstream, logged_in
+    return TestClient(downstream.api), downstream, role
 
 
 def test_guard_answers_400_with_the_reason_and_creates_no_run(guarded) -> None:
@@ -100,7 +110,7 @@ def test_guard_answers_400_with_the_reason_and_creates_no_run(guarded) -> None:
 
 
 def test_guard_passes_good_windows_other_dags_and_anonymous_requests_unchanged(guarded) -> None:
-    client, downstream, logged_in = guarded
+    client, downstream, role = guarded
     good = {"logical_date": None, "conf": {"window_start": "2026-10-01", "window_end": "2026-10-02", "dry_run": False}}
     assert client.post("/api/v2/dags/score_churn/dagRuns", json=good).status_code == 200
     bad = {"logical_date": None, "conf": {"window_start": "2026-11-02", "window_end": "2026-11-01"}}
@@ -110,10 +120,12 @@ def test_guard_passes_good_windows_other_dags_and_anonymous_requests_unchanged(g
     assert client.post("/api/v2/dags/score_churn/dagRuns", json=malformed).status_code == 200  # Airflow's Param check
     no_window = {"logical_date": "2026-10-01T00:00:00Z", "conf": {}}
     assert client.post("/api/v2/dags/score_churn/dagRuns", json=no_window).status_code == 200
-    logged_in[0] = False  # Airflow itself answers 401 to these; the guard says nothing about the pipeline
+    role[0] = None  # Airflow itself answers 401 to these; the guard says nothing about the pipeline
+    assert client.post("/api/v2/dags/score_churn/dagRuns", json=bad).status_code == 200
+    role[0] = "viewer"  # may read, not trigger: Airflow answers 403, the guard tells nothing of the window rules
     assert client.post("/api/v2/dags/score_churn/dagRuns", json=bad).status_code == 200
     assert client.get("/api/v2/dags/score_churn/dagRuns").json() == {"dag_runs": []}
-    assert downstream.bodies == [good, bad, bad, malformed, no_window, bad]
+    assert downstream.bodies == [good, bad, bad, malformed, no_window, bad, bad]
     raw = client.post(
         "/api/v2/dags/score_churn/dagRuns", content=b"not json", headers={"content-type": "application/json"}
     )

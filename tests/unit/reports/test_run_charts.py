@@ -79,3 +79,14 @@ def test_shadow_trend_only_from_runs_with_a_challenger() -> None:
     assert chart["label_agreement"] == [0.93, 0.9]
     assert chart["challengers"] == ["churn v3", "churn v3"]
     assert run_charts.shadow_trend(runs[:1]) is None
+
+
+def test_cost_trend_has_cpu_per_million_rows_and_rows_per_cpu_second() -> None:
+    runs = [run(day) for day in range(3)]
+    chart = run_charts.cost_trend(runs)
+    assert chart is not None
+    assert chart["labels"] == ["2026-10-20", "2026-10-21", "2026-10-22"]
+    assert chart["cpu_per_mrow"] == pytest.approx([3.5 / 2970 * 1e6] * 3)
+    assert chart["score_cpu_per_mrow"] == pytest.approx([(0.6 + 0.01 * d) / 2970 * 1e6 for d in range(3)])
+    assert chart["rows_per_cpu_second"] == pytest.approx([2970 / 3.5] * 3)
+    assert run_charts.cost_trend([run(0, cpu_seconds=None, score_cpu_seconds=None)]) is None  # before CPU was recorded

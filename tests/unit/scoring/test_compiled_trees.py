@@ -1,6 +1,7 @@
 """The compiled tree walk gives scikit-learn's histogram gradient boosting output bit for bit, or steps aside."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from batchscore.scoring.compiled_trees import LANES, CompiledTrees, accelerate
+from batchscore.scoring.compiled_trees import CompiledTrees, accelerate
+from batchscore.scoring.tree_kernels import BLOCK
+from batchscore.scoring.tree_tables import build_tables
 
 COLUMNS = ["a", "b", "c", "d"]
 
@@ -39,7 +42,7 @@ def train() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def score() -> pd.DataFrame:
-    return data(5 * LANES + 3, seed=1)  # whole lanes and a tail of single rows
+    return data(2 * BLOCK + 3, seed=1)  # whole blocks and a short last one
 
 
 def test_binary_classifier_probabilities_and_classes_are_identical(train: pd.DataFrame, score: pd.DataFrame) -> None:
@@ -93,12 +96,9 @@ def test_no_rows_gives_no_scores(train: pd.DataFrame) -> None:
 
 def test_other_models_are_left_to_scikit_learn(train: pd.DataFrame) -> None:
     y = target(train) > 0
-    categorical = train.assign(c=pd.Categorical(np.where(train["c"] > 0, "x", "y")))
-    hgb_categorical = HistGradientBoostingClassifier(max_iter=5, categorical_features="from_dtype").fit(categorical, y)
     for model in (
         LogisticRegression().fit(train.fillna(0), y),
         make_pipeline(StandardScaler(), LogisticRegression()).fit(train.fillna(0), y),
-        hgb_categorical,
         HistGradientBoostingClassifier(),  # not fitted
     ):
         assert accelerate(model, COLUMNS) is model
@@ -137,15 +137,32 @@ def test_one_scorer_per_model_and_column_order(train: pd.DataFrame) -> None:
     assert accelerate(model, COLUMNS) is accelerate(model, COLUMNS)
 
 
-def test_a_difference_from_scikit_learn_switches_back_to_it(
+def test_native_categorical_splits_are_compiled_too(train: pd.DataFrame) -> None:
+    """``from_dtype`` categories: the model's own encoder codes them, the tables hold its bitsets."""
+    y = target(train) > 0
+    plan = pd.Categorical(np.where(train["c"] > 0.5, "gold", np.where(train["c"] < -0.5, "basic", None)))
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(train.assign(c=plan), y)
+    assert model.is_categorical_ is not None
+    scored = data(300, seed=4)
+    scored["c"] = pd.Series(np.where(scored["c"] > 0, "gold", "platinum"), dtype=object)  # platinum: unseen
+    scored.loc[::9, "c"] = np.nan
+    fast = accelerate(model, COLUMNS)
+    assert isinstance(fast, CompiledTrees)
+    assert np.array_equal(fast.predict_proba(scored), model.predict_proba(scored))
+    assert not fast._fallback
+
+
+def test_a_kernel_off_by_one_ulp_is_caught_by_the_self_check(
     train: pd.DataFrame, score: pd.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(train, target(train) > 0)
-    broken = CompiledTrees(model, COLUMNS, np.arange(len(COLUMNS)))
-    broken._value = broken._value + 1e-9  # a kernel that is off by a hair
+    model = HistGradientBoostingRegressor(max_iter=10, random_state=0).fit(train, target(train))
+    broken = CompiledTrees(model, COLUMNS, np.arange(len(COLUMNS)), build_tables(model))
+    values = broken.tables.leaf_values
+    values[:] = np.nextafter(values, np.inf)  # every leaf one ulp up: sums a hair off, leaves all right
     with caplog.at_level(logging.WARNING, logger="batchscore.scoring.compiled_trees"):
-        assert np.array_equal(broken.predict_proba(score), model.predict_proba(score))
-        assert np.array_equal(broken.predict_proba(score), model.predict_proba(score))
+        assert np.array_equal(broken.predict(score), model.predict(score))
+        assert np.array_equal(broken.predict(score), model.predict(score))
+    assert broken._fallback
     assert "using scikit-learn" in caplog.text
 
 
@@ -164,3 +181,44 @@ def test_threads_follow_the_callers_openmp_limit(train: pd.DataFrame) -> None:
         assert fast._threads() == 1  # parallel tasks x threads <= cores, as for scikit-learn's own predictor
     with threadpool_limits(limits=2):
         assert fast._threads() == 2
+
+
+def _fresh_process(code: str, env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_a_linear_model_never_loads_numba() -> None:
+    """Lean start-up: numba is imported only when a tree model is compiled."""
+    code = (
+        "import sys, numpy as np\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from batchscore.scoring.compiled_trees import accelerate\n"
+        "x = np.random.default_rng(0).normal(size=(50, 2))\n"
+        "model = LogisticRegression().fit(x, x[:, 0] > 0)\n"
+        "assert accelerate(model, ['a', 'b']) is model\n"
+        "print('numba' in sys.modules)\n"
+    )
+    assert _fresh_process(code, {}) == "False"
+
+
+def test_a_fresh_worker_caches_the_kernels_where_numba_cache_dir_says(tmp_path: Path) -> None:
+    """A read-only install: the operator (or the fallback) points NUMBA_CACHE_DIR at a writable place."""
+    code = (
+        "import numpy as np, pandas as pd\n"
+        "from sklearn.ensemble import HistGradientBoostingRegressor\n"
+        "from batchscore.scoring.compiled_trees import accelerate, numba_cache_dir\n"
+        "x = pd.DataFrame(np.random.default_rng(0).normal(size=(300, 2)), columns=['a', 'b'])\n"
+        "model = HistGradientBoostingRegressor(max_iter=3).fit(x, x['a'])\n"
+        "fast = accelerate(model, ['a', 'b'])\n"
+        "assert np.array_equal(fast.predict(x), model.predict(x))\n"
+        "print(numba_cache_dir())\n"
+    )
+    assert _fresh_process(code, {"NUMBA_CACHE_DIR": str(tmp_path)}) == str(tmp_path)
+    assert any(p.suffix == ".nbi" for p in tmp_path.rglob("*"))  # the kernels' index, for the next process
