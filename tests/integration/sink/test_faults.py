@@ -121,13 +121,13 @@ def test_the_scores_database_restarted_while_a_slice_loads(own: tuple, services:
 
 
 def _publishing(url: str, timeout: float = 60) -> None:
-    """Wait until the publish waits inside its transaction (on the run record's row, which the test holds)."""
+    """Wait until the publish waits inside its transaction, after its swap (on a lineage row the test holds)."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             if conn.execute(
                 "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%%UPDATE scoring.scoring_runs SET status%%'"
+                "AND query LIKE '%%UPDATE scoring.lineage SET published_at%%'"
             ).fetchone():
                 return
             time.sleep(0.05)
@@ -140,9 +140,7 @@ def test_the_scores_database_restarted_while_publish_is_in_its_transaction(own: 
     plan = plan_run(_config(), endpoints, window=WINDOW, run_id="it__faults_publish")
     results = [score_slice(_config(), endpoints, plan, s) for s in plan.key_slices]
     holder = psycopg.connect(endpoints.scores_url)
-    holder.execute(
-        "SELECT 1 FROM scoring.scoring_runs WHERE pipeline = %s AND run_id = %s FOR UPDATE", (PIPELINE, plan.run_id)
-    )
+    holder.execute("SELECT 1 FROM scoring.lineage WHERE lineage_id = %s FOR UPDATE", (results[0].lineage_id,))
     thread, outcome = _in_thread(publish_run, _config(), endpoints, plan, results)
     _publishing(endpoints.scores_url)  # it has swapped the slices in, uncommitted
     _restart(pg)
