@@ -95,13 +95,13 @@ def test_late_rows_are_scored_by_a_rerun_and_nothing_else_changes(client: Airflo
 
 
 def _publishing_backend(scores_url: str, run_id: str, timeout: float = 300) -> int:
-    """The client port of the publish task's connection once it waits inside its transaction."""
+    """The client port of the publish task's connection once it waits inside its transaction, after its swap."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(scores_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT client_port FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%%UPDATE scoring.scoring_runs SET status%%'"
+                "AND query LIKE '%%UPDATE scoring.lineage SET published_at%%'"
             ).fetchone()
             if row:
                 return int(row[0])
@@ -140,14 +140,15 @@ def test_publish_killed_mid_transaction_is_retried_and_never_half_visible(
     reader = threading.Thread(target=read_counts, daemon=True)
     reader.start()
     second = trigger(client, start, end)
-    deadline = time.monotonic() + 300
-    while run_record(airflow_db.scores_url, "churn", second) is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    holder = psycopg.connect(airflow_db.scores_url)  # holds the run record's row: the publish blocks on its UPDATE
+    holder = psycopg.connect(airflow_db.scores_url)  # holds the slice's lineage row: publish blocks after its swap
     try:
-        holder.execute(
-            "SELECT 1 FROM scoring.scoring_runs WHERE pipeline = 'churn' AND run_id = %s FOR UPDATE", (second,)
-        )
+        deadline = time.monotonic() + 300
+        while not holder.execute(
+            "SELECT 1 FROM scoring.lineage WHERE pipeline = 'churn' AND run_id = %s FOR UPDATE", (second,)
+        ).fetchall():
+            assert time.monotonic() < deadline, "the slice of the second run never started loading"
+            holder.rollback()
+            time.sleep(0.2)
         port = _publishing_backend(airflow_db.scores_url, second)
         task = _process_with_local_port(port)
         os.kill(task.pid, signal.SIGKILL)
