@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import DAG, Param, dag, get_current_context, task
 
 from batchscore import settings
+from batchscore.airflow.schedules import announce_scores, dag_schedule, scores_asset
 from batchscore.models import registry_layout
 from batchscore.pipeline.config import MODEL_REF, ConfigError, PipelineConfig, load_config
 
-
-def scores_asset(config: PipelineConfig) -> Asset:
-    """The Asset a pipeline's load task updates, so downstream DAGs can wait for fresh scores."""
-    return Asset(name=f"scores_{config.name}", uri=f"batchscore://{config.output.conn_id}/{config.output.table}")
-
+__all__ = ["build_dag", "dag_for_pipeline", "scores_asset", "trigger_params"]
 
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # as registry.MODEL_ALIAS
 
@@ -126,7 +123,7 @@ def build_dag(config: PipelineConfig) -> DAG:
     @dag(
         dag_id=config.dag_id,
         description=config.description or f"Batch scoring for {config.name}",
-        schedule=CronDataIntervalTimetable(config.schedule, timezone=config.timezone),
+        schedule=dag_schedule(config),
         start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=ZoneInfo(config.timezone)),
         catchup=config.catchup,
         max_active_runs=config.execution.max_active_runs,
@@ -196,13 +193,12 @@ def build_dag(config: PipelineConfig) -> DAG:
             from batchscore.run.stages import publish_run
             from batchscore.sink.publish import SliceResult
 
+            planned = RunPlan.from_dict(assignments[0]["run"])
             with glue.failing_fast():
                 result = publish_run(
-                    config,
-                    glue.endpoints(config),
-                    RunPlan.from_dict(assignments[0]["run"]),
-                    [SliceResult.from_dict(s) for s in scored],
+                    config, glue.endpoints(config), planned, [SliceResult.from_dict(s) for s in scored]
                 )
+            announce_scores(config, get_current_context(), planned, result)
             return {
                 "rows_written": result.rows_written,
                 "rows_rejected": result.rows_rejected,

@@ -20,6 +20,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, dag, get_current_context
 from batchscore import settings
 from batchscore.airflow.dag_factory import trigger_params
 from batchscore.pipeline.config import ConfigError, PipelineConfig, load_config
+from batchscore.pipeline.schedule_config import grid_cron
 
 POKE_SECONDS = 3600  # how often a waiting scheduled run looks at the clock again
 
@@ -34,7 +35,7 @@ def _runs_in_flight(config: PipelineConfig) -> int:
     from croniter import croniter
 
     assert config.outcomes is not None
-    times = croniter(config.schedule, datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC")))
+    times = croniter(grid_cron(config.schedule), datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC")))
     period = timedelta(seconds=max(1.0, float(times.get_next()) - float(times.get_prev())))
     return min(128, math.ceil(config.outcomes.horizon_delta / period) + 3)
 
@@ -48,7 +49,7 @@ def build_evaluate_dag(config: PipelineConfig) -> DAG:
     @dag(
         dag_id=f"evaluate_{config.name}",
         description=f"Realised performance of {config.name}'s scores, {outcomes.horizon} after each window",
-        schedule=CronDataIntervalTimetable(config.schedule, timezone=config.timezone),
+        schedule=CronDataIntervalTimetable(grid_cron(config.schedule), timezone=config.timezone),
         start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=ZoneInfo(config.timezone)),
         catchup=config.catchup,
         max_active_runs=_runs_in_flight(config),

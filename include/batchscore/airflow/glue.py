@@ -17,6 +17,7 @@ from urllib.parse import quote
 from batchscore import settings
 from batchscore.errors import PermanentError, one_line
 from batchscore.pipeline.config import MODEL_REF, PipelineConfig
+from batchscore.pipeline.schedule_config import AssetSchedule, grid_cron
 from batchscore.pipeline.windows import Window, resolve_window
 from batchscore.run.planning import Endpoints
 
@@ -171,12 +172,19 @@ def window_from_context(config: PipelineConfig, context: Any) -> Window:
             interval_end.isoformat() if interval_end else None,
         )
         start = end = None
+    interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None and end is None and isinstance(config.schedule, AssetSchedule):
+        from batchscore.airflow.schedules import asset_run_window
+
+        named = asset_run_window(config, context)  # the partition's or the events' window (checked below)
+        if named is not None:
+            interval_start, interval_end = named.start, named.end
     return resolve_window(
-        schedule=config.schedule,
+        schedule=grid_cron(config.schedule),
         tz=config.timezone,
         run_after=context["dag_run"].run_after,
-        data_interval_start=context.get("data_interval_start"),
-        data_interval_end=context.get("data_interval_end"),
+        data_interval_start=interval_start,
+        data_interval_end=interval_end,
         param_start=start,
         param_end=end,
         max_days=config.execution.max_window_days,
@@ -194,7 +202,7 @@ def check_trigger_conf(config: PipelineConfig, conf: dict[str, Any], run_after: 
     if start is None and end is None:
         return None
     return resolve_window(
-        schedule=config.schedule,
+        schedule=grid_cron(config.schedule),
         tz=config.timezone,
         run_after=run_after,
         param_start=start,

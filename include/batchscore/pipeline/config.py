@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchscore.errors import PermanentError
 from batchscore.pipeline.notify import NotifyRule
+from batchscore.pipeline.schedule_config import Schedule
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -372,7 +373,7 @@ class PipelineConfig(_Strict):
 
     name: str
     description: str = ""
-    schedule: str = "0 0 * * *"
+    schedule: Schedule = "0 0 * * *"  # a cron, or {asset: ..., partitioned: ..., period: ...}
     timezone: str = "UTC"
     start_date: date
     catchup: bool = False
@@ -405,15 +406,6 @@ class PipelineConfig(_Strict):
         if duplicates:
             raise ValueError(f"listed more than once: {', '.join(duplicates)}")
         return features
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, schedule: str) -> str:
-        from croniter import croniter
-
-        if not croniter.is_valid(schedule):
-            raise ValueError(f"{schedule!r} is not a valid cron expression")
-        return schedule
 
     @field_validator("timezone")
     @classmethod
