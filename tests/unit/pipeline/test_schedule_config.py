@@ -61,7 +61,7 @@ def test_a_partitioned_asset_gets_a_mapper_and_a_grid_for_its_period(
         ({"asset": "s3://lake/has space"}, "is not a valid Asset URI"),
         ({"asset": "airflow://reserved"}, "is not a valid Asset URI"),
         ({"asset": "x" * 300}, "is not a valid Asset name or URI"),
-        ({"asset": "s3://lake/x", "partitioned": "sometimes"}, "schedule: partitioned: Input should be a valid boolean"),
+        ({"asset": "s3://lake/x", "partitioned": "sometimes"}, "partitioned: Input should be a valid boolean"),
         ({"asset": "s3://lake/x", "key_format": "%Y-%m"}, "schedule: key_format: '%Y-%m' must hold %Y, %m and %d"),
         ({"asset": "s3://lake/x", "key_format": "%Y%m%d;%x"}, "may use only %Y %m %d %H %M %S"),
         ({"asset": "s3://lake/x", "cron": "0 0 * * *"}, "schedule: cron: Extra inputs are not permitted"),
