@@ -164,10 +164,8 @@ def test_an_upstream_partition_starts_one_run_that_scores_exactly_its_day_and_te
 
     consumed = _run_for(client, CONSUMER, day.isoformat(), after=seen)
     assert consumed["state"] == "success"
-    xcom = client.get(
-        f"/dags/{CONSUMER}/dagRuns/{quote(consumed['dag_run_id'], safe='')}/taskInstances/receive/xcomEntries/return_value",
-        deserialize=True,
-    )
+    run_path = f"/dags/{CONSUMER}/dagRuns/{quote(consumed['dag_run_id'], safe='')}"
+    xcom = client.get(f"{run_path}/taskInstances/receive/xcomEntries/return_value", deserialize=True)
     received = xcom["value"]
     assert received["partition_key"] == day.isoformat()
     assert len(received["extras"]) == 1
