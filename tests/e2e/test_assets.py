@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote
 
 import psycopg
 import pytest
 import yaml
 
+from batchscore.cli.backfill import plan_backfill, trigger_backfill
 from batchscore.local.stack import AirflowClient
+from batchscore.pipeline.config import load_config
 from tests.conftest import PIPELINES, STACK, WAREHOUSE_END, Services, day_window
 from tests.e2e.conftest import assert_exact
 from tests.integration.helpers import REPO, run_record
@@ -200,10 +202,10 @@ def test_two_partitions_from_a_producer_backfill_give_two_runs_with_two_windows(
         assert_exact(airflow_db, start, end, run["dag_run_id"], table=TABLE, pipeline=PIPELINE)
 
 
-def test_backfill_create_refuses_our_asset_dag_and_a_manual_partition_run_rescores_one_day(
+def test_backfill_create_refuses_our_asset_dag_and_batchscore_backfill_rescores_a_day(
     client: AirflowClient, airflow_db: Services, asset_dags: None
 ) -> None:
-    """Airflow 3.3: no date-range backfill of an asset-scheduled DAG; a manual run with partition_key works."""
+    """Airflow 3.3: no date-range backfill of an asset-scheduled DAG; a manual run per partition key works."""
     first = WAREHOUSE_END - timedelta(days=6)
     start, end = day_window(first)
     with psycopg.connect(airflow_db.warehouse_url, autocommit=True) as conn:  # the producer's copy of that day
@@ -226,7 +228,10 @@ def test_backfill_create_refuses_our_asset_dag_and_a_manual_partition_run_rescor
     )
     assert refused.returncode != 0
     assert "non-periodic schedule that does not support backfills" in refused.stdout + refused.stderr
-    run = client.send("POST", f"/dags/{DAG}/dagRuns", {"logical_date": None, "partition_key": first.isoformat()})
-    done = client.wait_for_runs(DAG, {run["dag_run_id"]}, timeout=300)[0]
+    config = load_config(PIPELINES / f"{PIPELINE}.yaml")
+    planned = plan_backfill(config, first, first, datetime.now(UTC))  # what `batchscore backfill` triggers
+    assert [p.body["partition_key"] for p in planned] == [first.isoformat()]
+    (run_id,) = trigger_backfill(client, config, planned)
+    done = client.wait_for_runs(DAG, {run_id}, timeout=300)[0]
     assert (done["state"], done["run_type"], done["partition_key"]) == ("success", "manual", first.isoformat())
-    assert_exact(airflow_db, start, end, run["dag_run_id"], table=TABLE, pipeline=PIPELINE)
+    assert_exact(airflow_db, start, end, run_id, table=TABLE, pipeline=PIPELINE)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchscore import settings
+from batchscore.cli.backfill import add_backfill_parser
 from batchscore.cli.models import add_models_parser, parse_window
 from batchscore.cli.tables import add_tables_parser
 
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing file (every secret changes)")
     p.set_defaults(func=cmd_compose_env)
 
+    add_backfill_parser(sub)
     add_models_parser(sub)
     add_tables_parser(sub)
 
