@@ -62,7 +62,7 @@ def dag_schedule(config: PipelineConfig) -> Any:
         return PartitionedAssetTimetable(
             assets=upstream_asset(schedule), default_partition_mapper=partition_mapper(schedule, config.timezone)
         )
-    return [upstream_asset(schedule)]
+    return upstream_asset(schedule)
 
 
 def _run_type(context: Any) -> str:

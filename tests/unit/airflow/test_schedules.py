@@ -65,8 +65,8 @@ def test_a_cron_schedule_keeps_its_interval_timetable() -> None:
 
 
 def test_a_plain_asset_schedule_is_a_reference_to_the_producers_asset() -> None:
-    assert dag_schedule(_config({"asset": "s3://lake/activity"})) == [AssetUriRef(uri="s3://lake/activity")]
-    assert dag_schedule(_config({"asset": "activity_daily"})) == [AssetNameRef(name="activity_daily")]
+    assert dag_schedule(_config({"asset": "s3://lake/activity"})) == AssetUriRef(uri="s3://lake/activity")
+    assert dag_schedule(_config({"asset": "activity_daily"})) == AssetNameRef(name="activity_daily")
 
 
 def test_a_partitioned_asset_schedule_maps_the_producers_keys_to_local_days() -> None:
