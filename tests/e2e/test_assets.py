@@ -121,7 +121,7 @@ def asset_dags(client: AirflowClient, airflow_db: Services) -> Iterator[None]:
     for path, text in files.items():
         path.write_text(text)
     for dag_id in (DAG, PRODUCER, CONSUMER):
-        client.wait_for_dag(dag_id, timeout=240)
+        _wait_for_dag(client, dag_id)
         client.send("PATCH", f"/dags/{dag_id}", {"is_paused": False})
     yield
     for dag_id in (DAG, PRODUCER, CONSUMER):
@@ -129,6 +129,23 @@ def asset_dags(client: AirflowClient, airflow_db: Services) -> Iterator[None]:
     for path in files:
         path.unlink(missing_ok=True)
     (PIPELINES / f"{PIPELINE}.yaml").unlink(missing_ok=True)
+
+
+def _wait_for_dag(client: AirflowClient, dag_id: str, timeout: float = 300) -> None:
+    """Until the DAG is parsed; a slow answer of a loaded API server is a missed poll. Else the logs' tails."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.get(f"/dags/{dag_id}")
+            return
+        except requests.RequestException:
+            time.sleep(3)
+    logs = {name: (STACK.home / "logs" / f"{name}.log") for name in ("dag-processor", "api-server")}
+    tails = {name: path.read_text(errors="replace")[-3000:] for name, path in logs.items() if path.exists()}
+    errors = client.get("/importErrors")
+    raise TimeoutError(f"DAG {dag_id} not served within {timeout:.0f}s; import errors {errors}; logs {tails}")
 
 
 def _producer_key(day: date) -> str:
