@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from batchscore import settings
 
 if TYPE_CHECKING:
-    from batchscore.models.registry import FeatureSpec
+    from batchscore.models.manifest import FeatureSpec
 
 
 def parse_window(start: str, end: str) -> object:
@@ -29,7 +29,8 @@ def parse_window(start: str, end: str) -> object:
 
 def cmd_models(args: argparse.Namespace) -> None:
     """``batchscore models register|list|show|promote|which``: the registry for the people who feed it."""
-    from batchscore.models.registry import ModelRegistry, RegistryError
+    from batchscore.models.manifest import RegistryError
+    from batchscore.models.registry import ModelRegistry
 
     registry = ModelRegistry(settings.model_registry_root())
     if args.action == "register":
@@ -137,7 +138,7 @@ def _reference_rows(args: argparse.Namespace) -> tuple[Any, str]:
     from pydantic import ValidationError
 
     from batchscore.local.stack import LocalStack
-    from batchscore.models.registry import RegistryError
+    from batchscore.models.manifest import RegistryError
     from batchscore.pipeline.config import SourceConfig
     from batchscore.source.extract import source_batches
     from batchscore.source.slices import WHOLE

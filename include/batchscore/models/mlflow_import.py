@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from batchscore.models.manifest import FeatureSpec, ModelManifest
 from batchscore.models.mlflow_source import (
     MlflowArtifact,
     MlflowSourceError,
@@ -32,7 +33,7 @@ from batchscore.models.mlflow_source import (
     resolve,
     run_metrics,
 )
-from batchscore.models.registry import FeatureSpec, ModelManifest, ModelRegistry, _deserialise
+from batchscore.models.registry import ModelRegistry, _deserialise
 from batchscore.pipeline.config import MlflowModelRef
 
 log = logging.getLogger(__name__)

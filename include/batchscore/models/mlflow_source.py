@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from batchscore.models.registry import RegistryError, sha256_hex
+from batchscore.models.manifest import RegistryError, sha256_hex
 from batchscore.pipeline.config import MlflowModelRef
 
 # A model file's path inside the model's artifacts, as MLmodel names it: no absolute path, no "..".

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 
 from batchscore import db
 from batchscore.errors import PermanentError
-from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.models.manifest import ModelManifest
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import OutcomesConfig, PipelineConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints
