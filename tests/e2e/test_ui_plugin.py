@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from tests.conftest import WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, trigger, utc_day
 
