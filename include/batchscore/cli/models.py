@@ -35,7 +35,7 @@ def cmd_models(args: argparse.Namespace) -> None:
     registry = ModelRegistry(settings.model_registry_root())
     if args.action == "register":
         from batchscore.models.intake import features_of, read_model_file
-        from batchscore.pipeline.config import IDENTIFIER
+        from batchscore.pipeline.config_rules import IDENTIFIER
 
         if not IDENTIFIER.match(args.name):
             raise RegistryError(f"model name {args.name!r} must be a lower-case identifier ([a-z_][a-z0-9_]*)")
@@ -98,7 +98,7 @@ def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
     from batchscore.models.mlflow_import import import_model
     from batchscore.models.mlflow_source import MlflowSourceError
     from batchscore.models.registry import ModelRegistry
-    from batchscore.pipeline.config import MlflowModelRef
+    from batchscore.pipeline.model_config import MlflowModelRef
 
     assert isinstance(registry, ModelRegistry)
     tracking_uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -139,7 +139,7 @@ def _reference_rows(args: argparse.Namespace) -> tuple[Any, str]:
 
     from batchscore.local.stack import LocalStack
     from batchscore.models.manifest import RegistryError
-    from batchscore.pipeline.config import SourceConfig
+    from batchscore.pipeline.source_config import SourceConfig
     from batchscore.source.extract import source_batches
     from batchscore.source.slices import WHOLE
 

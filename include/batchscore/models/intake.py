@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchscore.models.manifest import FeatureSpec, RegistryError, sha256_hex
 from batchscore.models.registry import _deserialise
-from batchscore.pipeline.config import IDENTIFIER
+from batchscore.pipeline.config_rules import IDENTIFIER
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -34,7 +34,7 @@ from batchscore.models.mlflow_source import (
     run_metrics,
 )
 from batchscore.models.registry import ModelRegistry, _deserialise
-from batchscore.pipeline.config import MlflowModelRef
+from batchscore.pipeline.model_config import MlflowModelRef
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def features_from(
     source whose numbers turned into text fails in ``plan`` as it does for any registered model.
     """
     from batchscore.models.intake import features_of
-    from batchscore.pipeline.config import IDENTIFIER
+    from batchscore.pipeline.config_rules import IDENTIFIER
 
     types = {str(c["name"]): str(c.get("type", "")) for c in signature}
     if getattr(estimator, "feature_names_in_", None) is not None:

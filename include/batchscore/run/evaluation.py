@@ -22,7 +22,8 @@ from batchscore import db
 from batchscore.errors import PermanentError
 from batchscore.models.manifest import ModelManifest
 from batchscore.models.registry import ModelRegistry
-from batchscore.pipeline.config import OutcomesConfig, PipelineConfig
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.evaluation_config import OutcomesConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints
 from batchscore.scoring.metrics import classifier_metrics, regressor_metrics
