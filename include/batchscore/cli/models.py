@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from batchscore import settings
 
 if TYPE_CHECKING:
+    from batchscore.models.alias_log import Unset
     from batchscore.models.manifest import FeatureSpec
 
 
@@ -87,10 +88,26 @@ def cmd_models(args: argparse.Namespace) -> None:
     elif args.action == "promote":
         if not args.version.isdigit():
             raise RegistryError(f"--version {args.version!r} must be a version number")
-        previous = registry.promote(args.name, args.alias, int(args.version), by=os.environ.get("USER", ""))
+        previous = registry.promote(
+            args.name, args.alias, int(args.version), by=os.environ.get("USER", ""), expected=_expected(args.expect)
+        )
         print(f"{args.name}: {args.alias} -> v{args.version} (was {f'v{previous}' if previous else 'unset'})")
     else:
         _which(args)
+
+
+def _expected(expect: str | None) -> int | Unset | None:
+    """``--expect 3`` / ``--expect unset``: the alias's current target the promote must find, or refuse."""
+    from batchscore.models.alias_log import ANY
+    from batchscore.models.manifest import RegistryError
+
+    if expect is None:
+        return ANY
+    if expect == "unset":
+        return None
+    if not expect.isdigit():
+        raise RegistryError(f"--expect {expect!r} must be a version number or 'unset'")
+    return int(expect)
 
 
 def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
@@ -232,6 +249,11 @@ def add_models_parser(sub: Any) -> None:
     m.add_argument("name")
     m.add_argument("--alias", required=True)
     m.add_argument("--version", required=True)
+    m.add_argument(
+        "--expect",
+        metavar="VERSION|unset",
+        help="refuse unless the alias points at this version now (compare-and-swap; 'unset': not set yet)",
+    )
     m = models.add_parser("which", help="which model version and Airflow run scored an entity on a day")
     m.add_argument("--pipeline", required=True)
     m.add_argument("--key", required=True)
