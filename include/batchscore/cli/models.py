@@ -19,6 +19,7 @@ from batchscore import settings
 if TYPE_CHECKING:
     from batchscore.models.alias_log import Unset
     from batchscore.models.manifest import FeatureSpec
+    from batchscore.models.registry import ModelRegistry
 
 
 def parse_window(start: str, end: str) -> object:
@@ -29,7 +30,7 @@ def parse_window(start: str, end: str) -> object:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    """``batchscore models register|list|show|promote|which``: the registry for the people who feed it."""
+    """``batchscore models register|list|show|promote|which|gc``: the registry for the people who feed it."""
     from batchscore.models.manifest import RegistryError
     from batchscore.models.registry import ModelRegistry
 
@@ -92,8 +93,31 @@ def cmd_models(args: argparse.Namespace) -> None:
             args.name, args.alias, int(args.version), by=os.environ.get("USER", ""), expected=_expected(args.expect)
         )
         print(f"{args.name}: {args.alias} -> v{args.version} (was {f'v{previous}' if previous else 'unset'})")
+    elif args.action == "gc":
+        _gc(registry, args)
     else:
         _which(args)
+
+
+def _gc(registry: ModelRegistry, args: argparse.Namespace) -> None:
+    """``models gc``: list the files no version uses (older than the grace period); ``--delete`` removes them."""
+    from datetime import timedelta
+
+    from batchscore.models.manifest import RegistryError
+    from batchscore.models.registry_sweep import find_orphans, remove_orphans
+
+    if not 0 <= args.older_than_hours <= 24 * 366:
+        raise RegistryError(f"--older-than-hours {args.older_than_hours:g} must be between 0 and 8784")
+    grace = timedelta(hours=args.older_than_hours)
+    names = [args.name] if args.name else registry.names()
+    total = 0
+    for name in names:
+        orphans = (remove_orphans if args.delete else find_orphans)(registry, name, grace=grace)
+        for orphan in orphans:
+            total += orphan.size
+            print(f"{'removed' if args.delete else 'unused'}: {orphan.url} ({orphan.size:,} bytes, {orphan.reason})")
+    verb = "removed" if args.delete else "can be removed with --delete"
+    print(f"{total:,} bytes {verb} (files unused for more than {args.older_than_hours:g} h)")
 
 
 def _expected(expect: str | None) -> int | Unset | None:
@@ -254,6 +278,10 @@ def add_models_parser(sub: Any) -> None:
         metavar="VERSION|unset",
         help="refuse unless the alias points at this version now (compare-and-swap; 'unset': not set yet)",
     )
+    m = models.add_parser("gc", help="files no version uses (left by writers that died); --delete removes them")
+    m.add_argument("--name", help="one model (default: every model)")
+    m.add_argument("--older-than-hours", type=float, default=24.0, help="grace for writers still at work (24)")
+    m.add_argument("--delete", action="store_true", help="remove them (default: only list)")
     m = models.add_parser("which", help="which model version and Airflow run scored an entity on a day")
     m.add_argument("--pipeline", required=True)
     m.add_argument("--key", required=True)

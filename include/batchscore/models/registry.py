@@ -19,6 +19,7 @@ allowlist, so a tampered or hostile file fails instead of running code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -192,6 +193,7 @@ class ModelRegistry:
         with writer_lock(self.root, name) as locked:
             self._store_artifact(name, sha256, artifact, locked=locked)
             manifest = self._claim_version(draft, locked=locked)
+            self._artifact_still_there(name, sha256, artifact, locked=locked)
         for alias in aliases:
             self.set_alias(name, alias, manifest.version)
         return manifest
@@ -207,6 +209,14 @@ class ModelRegistry:
                     f"model {name}: {url} exists with other bytes than its name says (changed or corrupted)",
                     remedy="delete that file (no complete version can be using it), then register again",
                 ) from None
+            storage.refresh(url, data)  # now in use again: a sweep of old orphans leaves it be
+
+    def _artifact_still_there(self, name: str, sha256: str, data: bytes, *, locked: bool) -> None:
+        """After the manifest: an artifact a racing orphan sweep removed is written again (same bytes)."""
+        url = self._url(name, layout.artifact_path(sha256))
+        if not storage.exists(url):
+            with contextlib.suppress(FileExistsError):
+                storage.create_exclusive(url, data, locked=locked)
 
     def _claim_version(self, draft: ModelManifest, *, locked: bool) -> ModelManifest:
         """Create the next version's manifest exclusively; on losing number n to another writer, try n+1.
