@@ -70,12 +70,15 @@ def test_a_dead_writers_files_are_kept_while_young_and_removed_when_old(
 
     assert main(["models", "gc"]) == 0  # lists only
     out = capsys.readouterr().out
-    assert f"unused: {orphan}" in out and f"{found[0].size + 1:,} bytes can be removed with --delete" in out
-    assert orphan.exists() and temp.exists()
+    assert f"unused: {orphan}" in out
+    assert f"{found[0].size + 1:,} bytes can be removed with --delete" in out
+    assert orphan.exists()
+    assert temp.exists()
 
     assert main(["models", "gc", "--delete"]) == 0
     assert f"removed: {orphan}" in capsys.readouterr().out
-    assert not orphan.exists() and not temp.exists()
+    assert not orphan.exists()
+    assert not temp.exists()
     assert (Path(registry.root) / "m" / kept.artifact).exists(), "an old artifact a version names stays"
     assert registry.versions("m") == [1]
     np.testing.assert_array_equal(registry.load(registry.resolve("m", "champion")).coef_, first.coef_)
