@@ -15,10 +15,11 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+import requests
 import yaml
 
 from batchscore.cli.backfill import plan_backfill, trigger_backfill
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from batchscore.pipeline.config import load_config
 from tests.conftest import PIPELINES, STACK, WAREHOUSE_END, Services, day_window
 from tests.e2e.conftest import assert_exact
@@ -121,7 +122,7 @@ def asset_dags(client: AirflowClient, airflow_db: Services) -> Iterator[None]:
     for path, text in files.items():
         path.write_text(text)
     for dag_id in (DAG, PRODUCER, CONSUMER):
-        _wait_for_dag(client, dag_id)
+        client.wait_for_dag(dag_id, timeout=300)
         client.send("PATCH", f"/dags/{dag_id}", {"is_paused": False})
     yield
     for dag_id in (DAG, PRODUCER, CONSUMER):
@@ -129,23 +130,6 @@ def asset_dags(client: AirflowClient, airflow_db: Services) -> Iterator[None]:
     for path in files:
         path.unlink(missing_ok=True)
     (PIPELINES / f"{PIPELINE}.yaml").unlink(missing_ok=True)
-
-
-def _wait_for_dag(client: AirflowClient, dag_id: str, timeout: float = 300) -> None:
-    """Until the DAG is parsed; a slow answer of a loaded API server is a missed poll. Else the logs' tails."""
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            client.get(f"/dags/{dag_id}")
-            return
-        except requests.RequestException:
-            time.sleep(3)
-    logs = {name: (STACK.home / "logs" / f"{name}.log") for name in ("dag-processor", "api-server")}
-    tails = {name: path.read_text(errors="replace")[-3000:] for name, path in logs.items() if path.exists()}
-    errors = client.get("/importErrors")
-    raise TimeoutError(f"DAG {dag_id} not served within {timeout:.0f}s; import errors {errors}; logs {tails}")
 
 
 def _producer_key(day: date) -> str:
@@ -156,7 +140,11 @@ def _run_for(client: AirflowClient, dag_id: str, key: str, *, after: set[str], t
     """The finished run of ``dag_id`` for partition ``key`` that is not one of ``after`` (runs seen before)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = [r for r in client.dag_runs(dag_id) if r["partition_key"] == key and r["dag_run_id"] not in after]
+        try:
+            listed = client.dag_runs(dag_id)
+        except requests.Timeout:  # a busy api-server: a missed poll
+            continue
+        runs = [r for r in listed if r["partition_key"] == key and r["dag_run_id"] not in after]
         if runs and runs[0]["state"] in ("success", "failed"):
             return runs[0]
         time.sleep(3)

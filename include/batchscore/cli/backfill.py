@@ -77,7 +77,8 @@ def trigger_backfill(client: Any, config: PipelineConfig, runs: list[PlannedRun]
 
 def cmd_backfill(args: argparse.Namespace) -> None:
     from batchscore import settings
-    from batchscore.local.stack import ADMIN_USER, AirflowClient
+    from batchscore.local.airflow_client import AirflowClient
+    from batchscore.local.stack import ADMIN_USER
     from batchscore.pipeline.config import load_config
 
     config = load_config(settings.pipelines_dir() / f"{args.pipeline}.yaml")

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import BeforeValidator, ValidationError, field_validator
+
+from batchscore.pipeline.config_rules import Strict, valid_cron
 
 # Periods whose grid is a cron: hours that divide the day, or the day itself (in the pipeline's time zone).
 PERIOD = re.compile(r"^(?:(1|2|3|4|6|8|12)h|1d)$")
@@ -30,14 +32,12 @@ KEY_LITERALS = re.compile(r"^[-T :_./]*$")
 Mapper = Literal["start_of_day", "start_of_hour", "identity"]
 
 
-class AssetSchedule(BaseModel):
+class AssetSchedule(Strict):
     """Run when ``asset`` is updated; with ``partitioned``, once per partition of ``period``.
 
     ``key_format`` is the upstream producer's partition key format (``CronPartitionTimetable``'s
     ``key_format``, ``%Y-%m-%dT%H:%M:%S`` by default); keys are read in the pipeline's time zone.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     asset: str
     partitioned: bool = False
@@ -103,11 +103,7 @@ def _schedule_value(value: object) -> object:
     if isinstance(value, AssetSchedule):
         return value
     if isinstance(value, str):
-        from croniter import croniter
-
-        if not croniter.is_valid(value):
-            raise ValueError(f"{value[:80]!r} is not a valid cron expression")
-        return value
+        return valid_cron(value)
     if isinstance(value, Mapping):
         try:
             return AssetSchedule.model_validate(dict(value))
