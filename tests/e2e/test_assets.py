@@ -33,6 +33,10 @@ TABLE = f"scoring.{PIPELINE}_scores"
 PRODUCER, CONSUMER = "load_activity_e2e", "scores_consumer_e2e"
 ACTIVITY_URI = "warehouse://test_assets_e2e/customer_activity"
 
+PLAIN = "churn_asset_plain_e2e"
+PLAIN_DAG, PLAIN_TABLE = f"score_{PLAIN}", f"scoring.{PLAIN}_scores"
+ANNOUNCER, ANNOUNCED_URI = "announce_window_e2e", "warehouse://test_assets_e2e/announced"
+
 PRODUCER_DAG = f'''
 """Test producer: copies one warehouse day into test_assets_e2e and emits its daily partition."""
 from datetime import datetime, timedelta, timezone
@@ -91,6 +95,48 @@ with DAG(
     receive()
 '''
 
+ANNOUNCER_DAG = f'''
+"""Test producer of a plain Asset: announces the window in its conf on the event's extra."""
+from datetime import datetime, timezone
+
+from airflow.sdk import DAG, Asset, get_current_context, task
+
+ANNOUNCED = Asset(name="test_assets_e2e_announced", uri="{ANNOUNCED_URI}")
+
+with DAG(dag_id="{ANNOUNCER}", schedule=None, start_date=datetime(2026, 10, 1, tzinfo=timezone.utc)):
+
+    @task(outlets=[ANNOUNCED])
+    def announce() -> None:
+        context = get_current_context()
+        conf = context["dag_run"].conf
+        context["outlet_events"][ANNOUNCED].extra = {{"window_start": conf["start"], "window_end": conf["end"]}}
+
+    announce()
+'''
+
+
+def _pipeline(name: str, table: str, schedule: dict) -> dict:
+    """churn, reading the test's copy of the activity table, on ``schedule``."""
+    data = yaml.safe_load((REPO / "include" / "pipelines" / "churn.yaml").read_text())
+    data.pop("outcomes")
+    data.update(name=name, schedule=schedule, output={"conn_id": "scores_db", "table": table})
+    data["source"]["query"] = data["source"]["query"].replace(
+        "warehouse.customer_activity", "test_assets_e2e.customer_activity"
+    )
+    data["execution"].update(retries=0)
+    return data
+
+
+def _copy_day(warehouse_url: str, day: date) -> None:
+    """What a producer does: that day's activity rows into the test's table."""
+    start, end = day_window(day)
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO test_assets_e2e.customer_activity SELECT * FROM warehouse.customer_activity "
+            "WHERE event_time >= %s AND event_time < %s",
+            (start, end),
+        )
+
 
 @pytest.fixture(scope="module")
 def asset_dags(client: AirflowClient, airflow_db: Services) -> Iterator[None]:
@@ -102,41 +148,38 @@ def asset_dags(client: AirflowClient, airflow_db: Services) -> Iterator[None]:
             "CREATE TABLE IF NOT EXISTS test_assets_e2e.customer_activity "
             "(LIKE warehouse.customer_activity INCLUDING ALL)"
         )
-    data = yaml.safe_load((REPO / "include" / "pipelines" / "churn.yaml").read_text())
-    data.pop("outcomes")
-    data.update(
-        name=PIPELINE,
-        schedule={"asset": ACTIVITY_URI, "partitioned": True, "period": "1d"},
-        output={"conn_id": "scores_db", "table": TABLE},
-    )
-    data["source"]["query"] = data["source"]["query"].replace(
-        "warehouse.customer_activity", "test_assets_e2e.customer_activity"
-    )
-    data["execution"].update(retries=0)
-    (PIPELINES / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    files = {
-        STACK.dags_dir / dag_file_name(PIPELINE): render(PIPELINE),
+    pipelines = {
+        PIPELINE: _pipeline(PIPELINE, TABLE, {"asset": ACTIVITY_URI, "partitioned": True, "period": "1d"}),
+        PLAIN: _pipeline(PLAIN, PLAIN_TABLE, {"asset": ANNOUNCED_URI}),
+    }
+    for name, data in pipelines.items():
+        (PIPELINES / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    files = {STACK.dags_dir / dag_file_name(name): render(name) for name in pipelines}
+    files |= {
         STACK.dags_dir / f"{PRODUCER}.py": PRODUCER_DAG,
         STACK.dags_dir / f"{CONSUMER}.py": CONSUMER_DAG,
+        STACK.dags_dir / f"{ANNOUNCER}.py": ANNOUNCER_DAG,
     }
     for path, text in files.items():
         path.write_text(text)
-    for dag_id in (DAG, PRODUCER, CONSUMER):
+    dag_ids = (DAG, PLAIN_DAG, PRODUCER, CONSUMER, ANNOUNCER)
+    for dag_id in dag_ids:
         client.wait_for_dag(dag_id, timeout=300)
         client.send("PATCH", f"/dags/{dag_id}", {"is_paused": False})
     yield
-    for dag_id in (DAG, PRODUCER, CONSUMER):
+    for dag_id in dag_ids:
         client.send("PATCH", f"/dags/{dag_id}", {"is_paused": True})
     for path in files:
         path.unlink(missing_ok=True)
-    (PIPELINES / f"{PIPELINE}.yaml").unlink(missing_ok=True)
+    for name in pipelines:
+        (PIPELINES / f"{name}.yaml").unlink(missing_ok=True)
 
 
 def _producer_key(day: date) -> str:
     return f"{day.isoformat()}T00:00:00"  # CronPartitionTimetable's default key_format
 
 
-def _run_for(client: AirflowClient, dag_id: str, key: str, *, after: set[str], timeout: float = 300) -> dict:
+def _run_for(client: AirflowClient, dag_id: str, key: str | None, *, after: set[str], timeout: float = 300) -> dict:
     """The finished run of ``dag_id`` for partition ``key`` that is not one of ``after`` (runs seen before)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -213,12 +256,7 @@ def test_backfill_create_refuses_our_asset_dag_and_batchscore_backfill_rescores_
     """Airflow 3.3: no date-range backfill of an asset-scheduled DAG; a manual run per partition key works."""
     first = WAREHOUSE_END - timedelta(days=6)
     start, end = day_window(first)
-    with psycopg.connect(airflow_db.warehouse_url, autocommit=True) as conn:  # the producer's copy of that day
-        conn.execute(
-            "INSERT INTO test_assets_e2e.customer_activity SELECT * FROM warehouse.customer_activity "
-            "WHERE event_time >= %s AND event_time < %s",
-            (start, end),
-        )
+    _copy_day(airflow_db.warehouse_url, first)
     refused = airflow_db.stack.airflow(
         "backfill",
         "create",
@@ -240,3 +278,17 @@ def test_backfill_create_refuses_our_asset_dag_and_batchscore_backfill_rescores_
     done = client.wait_for_runs(DAG, {run_id}, timeout=300)[0]
     assert (done["state"], done["run_type"], done["partition_key"]) == ("success", "manual", first.isoformat())
     assert_exact(airflow_db, start, end, run_id, table=TABLE, pipeline=PIPELINE)
+
+
+def test_a_plain_asset_event_with_a_window_in_its_extra_starts_a_run_that_scores_that_window(
+    client: AirflowClient, airflow_db: Services, asset_dags: None
+) -> None:
+    day = WAREHOUSE_END - timedelta(days=7)
+    start, end = day_window(day)
+    _copy_day(airflow_db.warehouse_url, day)
+    seen = _run_ids(client, PLAIN_DAG)
+    conf = {"start": start.isoformat(), "end": end.isoformat()}
+    client.send("POST", f"/dags/{ANNOUNCER}/dagRuns", {"logical_date": None, "conf": conf})
+    run = _run_for(client, PLAIN_DAG, None, after=seen)
+    assert (run["state"], run["run_type"], run["data_interval_start"]) == ("success", "asset_triggered", None)
+    assert_exact(airflow_db, start, end, run["dag_run_id"], table=PLAIN_TABLE, pipeline=PLAIN)

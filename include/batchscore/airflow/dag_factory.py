@@ -193,12 +193,14 @@ def build_dag(config: PipelineConfig) -> DAG:
             from batchscore.run.stages import publish_run
             from batchscore.sink.publish import SliceResult
 
-            planned = RunPlan.from_dict(assignments[0]["run"])
             with glue.failing_fast():
                 result = publish_run(
-                    config, glue.endpoints(config), planned, [SliceResult.from_dict(s) for s in scored]
+                    config,
+                    glue.endpoints(config),
+                    RunPlan.from_dict(assignments[0]["run"]),
+                    [SliceResult.from_dict(s) for s in scored],
                 )
-            announce_scores(config, get_current_context(), planned, result)
+            announce_scores(config, get_current_context(), RunPlan.from_dict(assignments[0]["run"]), result)
             return {
                 "rows_written": result.rows_written,
                 "rows_rejected": result.rows_rejected,
