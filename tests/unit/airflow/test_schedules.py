@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from airflow.sdk import CronDataIntervalTimetable, PartitionedAssetTimetable, StartOfDayMapper
 from airflow.sdk.api.datamodels._generated import AssetReferenceAssetEventDagRun
 from airflow.sdk.definitions.asset import AssetNameRef, AssetUriRef
@@ -21,18 +20,13 @@ from airflow.utils.types import DagRunType
 
 from batchscore.airflow.glue import window_from_context
 from batchscore.airflow.schedules import dag_schedule, scores_event_extra
-from batchscore.pipeline.config import ConfigError, PipelineConfig, parse_config
+from batchscore.pipeline.config import ConfigError
 from batchscore.pipeline.event_windows import EventWindowError
 from batchscore.pipeline.windows import Window
+from tests.unit.pipeline.test_schedule_config import churn_on
 
 REPO = Path(__file__).resolve().parents[3]
 AFTER = datetime(2026, 11, 3, 1, tzinfo=UTC)
-
-
-def _config(schedule: object, tz: str = "UTC") -> PipelineConfig:
-    data = yaml.safe_load((REPO / "include" / "pipelines" / "churn.yaml").read_text())
-    data.update(schedule=schedule, timezone=tz)
-    return parse_config(data, Path("churn.yaml"))
 
 
 @dataclass(frozen=True)
@@ -59,18 +53,18 @@ def _context(run_type: DagRunType, **extra: Any) -> dict[str, Any]:
 
 
 def test_a_cron_schedule_keeps_its_interval_timetable() -> None:
-    timetable = dag_schedule(_config("0 2 * * *"))
+    timetable = dag_schedule(churn_on("0 2 * * *"))
     assert isinstance(timetable, CronDataIntervalTimetable)
     assert timetable == CronDataIntervalTimetable("0 2 * * *", timezone="UTC")
 
 
 def test_a_plain_asset_schedule_is_a_reference_to_the_producers_asset() -> None:
-    assert dag_schedule(_config({"asset": "s3://lake/activity"})) == AssetUriRef(uri="s3://lake/activity")
-    assert dag_schedule(_config({"asset": "activity_daily"})) == AssetNameRef(name="activity_daily")
+    assert dag_schedule(churn_on({"asset": "s3://lake/activity"})) == AssetUriRef(uri="s3://lake/activity")
+    assert dag_schedule(churn_on({"asset": "activity_daily"})) == AssetNameRef(name="activity_daily")
 
 
 def test_a_partitioned_asset_schedule_maps_the_producers_keys_to_local_days() -> None:
-    timetable = dag_schedule(_config({"asset": "s3://lake/activity", "partitioned": True}, tz="Europe/Paris"))
+    timetable = dag_schedule(churn_on({"asset": "s3://lake/activity", "partitioned": True}, tz="Europe/Paris"))
     assert isinstance(timetable, PartitionedAssetTimetable)
     assert timetable.asset_condition == AssetUriRef(uri="s3://lake/activity")
     mapper = timetable.default_partition_mapper
@@ -84,11 +78,11 @@ def test_a_partitioned_asset_schedule_maps_the_producers_keys_to_local_days() ->
 
 def test_a_pipeline_scheduled_on_its_own_scores_is_refused() -> None:
     with pytest.raises(ConfigError, match="is its own scores Asset"):
-        dag_schedule(_config({"asset": "batchscore://scores_db/scoring.churn_scores"}))
+        dag_schedule(churn_on({"asset": "batchscore://scores_db/scoring.churn_scores"}))
 
 
 def test_a_partitioned_run_scores_its_partition() -> None:
-    config = _config({"asset": "s3://lake/activity", "partitioned": True})
+    config = churn_on({"asset": "s3://lake/activity", "partitioned": True})
     context = _context(
         DagRunType.ASSET_TRIGGERED, partition_key="2026-11-01", partition_date=datetime(2026, 11, 1, tzinfo=UTC)
     )
@@ -98,7 +92,7 @@ def test_a_partitioned_run_scores_its_partition() -> None:
 
 
 def test_a_manual_run_with_a_partition_key_and_no_date_scores_that_partition() -> None:
-    config = _config({"asset": "s3://lake/activity", "partitioned": True})
+    config = churn_on({"asset": "s3://lake/activity", "partitioned": True})
     context = _context(DagRunType.MANUAL, partition_key="2026-10-30", partition_date=None)
     assert window_from_context(config, context) == Window(
         datetime(2026, 10, 30, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC)
@@ -106,7 +100,7 @@ def test_a_manual_run_with_a_partition_key_and_no_date_scores_that_partition() -
 
 
 def test_a_plain_asset_run_scores_the_window_in_its_events_extra() -> None:
-    config = _config({"asset": "s3://lake/activity"})
+    config = churn_on({"asset": "s3://lake/activity"})
     events = TriggeringAssetEventsAccessor.build(
         [_event({"window_start": "2026-11-01T00:00:00Z", "window_end": "2026-11-02T00:00:00Z", "rows": 3})]
     )
@@ -117,7 +111,7 @@ def test_a_plain_asset_run_scores_the_window_in_its_events_extra() -> None:
 
 
 def test_an_event_window_still_obeys_the_pipelines_window_rules() -> None:
-    config = _config({"asset": "s3://lake/activity"})
+    config = churn_on({"asset": "s3://lake/activity"})
     late = _event({"window_start": "2026-11-02T00:00:00Z", "window_end": "2026-11-04T00:00:00Z"})
     context = _context(DagRunType.ASSET_TRIGGERED, triggering_asset_events=TriggeringAssetEventsAccessor.build([late]))
     with pytest.raises(Exception, match="ends after the run's time"):
@@ -129,20 +123,20 @@ def test_an_event_window_still_obeys_the_pipelines_window_rules() -> None:
 
 
 def test_an_asset_run_with_a_partitioned_schedule_but_no_key_fails_permanently() -> None:
-    config = _config({"asset": "s3://lake/activity", "partitioned": True})
+    config = churn_on({"asset": "s3://lake/activity", "partitioned": True})
     with pytest.raises(EventWindowError, match="started by assets but has no partition_key"):
         window_from_context(config, _context(DagRunType.ASSET_TRIGGERED, partition_key=None, partition_date=None))
 
 
 def test_a_manual_run_without_a_window_scores_the_last_complete_period() -> None:
-    config = _config({"asset": "s3://lake/activity", "period": "6h"})
+    config = churn_on({"asset": "s3://lake/activity", "period": "6h"})
     assert window_from_context(config, _context(DagRunType.MANUAL)) == Window(
         datetime(2026, 11, 2, 18, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
     )
 
 
 def test_the_form_window_wins_over_the_partition() -> None:
-    config = _config({"asset": "s3://lake/activity", "partitioned": True})
+    config = churn_on({"asset": "s3://lake/activity", "partitioned": True})
     context = _context(DagRunType.MANUAL, partition_key="2026-10-30", partition_date=None)
     context["params"] = {"window_start": "2026-10-01T00:00:00Z", "window_end": "2026-10-02T00:00:00Z"}
     assert window_from_context(config, context) == Window(
@@ -164,7 +158,7 @@ def test_the_scores_event_extra_names_the_window_rows_model_and_run() -> None:
         rows_rejected: int = 10
         published: bool = True
 
-    config = _config({"asset": "s3://lake/activity", "partitioned": True})
+    config = churn_on({"asset": "s3://lake/activity", "partitioned": True})
     extra = scores_event_extra(config, {"partition_key": "2026-11-01", "run_id": "r9"}, Plan(), Result())
     assert extra == {
         "pipeline": "churn",

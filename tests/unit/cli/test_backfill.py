@@ -6,24 +6,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
 from batchscore.cli.backfill import plan_backfill
-from batchscore.pipeline.config import PipelineConfig, parse_config
 from batchscore.pipeline.windows import Window
+from tests.unit.pipeline.test_schedule_config import churn_on
 
 REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 3, 12, tzinfo=UTC)
 
 
-def _config(schedule: object, tz: str = "UTC") -> PipelineConfig:
-    data = yaml.safe_load((REPO / "include" / "pipelines" / "churn.yaml").read_text())
-    data.update(schedule=schedule, timezone=tz)
-    return parse_config(data, Path("churn.yaml"))
-
-
 def test_a_partitioned_pipeline_gets_one_partition_key_per_ended_day() -> None:
-    config = _config({"asset": "s3://lake/activity", "partitioned": True})
+    config = churn_on({"asset": "s3://lake/activity", "partitioned": True})
     runs = plan_backfill(config, date(2026, 11, 1), date(2026, 11, 5), NOW)
     assert [r.body["partition_key"] for r in runs] == ["2026-11-01", "2026-11-02"]  # 11-03 has not ended
     assert runs[0].window == Window(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
@@ -35,7 +28,7 @@ def test_a_partitioned_pipeline_gets_one_partition_key_per_ended_day() -> None:
 
 
 def test_a_plain_asset_pipeline_gets_the_trigger_forms_window_per_period_in_its_timezone() -> None:
-    config = _config({"asset": "s3://lake/activity", "period": "12h"}, tz="Europe/Paris")
+    config = churn_on({"asset": "s3://lake/activity", "period": "12h"}, tz="Europe/Paris")
     runs = plan_backfill(config, date(2026, 11, 1), date(2026, 11, 1), NOW)
     assert [r.body["conf"] for r in runs] == [
         {"window_start": "2026-10-31T23:00:00+00:00", "window_end": "2026-11-01T11:00:00+00:00"},
@@ -45,7 +38,7 @@ def test_a_plain_asset_pipeline_gets_the_trigger_forms_window_per_period_in_its_
 
 
 def test_an_hourly_partitioned_pipeline_uses_its_own_hour_keys() -> None:
-    config = _config({"asset": "s3://lake/activity", "partitioned": True, "period": "1h"})
+    config = churn_on({"asset": "s3://lake/activity", "partitioned": True, "period": "1h"})
     runs = plan_backfill(config, date(2026, 11, 2), date(2026, 11, 2), NOW)
     assert len(runs) == 24
     assert (runs[0].body["partition_key"], runs[-1].body["partition_key"]) == ("2026-11-02T00", "2026-11-02T23")
@@ -62,4 +55,4 @@ def test_an_hourly_partitioned_pipeline_uses_its_own_hour_keys() -> None:
 )
 def test_what_it_refuses(schedule: object, first: date, last: date, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        plan_backfill(_config(schedule), first, last, NOW)
+        plan_backfill(churn_on(schedule), first, last, NOW)

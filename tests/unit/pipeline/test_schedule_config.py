@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from batchscore.pipeline.config import ConfigError, load_config
+from batchscore.pipeline.config import ConfigError, PipelineConfig, load_config, parse_config
 from batchscore.pipeline.schedule_config import AssetSchedule, grid_cron
 from tests.unit.pipeline.test_config import churn_data, write
+
+
+def churn_on(schedule: object, tz: str = "UTC") -> PipelineConfig:
+    """The shipped churn pipeline on another ``schedule`` and ``timezone`` (for the other schedule tests)."""
+    data = churn_data()
+    data.update(schedule=schedule, timezone=tz)
+    return parse_config(data, Path("churn.yaml"))
 
 
 def _with_schedule(tmp_path: Path, schedule: object):
