@@ -150,7 +150,7 @@ def asset_dags(client: AirflowClient, airflow_db: Services) -> Iterator[None]:
         )
     pipelines = {
         PIPELINE: _pipeline(PIPELINE, TABLE, {"asset": ACTIVITY_URI, "partitioned": True, "period": "1d"}),
-        PLAIN: _pipeline(PLAIN, PLAIN_TABLE, {"asset": ANNOUNCED_URI}),
+        PLAIN: _pipeline(PLAIN, PLAIN_TABLE, {"asset": ANNOUNCED_URI, "name": "test_assets_e2e_announced"}),
     }
     for name, data in pipelines.items():
         (PIPELINES / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
@@ -290,5 +290,6 @@ def test_a_plain_asset_event_with_a_window_in_its_extra_starts_a_run_that_scores
     conf = {"start": start.isoformat(), "end": end.isoformat()}
     client.send("POST", f"/dags/{ANNOUNCER}/dagRuns", {"logical_date": None, "conf": conf})
     run = _run_for(client, PLAIN_DAG, None, after=seen)
-    assert (run["state"], run["run_type"], run["data_interval_start"]) == ("success", "asset_triggered", None)
+    record = run_record(airflow_db.scores_url, PLAIN, run["dag_run_id"])
+    assert (run["state"], run["run_type"], run["data_interval_start"]) == ("success", "asset_triggered", None), record
     assert_exact(airflow_db, start, end, run["dag_run_id"], table=PLAIN_TABLE, pipeline=PLAIN)

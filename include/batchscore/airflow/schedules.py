@@ -34,8 +34,19 @@ def scores_asset(config: PipelineConfig) -> Asset:
 
 
 def upstream_asset(schedule: AssetSchedule) -> Any:
-    """A reference to the upstream Asset: by URI when it has a scheme, else by name."""
-    return Asset.ref(uri=schedule.asset) if schedule.is_uri else Asset.ref(name=schedule.asset)
+    """The upstream Asset a schedule waits for: a reference for partitions, the Asset itself for plain events.
+
+    A partitioned schedule refers to the producer's Asset by URI (or name), so the producer's own
+    definition counts. A plain one must declare the Asset: Airflow 3.3.2's scheduler hands a run the
+    events (``triggering_asset_events``, where its window is) only of Assets the DAG names directly,
+    not of ``Asset.ref``s. It is ``Asset(uri=...)`` (named by its URI, as ``Asset("s3://...")`` is),
+    ``Asset(name=...)``, or both when ``schedule.name`` gives the producer's name.
+    """
+    if schedule.partitioned:
+        return Asset.ref(uri=schedule.asset) if schedule.is_uri else Asset.ref(name=schedule.asset)
+    if schedule.is_uri:
+        return Asset(name=schedule.name or schedule.asset, uri=schedule.asset)
+    return Asset(name=schedule.asset)
 
 
 def partition_mapper(schedule: AssetSchedule, tz: str) -> Any:

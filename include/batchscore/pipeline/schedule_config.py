@@ -40,6 +40,9 @@ class AssetSchedule(Strict):
     """
 
     asset: str
+    # A plain schedule declares the Asset itself (see batchscore.airflow.schedules.upstream_asset): when
+    # the producer's Asset has a name and a URI that differ, ``asset`` is the URI and ``name`` its name.
+    name: str | None = None
     partitioned: bool = False
     period: str = "1d"
     key_format: str = "%Y-%m-%dT%H:%M:%S"
@@ -53,6 +56,13 @@ class AssetSchedule(Strict):
         elif not ASSET_NAME.match(asset):
             raise ValueError(f"{asset[:80]!r} is not a valid Asset name or URI (letters, digits, _.:@/+-)")
         return asset
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        if name is not None and not ASSET_NAME.match(name):
+            raise ValueError(f"{name[:80]!r} is not a valid Asset name (letters, digits, _.:@/+-)")
+        return name
 
     @field_validator("period")
     @classmethod

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk import CronDataIntervalTimetable, PartitionedAssetTimetable, StartOfDayMapper
+from airflow.sdk import Asset, CronDataIntervalTimetable, PartitionedAssetTimetable, StartOfDayMapper
 from airflow.sdk.api.datamodels._generated import AssetReferenceAssetEventDagRun
-from airflow.sdk.definitions.asset import AssetNameRef, AssetUriRef
+from airflow.sdk.definitions.asset import AssetUriRef
 from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
 from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
 from airflow.utils.types import DagRunType
@@ -58,9 +58,13 @@ def test_a_cron_schedule_keeps_its_interval_timetable() -> None:
     assert timetable == CronDataIntervalTimetable("0 2 * * *", timezone="UTC")
 
 
-def test_a_plain_asset_schedule_is_a_reference_to_the_producers_asset() -> None:
-    assert dag_schedule(churn_on({"asset": "s3://lake/activity"})) == AssetUriRef(uri="s3://lake/activity")
-    assert dag_schedule(churn_on({"asset": "activity_daily"})) == AssetNameRef(name="activity_daily")
+def test_a_plain_asset_schedule_declares_the_producers_asset() -> None:
+    """Not a reference: Airflow 3.3.2 gives a run triggered through Asset.ref no triggering events."""
+    by_uri = Asset(name="s3://lake/activity", uri="s3://lake/activity")
+    assert dag_schedule(churn_on({"asset": "s3://lake/activity"})) == by_uri
+    named = dag_schedule(churn_on({"asset": "s3://lake/activity", "name": "activity"}))
+    assert (named.name, named.uri) == ("activity", "s3://lake/activity")
+    assert dag_schedule(churn_on({"asset": "activity_daily"})) == Asset(name="activity_daily")
 
 
 def test_a_partitioned_asset_schedule_maps_the_producers_keys_to_local_days() -> None:
