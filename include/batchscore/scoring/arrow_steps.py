@@ -149,7 +149,7 @@ def _default_output(estimator: Any) -> None:
 
 
 def _nan(value: Any) -> bool:
-    return isinstance(value, float) and value != value
+    return isinstance(value, float) and np.isnan(value)
 
 
 def _text_categories(categories: np.ndarray) -> tuple[dict[str, int], int | None]:

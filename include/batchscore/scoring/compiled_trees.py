@@ -160,8 +160,11 @@ class CompiledTrees:
         self._openmp = ThreadpoolController().select(user_api="openmp")  # scanned once: a scan costs ~5 ms
         self._width = int(trees.n_features_in_) if self._prep is not None or self._encoder is not None else len(columns)
         self._steps = self._arrow_steps(kinds)
-        # Compile (or load from cache) now, not mid-part: the column-major layout frames and steps give.
+        # Compile (or load from cache) now, not mid-part: the column-major layout of frames and Arrow
+        # steps, and the row-major one scikit-learn's ColumnTransformer gives when it transforms.
         self.raw_predict(np.zeros((2, self._width), order="F"), 1)
+        if self._prep is not None and self._steps is None:
+            self.raw_predict(np.zeros((2, self._width)), 1)
 
     def _arrow_steps(self, kinds: Mapping[str, str] | None) -> ArrowSteps | None:
         """The Pipeline's steps compiled over Arrow, or None (no steps, no kinds, or not reproduced exactly)."""

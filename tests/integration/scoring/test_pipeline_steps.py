@@ -1,4 +1,4 @@
-"""The churn Pipeline's steps run over the Arrow batches the engine reads; its stored scores stay its own predict_proba."""
+"""The churn Pipeline's steps run over the engine's Arrow batches; its stored scores stay its own predict_proba."""
 
 from __future__ import annotations
 

@@ -50,9 +50,7 @@ def text_steps(rng: np.random.Generator) -> Any:
             dtype=[np.float64, np.float32, np.int8][rng.integers(3)],
         )
     else:
-        encoder = OrdinalEncoder(
-            handle_unknown="use_encoded_value", unknown_value=[-1, np.nan, 99][rng.integers(3)]
-        )
+        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=[-1, np.nan, 99][rng.integers(3)])
     return make_pipeline(*impute, encoder)
 
 
@@ -126,7 +124,9 @@ def test_an_unknown_category_under_handle_unknown_error_raises_scikit_learns_err
     assert fast.reads_arrow
     known = batch(300, 5, unseen=False)
     known = known.filter(np.all([known.column(t).is_valid().to_numpy(zero_copy_only=False) for t in TEXTS], axis=0))
-    assert np.array_equal(fast.predict_proba(ArrowRows(known, SPECS)), model.predict_proba(to_model_frame(known, SPECS)))
+    assert np.array_equal(
+        fast.predict_proba(ArrowRows(known, SPECS)), model.predict_proba(to_model_frame(known, SPECS))
+    )
     with pytest.raises(ValueError, match="unknown categories"):
         fast.predict_proba(ArrowRows(batch(300, 6, unseen=True), SPECS))
 
@@ -145,7 +145,9 @@ def test_infinity_passed_through_reaches_the_trees_as_scikit_learn_gives_it() ->
     model = simple_pipeline()
     fast = accelerate(model, [s.name for s in SPECS], KINDS)
     table = batch(200, 8, unseen=True).set_column(0, "n0", pa.array([np.inf, -np.inf] + [0.5] * 198))
-    assert np.array_equal(fast.predict_proba(ArrowRows(table, SPECS)), model.predict_proba(to_model_frame(table, SPECS)))
+    assert np.array_equal(
+        fast.predict_proba(ArrowRows(table, SPECS)), model.predict_proba(to_model_frame(table, SPECS))
+    )
 
 
 @pytest.mark.parametrize(
