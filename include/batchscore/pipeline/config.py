@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchscore.errors import PermanentError
 from batchscore.pipeline.notify import NotifyRule
+from batchscore.pipeline.sla_config import SlaConfig
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -390,6 +391,7 @@ class PipelineConfig(_Strict):
     outcomes: OutcomesConfig | None = None
     promotion: PromotionConfig | None = None
     notify: tuple[NotifyRule, ...] = ()
+    sla: SlaConfig | None = None  # when the scores are due (batchscore.pipeline.sla_config)
 
     @field_validator("name", "entity_key")
     @classmethod
