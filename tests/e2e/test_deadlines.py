@@ -10,6 +10,7 @@ in time has its deadline removed by Airflow and sends nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -50,7 +51,11 @@ def receivers(client: AirflowClient) -> Iterator[tuple[SmtpReceiver, HttpReceive
     connections = {
         "deadline_smtp": json.loads(smtp.connection()),
         "deadline_webhook": json.loads(hook.connection()),
-        "deadline_slack": {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{slack.port}", "password": SLACK_PATH},
+        "deadline_slack": {
+            "conn_type": "slackwebhook",
+            "host": f"http://127.0.0.1:{slack.port}",
+            "password": SLACK_PATH,
+        },
     }
     for conn_id, conn in connections.items():
         extra = conn.pop("extra", None)
@@ -90,9 +95,7 @@ def _parsed(client: AirflowClient, due: datetime) -> bool:
 
 
 def _deadlines(client: AirflowClient, run_id: str) -> list[dict]:
-    reply = client.session.get(
-        f"{client.base}/ui/dags/{DAG}/dagRuns/{quote(run_id, safe='')}/deadlines", timeout=30
-    )
+    reply = client.session.get(f"{client.base}/ui/dags/{DAG}/dagRuns/{quote(run_id, safe='')}/deadlines", timeout=30)
     reply.raise_for_status()
     return list(reply.json()["deadlines"])
 
@@ -109,7 +112,9 @@ def armed(client: AirflowClient, airflow_db: Services, receivers: object) -> Ite
 
     with psycopg.connect(airflow_db.warehouse_url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA IF NOT EXISTS test_deadline_e2e")
-        conn.execute("CREATE TABLE IF NOT EXISTS test_deadline_e2e.load_log (day_start timestamptz, day_end timestamptz)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS test_deadline_e2e.load_log (day_start timestamptz, day_end timestamptz)"
+        )
     dag_file = STACK.dags_dir / dag_file_name(PIPELINE)
     dag_file.write_text(render(PIPELINE))
     for attempt in range(1, 4):  # a slow parse leaves too little time: due again, later
@@ -131,18 +136,19 @@ def armed(client: AirflowClient, airflow_db: Services, receivers: object) -> Ite
     waiting = _trigger(client, *waiting_window)
     in_time = _trigger(client, *in_time_window, allow_shrink=True)
     yield Armed(due, waiting, in_time, waiting_window)
-    for run_id in (waiting, in_time):
-        try:  # free the triggerer: the waiting run would otherwise poll until its timeout
+    for run_id in (waiting, in_time):  # free the triggerer: the waiting run would poll until its timeout
+        with contextlib.suppress(RuntimeError):  # finished already
             client.send("PATCH", f"/dags/{DAG}/dagRuns/{quote(run_id, safe='')}", {"state": "failed"})
-        except RuntimeError:
-            pass  # finished already
     client.send("PATCH", f"/dags/{DAG}", {"is_paused": True})
     dag_file.unlink(missing_ok=True)
     (PIPELINES / f"{PIPELINE}.yaml").unlink(missing_ok=True)
 
 
 def test_a_run_held_waiting_past_its_deadline_notifies_once_and_records_the_miss(
-    client: AirflowClient, airflow_db: Services, receivers: tuple[SmtpReceiver, HttpReceiver, HttpReceiver], armed: Armed
+    client: AirflowClient,
+    airflow_db: Services,
+    receivers: tuple[SmtpReceiver, HttpReceiver, HttpReceiver],
+    armed: Armed,
 ) -> None:
     smtp, hook, slack = receivers
     (deadline,) = _deadlines(client, armed.waiting)
@@ -167,7 +173,9 @@ def test_a_run_held_waiting_past_its_deadline_notifies_once_and_records_the_miss
     assert f"{PIPELINE} (DAG {DAG}, run {armed.waiting})" in body
     assert f"<th align='left'>Window</th><td>{window}</td>" in body
     assert "<th align='left'>Stage</th><td>wait_for_upstream</td>" in body
-    cause = f"scores for {window} not published by {armed.due:%Y-%m-%d %H:%M:%S} UTC (sla.land_by {armed.due:%H:%M:%S} UTC)"
+    cause = (
+        f"scores for {window} not published by {armed.due:%Y-%m-%d %H:%M:%S} UTC (sla.land_by {armed.due:%H:%M:%S} UTC)"
+    )
     assert cause in body
     assert "the upstream data has not landed" in body
     assert f"/scoring/run?pipeline={PIPELINE}&amp;run_id=" in body
@@ -199,7 +207,10 @@ def test_a_run_held_waiting_past_its_deadline_notifies_once_and_records_the_miss
 
 
 def test_a_run_that_publishes_in_time_sends_nothing(
-    client: AirflowClient, airflow_db: Services, receivers: tuple[SmtpReceiver, HttpReceiver, HttpReceiver], armed: Armed
+    client: AirflowClient,
+    airflow_db: Services,
+    receivers: tuple[SmtpReceiver, HttpReceiver, HttpReceiver],
+    armed: Armed,
 ) -> None:
     smtp, hook, slack = receivers
     run = client.wait_for_runs(DAG, {armed.in_time}, timeout=300)[0]

@@ -35,9 +35,11 @@ class SlaConfig(BaseModel):
         # YAML 1.1 reads an unquoted 16:00 (not 06:00) as the base-60 integer 960: refuse it with the fix.
         if isinstance(value, int) and not isinstance(value, bool):
             meant = f"{value // 60:02d}:{value % 60:02d}" if 0 <= value < 24 * 60 else "HH:MM"
-            raise ValueError(f"{value} is not a time of day (YAML reads an unquoted {meant} as {value}): quote it, \"{meant}\"")
+            raise ValueError(
+                f'{value} is not a time of day (YAML reads an unquoted {meant} as {value}): quote it, "{meant}"'
+            )
         if not isinstance(value, str) or not LAND_BY.match(value.strip()):
-            raise ValueError(f"{str(value)[:40]!r} is not a time of day (HH:MM or HH:MM:SS, 24-hour, e.g. \"06:00\")")
+            raise ValueError(f'{str(value)[:40]!r} is not a time of day (HH:MM or HH:MM:SS, 24-hour, e.g. "06:00")')
         return value.strip()
 
     @field_validator("timezone")

@@ -41,7 +41,9 @@ def test_a_scheduled_run_created_after_its_due_time_still_gets_its_deadline() ->
 
 
 def test_a_manual_run_without_a_logical_date_is_due_after_the_last_complete_interval() -> None:
-    assert PARIS_SIX.window(run("manual")) == Window(datetime(2026, 1, 14, tzinfo=UTC), datetime(2026, 1, 15, tzinfo=UTC))
+    assert PARIS_SIX.window(run("manual")) == Window(
+        datetime(2026, 1, 14, tzinfo=UTC), datetime(2026, 1, 15, tzinfo=UTC)
+    )
     assert PARIS_SIX.due(run("manual"), now=NOW) == datetime(2026, 1, 15, 5, tzinfo=UTC)
 
 

@@ -25,18 +25,30 @@ def churn_with(sla_yaml: str) -> object:
 def test_a_time_and_a_zone_are_read() -> None:
     config = churn_with("{land_by: 06:00, timezone: Europe/Paris}")  # YAML keeps a leading-zero 06:00 a string
     sla = config.sla  # type: ignore[attr-defined]
-    assert (sla.land_by, sla.timezone, sla.wall_clock, sla.zone().key) == ("06:00", "Europe/Paris", time(6), "Europe/Paris")
+    assert (sla.land_by, sla.timezone, sla.wall_clock, sla.zone().key) == (
+        "06:00",
+        "Europe/Paris",
+        time(6),
+        "Europe/Paris",
+    )
 
 
 def test_without_a_zone_the_pipeline_zone_is_used_and_seconds_are_allowed() -> None:
     sla = churn_with('{land_by: "23:59:30"}').sla  # type: ignore[attr-defined]
-    assert (sla.timezone, sla.wall_clock, sla.zone("America/New_York").key) == (None, time(23, 59, 30), "America/New_York")
+    assert (sla.timezone, sla.wall_clock, sla.zone("America/New_York").key) == (
+        None,
+        time(23, 59, 30),
+        "America/New_York",
+    )
 
 
 @pytest.mark.parametrize(
     ("sla", "message"),
     [
-        ("{land_by: 16:00}", 'sla.land_by: 960 is not a time of day (YAML reads an unquoted 16:00 as 960): quote it, "16:00"'),
+        (
+            "{land_by: 16:00}",
+            'sla.land_by: 960 is not a time of day (YAML reads an unquoted 16:00 as 960): quote it, "16:00"',
+        ),
         ('{land_by: "6am"}', "sla.land_by: '6am' is not a time of day (HH:MM or HH:MM:SS, 24-hour"),
         ('{land_by: "24:00"}', "sla.land_by: '24:00' is not a time of day"),
         ('{land_by: "06:60"}', "sla.land_by: '06:60' is not a time of day"),
@@ -76,9 +88,19 @@ def test_a_bad_sla_names_the_file_and_the_field(sla: str, message: str) -> None:
         # 02:30 happens twice on 2026-10-25: the first one (+02:00)
         (datetime(2026, 10, 25, tzinfo=UTC), time(2, 30), PARIS, datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
         # a zone west of UTC: 06:00 New York on 2026-01-15 is 11:00 UTC
-        (datetime(2026, 1, 15, 5, tzinfo=UTC), time(6), ZoneInfo("America/New_York"), datetime(2026, 1, 15, 11, tzinfo=UTC)),
+        (
+            datetime(2026, 1, 15, 5, tzinfo=UTC),
+            time(6),
+            ZoneInfo("America/New_York"),
+            datetime(2026, 1, 15, 11, tzinfo=UTC),
+        ),
         # Australia/Lord_Howe shifts by 30 minutes (+11:00 in January)
-        (datetime(2026, 1, 14, 13, tzinfo=UTC), time(6), ZoneInfo("Australia/Lord_Howe"), datetime(2026, 1, 14, 19, tzinfo=UTC)),
+        (
+            datetime(2026, 1, 14, 13, tzinfo=UTC),
+            time(6),
+            ZoneInfo("Australia/Lord_Howe"),
+            datetime(2026, 1, 14, 19, tzinfo=UTC),
+        ),
     ],
 )
 def test_the_due_time_is_the_first_land_by_after_the_window_end(
