@@ -82,7 +82,7 @@ def _write_pipeline(due: datetime) -> None:
             {"on": ["deadline_missed"], "via": "slack_webhook", "conn_id": "deadline_slack"},
         ],
     )
-    data["source"].update(ready_when=CHECK, poke_interval_seconds=3, ready_timeout_minutes=5)
+    data["source"].update(ready_when=CHECK, poke_interval_seconds=5, ready_timeout_minutes=5)
     data["execution"].update(retries=0, max_active_runs=3)
     (PIPELINES / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
