@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from airflow.sdk import AsyncCallback, DeadlineAlert
-from airflow.sdk.definitions.deadline import REFERENCE_TYPE_FIELD, BaseDeadlineReference
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import REFERENCE_TYPE_FIELD, BaseDeadlineReference, DeadlineAlert
 
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.sla_config import SlaConfig, land_by_after
@@ -174,7 +174,8 @@ def handle_deadline_miss(pipeline: str, context: dict[str, Any]) -> str:
     if reference is None:  # the sla was removed since the run was created
         log.info("run %s of %s missed a deadline the pipeline no longer sets; ignored", run_id, pipeline)
         return "no_sla"
-    scores_due: ScoresDue = reference.reference  # type: ignore[assignment]  # built just above
+    scores_due = reference.reference
+    assert isinstance(scores_due, ScoresDue)  # built just above
     window = scores_due.window(_run_window(dag_run))
     due = _instant((context.get("deadline") or {}).get("deadline_time")) or land_by_after(
         window.end, scores_due.sla().wall_clock, scores_due.sla().zone()
