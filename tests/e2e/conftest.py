@@ -12,7 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pytest
 
-from batchscore.local.stack import AirflowClient, LocalStack
+from batchscore.local.airflow_client import AirflowClient
+from batchscore.local.stack import LocalStack
 from tests.conftest import Services
 from tests.e2e import fab_stack
 from tests.e2e.fab_stack import FabApi

@@ -17,7 +17,8 @@ from urllib.parse import quote, urlparse
 
 import pytest
 
-from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER, AirflowClient
+from batchscore.local.airflow_client import AirflowClient
+from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER
 from batchscore.reports.run_charts import density, window_label
 from tests.conftest import SHADOW, TEST_ROOT, WAREHOUSE_END
 from tests.e2e.browser import FLAGS, VIEWPORT, chromium_path, log_in, pick_date_time, screenshot_dir

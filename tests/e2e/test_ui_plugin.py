@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from tests.conftest import WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, trigger, utc_day
 
@@ -103,3 +103,17 @@ def test_rest_trigger_with_a_bad_window_creates_no_run(client: AirflowClient, co
     assert reply.status_code == 400
     assert reason in reply.json()["detail"]
     assert {r["dag_run_id"] for r in client.dag_runs(DAG_ID)} == before
+
+
+def test_rest_backfill_with_a_window_in_its_conf_is_refused_and_creates_nothing(client: AirflowClient) -> None:
+    before = client.get("/backfills", dag_id=DAG_ID)["total_entries"]
+    body = {
+        "dag_id": DAG_ID,
+        "from_date": "2026-09-01T00:00:00Z",
+        "to_date": "2026-09-03T00:00:00Z",
+        "dag_run_conf": {"window_start": "2026-08-01T00:00:00Z", "window_end": "2026-08-02T00:00:00Z"},
+    }
+    reply = client.session.post(f"{client.base}/api/v2/backfills", json=body, timeout=30)
+    assert reply.status_code == 400
+    assert "window_start and window_end in the run conf would be ignored" in reply.json()["detail"]
+    assert client.get("/backfills", dag_id=DAG_ID)["total_entries"] == before

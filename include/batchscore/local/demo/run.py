@@ -15,10 +15,11 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 
 from batchscore import db
+from batchscore.local.airflow_client import AirflowClient
 from batchscore.local.demo.catalog import DEMO_MODELS, register_missing
 from batchscore.local.demo.report import summary
 from batchscore.local.demo.warehouse import seed_warehouse
-from batchscore.local.stack import AirflowClient, LocalStack
+from batchscore.local.stack import LocalStack
 
 DAG_IDS = tuple(f"score_{demo.pipeline}" for demo in DEMO_MODELS)
 BACKFILL_DAG = "score_churn"
