@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import yaml
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from tests.conftest import PIPELINES, STACK, Services
 from tests.integration.helpers import REPO, run_record
 from tests.receivers import HttpReceiver, SmtpReceiver, wait_for
