@@ -3,9 +3,9 @@
 Pages (shown inside Airflow's UI as iframes): ``/runs`` (the overview), ``/run`` (one run: its
 charts, drift, challenger, realised performance and links; also the tab on every DAG run),
 ``/performance`` (a pipeline's realised metrics over its evaluated windows, champion beside
-challenger, and calibration), ``/rejects`` (a run's rejected rows). JSON with the same data under ``/api``. Every route, the static files included,
-needs a logged-in Airflow user (the app-wide dependency); FastAPI's own docs routes are off,
-since they would not be. Every route that shows a pipeline's data asks the auth manager
+challenger, and calibration), ``/rejects`` (a run's rejected rows). JSON with the same data
+under ``/api``. Every route, the static files included, needs a logged-in Airflow user (the
+app-wide dependency); FastAPI's own docs routes are off, since they would not be. Every route that shows a pipeline's data asks the auth manager
 (``scoring_ui.access``): a pipeline the user may not read is left out of lists and answers 404,
 as one that does not exist; rejected rows' values need task-log access besides. Query
 parameters are validated strictly (422 otherwise) and reach SQL only as bound parameters. The
@@ -262,7 +262,9 @@ def runs_page(
     )
 
 
-def _absent_page(root: str, embed: bool, run_id: str | None, *, dag_id: str | None, pipeline: str | None) -> HTMLResponse:
+def _absent_page(
+    root: str, embed: bool, run_id: str | None, *, dag_id: str | None, pipeline: str | None
+) -> HTMLResponse:
     """404 with the page that says so: the same for a run not recorded and one the user may not read."""
     page = render("absent.html", root=root, embed=embed, dag_id=dag_id, run_id=run_id, pipeline=pipeline)
     return HTMLResponse(page, status_code=404)

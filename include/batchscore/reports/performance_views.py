@@ -91,9 +91,7 @@ def _with_holdout(roles: list[dict[str, Any]], holdout: dict[tuple[str, int], di
     return roles
 
 
-def pipeline_performance(
-    url: str, registry_root: str, pipeline: str, *, windows: int, now: datetime
-) -> dict[str, Any]:
+def pipeline_performance(url: str, registry_root: str, pipeline: str, *, windows: int, now: datetime) -> dict[str, Any]:
     """The performance page of ``pipeline``: its metrics over the last ``windows`` evaluated windows.
 
     ``chart``: per metric, labels (windows), a series per role and the training reference;

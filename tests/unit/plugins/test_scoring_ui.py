@@ -259,7 +259,9 @@ def evaluated(records: FakeRecords, days: range = range(3)) -> None:
     records.performance = [performance_row(day, role) for day in days for role in ("challenger", "champion")]
 
 
-def test_performance_page_draws_each_metric_per_role_from_the_recorded_rows(ui: TestClient, records: FakeRecords) -> None:
+def test_performance_page_draws_each_metric_per_role_from_the_recorded_rows(
+    ui: TestClient, records: FakeRecords
+) -> None:
     evaluated(records)
     page = ui.get("/performance", params={"pipeline": "churn"}).text
     for metric in ("roc_auc", "pr_auc", "log_loss", "brier"):
