@@ -3,13 +3,14 @@
 Pages (shown inside Airflow's UI as iframes): ``/runs`` (the overview), ``/run`` (one run: its
 charts, drift, challenger, realised performance and links; also the tab on every DAG run),
 ``/performance`` (a pipeline's realised metrics over its evaluated windows, champion beside
-challenger, and calibration), ``/rejects`` (a run's rejected rows). JSON with the same data
-under ``/api``. Every route, the static files included, needs a logged-in Airflow user (the
-app-wide dependency); FastAPI's own docs routes are off, since they would not be. Every route that shows a pipeline's data asks the auth manager
-(``scoring_ui.access``): a pipeline the user may not read is left out of lists and answers 404,
-as one that does not exist; rejected rows' values need task-log access besides. Query
-parameters are validated strictly (422 otherwise) and reach SQL only as bound parameters. The
-scores database is the Airflow connection ``BATCHSCORE_SCORES_CONN_ID`` (default ``scores_db``).
+challenger, and calibration), ``/rejects`` (a run's rejected rows). JSON with the same data under
+``/api``. Every route, the static files included, needs a logged-in Airflow user (the app-wide
+dependency); FastAPI's own docs routes are off, since they would not be. Every route that shows a
+pipeline's data asks the auth manager (``scoring_ui.access``): a pipeline the user may not read is
+left out of lists and answers 404, as one that does not exist; rejected rows' values need task-log
+access besides. Query parameters are validated strictly (422 otherwise) and reach SQL only as bound
+parameters. The scores database is the Airflow connection ``BATCHSCORE_SCORES_CONN_ID`` (default
+``scores_db``).
 """
 
 from __future__ import annotations
