@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from batchscore.local.stack import AirflowClient, LocalStack
-from tests.conftest import Services
+from batchscore.pipeline.windows import Window
+from tests.conftest import PIPELINES, SHADOW, WAREHOUSE_END, Services, day_window
 from tests.e2e import fab_stack
 from tests.e2e.fab_stack import FabApi
 from tests.integration.helpers import expected_scores, run_record, stored_scores
@@ -59,6 +60,32 @@ def assert_exact(
             len(rejected),
         )
     return len(stored)
+
+
+# The performance page's windows: churn with a challenger in shadow, scored and evaluated by the
+# engine's own functions (what score_churn_shadow and evaluate_churn_shadow run), days no other e2e test uses.
+PERF_PIPELINE = SHADOW
+PERF_WINDOWS = tuple(Window(*day_window(WAREHOUSE_END - timedelta(days=d))) for d in (10, 9))
+LONG_AFTER = datetime(2030, 1, 1, tzinfo=UTC)  # every test window's horizon has passed by then
+
+
+@pytest.fixture(scope="session")
+def evaluated_windows(airflow_db: Services, client: AirflowClient) -> dict[Window, str]:
+    """Two windows of ``churn_shadow`` published and evaluated (champion and challenger); their run ids."""
+    from batchscore.pipeline.config import load_config
+    from batchscore.run.evaluation import evaluate_window
+    from batchscore.run.planning import Endpoints
+    from batchscore.run.stages import run_pipeline
+
+    config = load_config(PIPELINES / f"{PERF_PIPELINE}.yaml")
+    ends = Endpoints(airflow_db.warehouse_url, airflow_db.scores_url, airflow_db.registry)
+    runs = {}
+    for window in PERF_WINDOWS:
+        runs[window] = f"e2e__perf_{window.slug}"
+        run_pipeline(config, ends, window=window, run_id=runs[window])
+        result = evaluate_window(config, ends, window, run_id="e2e__perf_eval", now=LONG_AFTER)
+        assert (result.status, [r.role for r in result.roles]) == ("evaluated", ["champion", "challenger"])
+    return runs
 
 
 def trigger(client: AirflowClient, start: datetime, end: datetime, dag_id: str = DAG_ID) -> str:
