@@ -8,10 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 
+from batchscore import db
 from batchscore.local.stack import AirflowClient, LocalStack
 from batchscore.pipeline.windows import Window
 from tests.conftest import PIPELINES, SHADOW, WAREHOUSE_END, Services, day_window
@@ -86,6 +89,19 @@ def evaluated_windows(airflow_db: Services, client: AirflowClient) -> dict[Windo
         result = evaluate_window(config, ends, window, run_id="e2e__perf_eval", now=LONG_AFTER)
         assert (result.status, [r.role for r in result.roles]) == ("evaluated", ["champion", "challenger"])
     return runs
+
+
+def recorded_performance(services: Services, pipeline: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """``scoring.performance`` read back with psycopg: (role, window start as a date) -> the row."""
+    with psycopg.connect(db.libpq_url(services.scores_url)) as conn:
+        cur = conn.execute(
+            "SELECT role, window_start, model_name, model_version, rows_matched, metrics, curves"
+            " FROM scoring.performance WHERE pipeline = %s",
+            (pipeline,),
+        )
+        names = [c.name for c in cur.description or ()]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return {(r["role"], f"{r['window_start']:%Y-%m-%d}"): r for r in rows}
 
 
 def trigger(client: AirflowClient, start: datetime, end: datetime, dag_id: str = DAG_ID) -> str:

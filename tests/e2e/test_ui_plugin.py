@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-import psycopg
 import pytest
 import requests
 
-from batchscore import db
 from batchscore.local.stack import AirflowClient
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 from tests.conftest import WAREHOUSE_END, Services
-from tests.e2e.conftest import DAG_ID, PERF_PIPELINE, PERF_WINDOWS, trigger, utc_day
+from tests.e2e.conftest import DAG_ID, PERF_PIPELINE, PERF_WINDOWS, recorded_performance, trigger, utc_day
 
 pytestmark = pytest.mark.e2e
 
@@ -112,19 +109,6 @@ def test_rest_trigger_with_a_bad_window_creates_no_run(client: AirflowClient, co
     assert {r["dag_run_id"] for r in client.dag_runs(DAG_ID)} == before
 
 
-def recorded(services: Services, pipeline: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """``scoring.performance`` read back with psycopg: (role, window start as a date) -> the row."""
-    with psycopg.connect(db.libpq_url(services.scores_url)) as conn:
-        cur = conn.execute(
-            "SELECT role, window_start, model_name, model_version, rows_matched, metrics, curves"
-            " FROM scoring.performance WHERE pipeline = %s",
-            (pipeline,),
-        )
-        names = [c.name for c in cur.description or ()]
-        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    return {(r["role"], f"{r['window_start']:%Y-%m-%d}"): r for r in rows}
-
-
 def test_performance_json_and_page_hold_the_recorded_metrics(
     client: AirflowClient, airflow_db: Services, evaluated_windows: dict[Window, str]
 ) -> None:
@@ -132,7 +116,7 @@ def test_performance_json_and_page_hold_the_recorded_metrics(
     assert reply.status_code == 200
     data = reply.json()
     assert (data["state"], data["task"], data["horizon"]) == ("evaluated", "classifier", "30d")
-    rows = recorded(airflow_db, PERF_PIPELINE)
+    rows = recorded_performance(airflow_db, PERF_PIPELINE)
     labels = [f"{w.start:%Y-%m-%d}" for w in PERF_WINDOWS]
     auc = data["chart"]["roc_auc"]
     assert auc["labels"][-2:] == labels
