@@ -328,3 +328,14 @@ def test_performance_of_an_unknown_pipeline_is_absent(ui: TestClient) -> None:
     assert ui.get("/api/performance", params={"pipeline": "nosuch"}).status_code == 404
     assert ui.get("/performance", params={"pipeline": "churn'--"}).status_code == 422
     assert ui.get("/performance", params={"pipeline": "churn", "windows": 1}).status_code == 422
+
+
+def test_a_pipeline_without_a_challenger_draws_the_champion_alone(ui: TestClient, records: FakeRecords) -> None:
+    records.performance = [performance_row(day, "champion") for day in range(2)]
+    page = ui.get("/performance", params={"pipeline": "churn"})
+    assert page.status_code == 200
+    assert list(chart_data(page.text)["performance"]["roc_auc"]["series"]) == ["champion"]
+    assert "ROC AUC per window: champion<" in page.text
+    run_page = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[1]["run_id"]}).text
+    assert 'class="n metric-roc_auc">0.8100<' in run_page
+    assert [c["role"] for c in chart_data(run_page)["calibration"]["roles"]] == ["champion"]
