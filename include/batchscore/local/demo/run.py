@@ -3,11 +3,11 @@
 Starts PostgreSQL, migrates Airflow's metadata DB, seeds the warehouse, trains and
 registers the three demo models (churn: a classifier, spend: a regressor, segments: a
 clusterer), starts the Airflow services, lets the scheduler run each pipeline's latest
-nightly window, backfills churn (``airflow backfill create``) and spend (the REST API) over
-three windows old enough for their outcomes to be complete (the pipelines' 30-day horizon),
-judges those windows against their outcomes with the evaluation step ``evaluate_<name>``
-runs, and prints what landed where, with the realised ROC AUC and RMSE beside the training
-holdout's.
+nightly window, backfills churn with ``airflow backfill create`` over the three windows
+newest among those whose outcomes are complete (the pipelines' 30-day horizon) while the
+engine scores spend's same windows in this process (what ``batchscore score`` does), judges
+those windows against their outcomes with the evaluation step ``evaluate_<name>`` runs, and
+prints what landed where, with the realised ROC AUC and RMSE beside the training holdout's.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints
 
 DAG_IDS = tuple(f"score_{demo.pipeline}" for demo in DEMO_MODELS)
-EVALUATED = ("churn", "spend")  # the pipelines with outcomes: backfilled on old windows, then judged
+BACKFILL_DAG = "score_churn"
+EVALUATED = ("churn", "spend")  # the pipelines with outcomes: scored on old windows, then judged
 BACKFILL_DAYS = 3
 TRAINING_DAYS = 3  # the warehouse's first days, which trained the models and made their holdouts
 
@@ -146,32 +147,41 @@ def evaluate_windows(
 
     done: dict[str, list[str]] = {}
     for config in configs:
-        for offset in range((last - first).days + 1):
-            start = datetime.combine(first + timedelta(days=offset), datetime.min.time(), tzinfo=UTC)
-            window = Window(start, start + timedelta(days=1))
+        for window in day_windows(first, last):
             result = evaluate_window(config, endpoints, window, run_id=f"demo__evaluate_{window.slug}", now=now)
             done.setdefault(config.name, []).append(result.status if result.reason is None else result.reason)
     return done
 
 
-def _backfill(stack: LocalStack, client: AirflowClient, dag_id: str, first: date, last: date, *, cli: bool) -> None:
-    """Start a backfill of ``dag_id`` over [first, last] with the CLI or the REST API (both are Airflow's own)."""
-    _cancel_unfinished_backfills(client, dag_id)
-    if cli:
-        _say(f"backfilling {dag_id} {first} .. {last} with `airflow backfill create`")
-        stack.backfill(dag_id, first, last, "--max-active-runs", "3", "--reprocess-behavior", "completed")
-        return
-    _say(f"backfilling {dag_id} {first} .. {last} through the REST API (POST /api/v2/backfills)")
-    body = {"dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z"}
-    client.send("POST", "/backfills", {**body, "max_active_runs": 3, "reprocess_behavior": "completed"})
+def day_windows(first: date, last: date) -> list[Window]:
+    """The day windows [d, d + 1) from ``first`` to ``last``, both included, in UTC."""
+    starts = [
+        datetime.combine(first + timedelta(days=n), datetime.min.time(), tzinfo=UTC)
+        for n in range((last - first).days + 1)
+    ]
+    return [Window(start, start + timedelta(days=1)) for start in starts]
 
 
-def run_through_airflow(stack: LocalStack, today: date, backfill: tuple[date, date] | None) -> None:
-    """Each pipeline's nightly run by the scheduler, then churn's and spend's backfills; waits for all of them.
+def score_without_airflow(config: PipelineConfig, endpoints: Endpoints, first: date, last: date) -> None:
+    """Score ``config``'s day windows from ``first`` to ``last`` with the engine in this process (``batchscore score``).
 
-    Two backfills show how (the CLI and the REST API), on windows old enough to be judged;
-    backfilling segments as well would add a third of the demo's slowest step for nothing to
-    judge (every task is a fresh process: about 5 s of imports each) and it has no outcomes.
+    The same plan, slices and publish the DAG's tasks run, without a scheduler: cheaper here
+    than a second backfill, whose every task is a fresh process (about 5 s of imports each).
+    """
+    from batchscore.run.stages import run_pipeline
+
+    for window in day_windows(first, last):
+        run_pipeline(config, endpoints, window=window, run_id=f"demo__{config.name}_{window.start:%Y-%m-%d}")
+
+
+def run_through_airflow(
+    stack: LocalStack, today: date, backfill: tuple[date, date] | None, endpoints: Endpoints
+) -> None:
+    """Each pipeline's nightly run by the scheduler, then churn's backfill; waits for all of them.
+
+    While the backfill runs, spend's same windows are scored without Airflow, so both have old
+    windows to judge. Backfilling spend and segments as well would double the demo's slowest
+    step (every task is a fresh process: about 5 s of imports each).
     """
     _say(f"starting Airflow (api-server :{stack.api_port}, scheduler, dag-processor)")
     stack.start_services()
@@ -191,11 +201,14 @@ def run_through_airflow(stack: LocalStack, today: date, backfill: tuple[date, da
     if backfill is None:
         return
     first, last = backfill
-    dags = [f"score_{name}" for name in EVALUATED]
-    for i, dag_id in enumerate(dags):
-        _backfill(stack, client, dag_id, first, last, cli=i == 0)
-    done = [run for dag_id in dags for run in client.wait_for_runs(dag_id, _backfill_runs(client, dag_id, first, last))]
-    _say(f"backfills of {len(done)} windows succeeded")
+    spend = next(c for c in evaluated_configs() if c.name == "spend")
+    _cancel_unfinished_backfills(client, BACKFILL_DAG)
+    _say(f"backfilling {BACKFILL_DAG} {first} .. {last} with `airflow backfill create`")
+    stack.backfill(BACKFILL_DAG, first, last, "--max-active-runs", "3", "--reprocess-behavior", "completed")
+    _say(f"meanwhile scoring {spend.name} {first} .. {last} without Airflow (`batchscore score`: the engine here)")
+    score_without_airflow(spend, endpoints, first, last)
+    done = client.wait_for_runs(BACKFILL_DAG, _backfill_runs(client, BACKFILL_DAG, first, last))
+    _say(f"backfill of {len(done)} windows succeeded")
 
 
 def main(rows_per_day: int, days: int, reseed: bool = False) -> None:
@@ -206,15 +219,15 @@ def main(rows_per_day: int, days: int, reseed: bool = False) -> None:
     backfill = old_windows(today, days)
     if backfill is None:
         _say(f"{days} days of warehouse do not reach past the outcomes' horizon: nothing to evaluate (try --days 60)")
+    endpoints = Endpoints(
+        stack.database_url("warehouse"), stack.database_url("scores"), stack.env()["BATCHSCORE_MODEL_REGISTRY"]
+    )
     try:
-        run_through_airflow(stack, today, backfill)
+        run_through_airflow(stack, today, backfill, endpoints)
     finally:
         stack.stop_services()
     if backfill is not None:
         _say(f"evaluating {', '.join(EVALUATED)} on {backfill[0]} .. {backfill[1]} against their outcomes")
-        endpoints = Endpoints(
-            stack.database_url("warehouse"), stack.database_url("scores"), stack.env()["BATCHSCORE_MODEL_REGISTRY"]
-        )
         judged = evaluate_windows(evaluated_configs(), endpoints, *backfill, now=datetime.now(UTC))
         for name, statuses in judged.items():
             _say(f"{name}: {statuses.count('evaluated')} windows evaluated into scoring.performance")
