@@ -30,23 +30,35 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TRIGGER_PATH = re.compile(r"^(?P<base>.*)/api/v2/dags/score_(?P<pipeline>[a-z_][a-z0-9_]{0,62})/dagRuns/?$")
+BACKFILL_PATH = re.compile(r"^(?P<base>.*)/api/v2/backfills(/dry_run)?/?$")
+SCORING_DAG = re.compile(r"^score_(?P<pipeline>[a-z_][a-z0-9_]{0,62})$")
 MAX_BODY = 1 << 20  # a trigger body is a few hundred bytes; a larger one is left to Airflow to refuse
 
 
 class TriggerWindowGuard:
-    """ASGI middleware: 400 for a scoring trigger whose window cannot be scored, before Airflow creates the run."""
+    """ASGI middleware: 400 for a scoring trigger whose window cannot be scored, before Airflow creates the run.
+
+    Also for a backfill of a scoring DAG whose run conf names a window: a backfill scores each
+    run's own data interval, so such a window would be silently ignored (``plan`` ignores it).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = TRIGGER_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
-        if match is None or scope.get("method") != "POST":
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        trigger, backfill = TRIGGER_PATH.match(path), BACKFILL_PATH.match(path)
+        if (trigger is None and backfill is None) or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
         body, more = await _read_body(receive)
         replay = _replaying(body, more, receive)
-        problem = await _problem(scope, match["pipeline"], body) if not more else None
+        if more:
+            problem = None
+        elif trigger is not None:
+            problem = await _problem(scope, trigger["pipeline"], body)
+        else:
+            problem = await _backfill_problem(scope, body)
         if problem is None:
             await self.app(scope, replay, send)
             return
@@ -164,6 +176,29 @@ async def _problem(scope: Scope, pipeline: str, body: bytes) -> str | None:
         log.info("refused a trigger of score_%s: %s", pipeline, exc)
         return f"Invalid window for score_{pipeline}: {one_line(str(exc))}"
     return None
+
+
+async def _backfill_problem(scope: Scope, body: bytes) -> str | None:
+    """Why this backfill of a scoring DAG would not do what it says (a window in its run conf), or None."""
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or not isinstance(request.get("dag_id"), str):
+        return None
+    match = SCORING_DAG.match(request["dag_id"])
+    conf = request.get("dag_run_conf")
+    if match is None or not isinstance(conf, dict):
+        return None
+    named = sorted(k for k in ("window_start", "window_end") if conf.get(k) not in (None, ""))
+    if not named or not await _may_trigger(scope, match["pipeline"]):
+        return None
+    log.info("refused a backfill of %s with %s in its run conf", request["dag_id"], ", ".join(named))
+    return (
+        f"Invalid backfill of {request['dag_id']}: each backfill run scores its own data interval, so "
+        f"{' and '.join(named)} in the run conf would be ignored; leave them out and choose the dates "
+        "with the backfill's from/to (or trigger one run with that window)"
+    )
 
 
 def _instant(value: object) -> datetime | None:

@@ -131,8 +131,9 @@ def through_airflow(
     CeleryExecutor with that many workers (concurrency 1, a Redis broker), and the result
     holds each worker's CPU seconds during the full window.
     """
+    from batchscore.local.airflow_client import AirflowClient
     from batchscore.local.embedded_pg import free_ports
-    from batchscore.local.stack import AirflowClient, LocalStack, group_cpu_seconds, start_redis
+    from batchscore.local.stack import LocalStack, group_cpu_seconds, start_redis
 
     pipelines = bench_dir / "pipelines"
     pipeline_file(pipelines, query=query, features=features, rows=rows, part_rows=part_rows, workers=celery_workers)

@@ -160,7 +160,8 @@ def test_dag_test_of_the_segments_pipeline_stores_the_clusterers_labels(airflow_
     from airflow.dag_processing.dagbag import DagBag
 
     from batchscore.local.demo import segments
-    from batchscore.models.registry import ModelRegistry, RegistryError
+    from batchscore.models.manifest import RegistryError
+    from batchscore.models.registry import ModelRegistry
     from batchscore.pipeline.windows import Window
     from tests.conftest import WAREHOUSE_DAYS
     from tests.integration.helpers import model_input, window_rows

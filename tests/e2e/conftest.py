@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from batchscore import db
-from batchscore.local.stack import AirflowClient, LocalStack
+from batchscore.local.airflow_client import AirflowClient
+from batchscore.local.stack import LocalStack
 from batchscore.pipeline.windows import Window
 from tests.conftest import PIPELINES, SHADOW, WAREHOUSE_END, Services, day_window
 from tests.e2e import fab_stack

@@ -23,8 +23,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from batchscore.local.airflow_client import AirflowClient
 from batchscore.local.embedded_pg import free_ports
-from batchscore.local.stack import FAB_AUTH_MANAGER, AirflowClient, LocalStack
+from batchscore.local.stack import FAB_AUTH_MANAGER, LocalStack
 
 USERS = {"admin": "Admin", "churn": "churn_reader", "churn_logs": "churn_logs", "nobody": "no_dags"}
 ROLES = [

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from batchscore.sink.run_record import run_events
 from tests.conftest import SLICED, SLICED_TABLE, WAREHOUSE_END, Services
 from tests.e2e.conftest import assert_exact, trigger, utc_day

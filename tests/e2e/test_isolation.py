@@ -10,7 +10,7 @@ import pytest
 
 from batchscore import settings
 from batchscore.airflow.dag_files import sync
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from tests.conftest import WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, assert_exact, trigger, utc_day
 from tests.integration.helpers import run_record

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from tests.conftest import WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, TABLE, assert_exact, trigger, utc_day
 from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import load_config
 from batchscore.pipeline.windows import Window

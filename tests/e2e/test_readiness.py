@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import yaml
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from tests.conftest import PIPELINES, STACK, WAREHOUSE_END, Services, day_window
 from tests.e2e.conftest import assert_exact, trigger
 from tests.integration.helpers import REPO, run_record

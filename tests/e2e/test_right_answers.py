@@ -16,7 +16,7 @@ import psutil
 import psycopg
 import pytest
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from tests.conftest import WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, TABLE, assert_exact, backfill, trigger, utc_day
 from tests.integration.helpers import run_record, stored_scores

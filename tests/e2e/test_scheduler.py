@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.e2e.conftest import DAG_ID, TABLE, assert_exact, backfill, trigger
 from tests.integration.helpers import run_record, stored_scores

@@ -17,7 +17,8 @@ from urllib.parse import quote, urlparse
 
 import pytest
 
-from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER, AirflowClient
+from batchscore.local.airflow_client import AirflowClient
+from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 from batchscore.reports.run_charts import density, window_label

@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from batchscore import db
-from batchscore.local.stack import AirflowClient, LocalStack
+from batchscore.local.airflow_client import AirflowClient
+from batchscore.local.stack import LocalStack
 from batchscore.pipeline.windows import Window
 from batchscore.sink.performance import RolePerformance, replace_performance
 from batchscore.sink.run_record import RunTotals, apply_schema, record_finish, record_start

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from batchscore.local.stack import AirflowClient
+from batchscore.local.airflow_client import AirflowClient
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 from tests.conftest import WAREHOUSE_END, Services
@@ -159,3 +159,17 @@ def test_run_page_shows_realised_metrics_once_known_and_when_they_will_be(
     assert (
         f"Not yet evaluated: outcomes complete after {end + timedelta(days=30):%Y-%m-%d %H:%M:%S} UTC" in pending.text
     )
+
+
+def test_rest_backfill_with_a_window_in_its_conf_is_refused_and_creates_nothing(client: AirflowClient) -> None:
+    before = client.get("/backfills", dag_id=DAG_ID)["total_entries"]
+    body = {
+        "dag_id": DAG_ID,
+        "from_date": "2026-09-01T00:00:00Z",
+        "to_date": "2026-09-03T00:00:00Z",
+        "dag_run_conf": {"window_start": "2026-08-01T00:00:00Z", "window_end": "2026-08-02T00:00:00Z"},
+    }
+    reply = client.session.post(f"{client.base}/api/v2/backfills", json=body, timeout=30)
+    assert reply.status_code == 400
+    assert "window_start and window_end in the run conf would be ignored" in reply.json()["detail"]
+    assert client.get("/backfills", dag_id=DAG_ID)["total_entries"] == before

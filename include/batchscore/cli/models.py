@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from batchscore import settings
 
 if TYPE_CHECKING:
-    from batchscore.models.registry import FeatureSpec
+    from batchscore.models.alias_log import Unset
+    from batchscore.models.manifest import FeatureSpec
+    from batchscore.models.registry import ModelRegistry
 
 
 def parse_window(start: str, end: str) -> object:
@@ -28,13 +30,14 @@ def parse_window(start: str, end: str) -> object:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    """``batchscore models register|list|show|promote|which``: the registry for the people who feed it."""
-    from batchscore.models.registry import ModelRegistry, RegistryError
+    """``batchscore models register|list|show|promote|which|gc``: the registry for the people who feed it."""
+    from batchscore.models.manifest import RegistryError
+    from batchscore.models.registry import ModelRegistry
 
     registry = ModelRegistry(settings.model_registry_root())
     if args.action == "register":
         from batchscore.models.intake import features_of, read_model_file
-        from batchscore.pipeline.config import IDENTIFIER
+        from batchscore.pipeline.config_rules import IDENTIFIER
 
         if not IDENTIFIER.match(args.name):
             raise RegistryError(f"model name {args.name!r} must be a lower-case identifier ([a-z_][a-z0-9_]*)")
@@ -86,10 +89,49 @@ def cmd_models(args: argparse.Namespace) -> None:
     elif args.action == "promote":
         if not args.version.isdigit():
             raise RegistryError(f"--version {args.version!r} must be a version number")
-        previous = registry.promote(args.name, args.alias, int(args.version), by=os.environ.get("USER", ""))
+        previous = registry.promote(
+            args.name, args.alias, int(args.version), by=os.environ.get("USER", ""), expected=_expected(args.expect)
+        )
         print(f"{args.name}: {args.alias} -> v{args.version} (was {f'v{previous}' if previous else 'unset'})")
+    elif args.action == "gc":
+        _gc(registry, args)
     else:
         _which(args)
+
+
+def _gc(registry: ModelRegistry, args: argparse.Namespace) -> None:
+    """``models gc``: list the files no version uses (older than the grace period); ``--delete`` removes them."""
+    from datetime import timedelta
+
+    from batchscore.models.manifest import RegistryError
+    from batchscore.models.registry_sweep import find_orphans, remove_orphans
+
+    if not 0 <= args.older_than_hours <= 24 * 366:
+        raise RegistryError(f"--older-than-hours {args.older_than_hours:g} must be between 0 and 8784")
+    grace = timedelta(hours=args.older_than_hours)
+    names = [args.name] if args.name else registry.names()
+    total = 0
+    for name in names:
+        orphans = (remove_orphans if args.delete else find_orphans)(registry, name, grace=grace)
+        for orphan in orphans:
+            total += orphan.size
+            print(f"{'removed' if args.delete else 'unused'}: {orphan.url} ({orphan.size:,} bytes, {orphan.reason})")
+    verb = "removed" if args.delete else "can be removed with --delete"
+    print(f"{total:,} bytes {verb} (files unused for more than {args.older_than_hours:g} h)")
+
+
+def _expected(expect: str | None) -> int | Unset | None:
+    """``--expect 3`` / ``--expect unset``: the alias's current target the promote must find, or refuse."""
+    from batchscore.models.alias_log import ANY
+    from batchscore.models.manifest import RegistryError
+
+    if expect is None:
+        return ANY
+    if expect == "unset":
+        return None
+    if not expect.isdigit():
+        raise RegistryError(f"--expect {expect!r} must be a version number or 'unset'")
+    return int(expect)
 
 
 def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
@@ -97,7 +139,7 @@ def _register_from_mlflow(registry: object, args: argparse.Namespace) -> None:
     from batchscore.models.mlflow_import import import_model
     from batchscore.models.mlflow_source import MlflowSourceError
     from batchscore.models.registry import ModelRegistry
-    from batchscore.pipeline.config import MlflowModelRef
+    from batchscore.pipeline.model_config import MlflowModelRef
 
     assert isinstance(registry, ModelRegistry)
     tracking_uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -137,8 +179,8 @@ def _reference_rows(args: argparse.Namespace) -> tuple[Any, str]:
     from pydantic import ValidationError
 
     from batchscore.local.stack import LocalStack
-    from batchscore.models.registry import RegistryError
-    from batchscore.pipeline.config import SourceConfig
+    from batchscore.models.manifest import RegistryError
+    from batchscore.pipeline.source_config import SourceConfig
     from batchscore.source.extract import source_batches
     from batchscore.source.slices import WHOLE
 
@@ -231,6 +273,15 @@ def add_models_parser(sub: Any) -> None:
     m.add_argument("name")
     m.add_argument("--alias", required=True)
     m.add_argument("--version", required=True)
+    m.add_argument(
+        "--expect",
+        metavar="VERSION|unset",
+        help="refuse unless the alias points at this version now (compare-and-swap; 'unset': not set yet)",
+    )
+    m = models.add_parser("gc", help="files no version uses (left by writers that died); --delete removes them")
+    m.add_argument("--name", help="one model (default: every model)")
+    m.add_argument("--older-than-hours", type=float, default=24.0, help="grace for writers still at work (24)")
+    m.add_argument("--delete", action="store_true", help="remove them (default: only list)")
     m = models.add_parser("which", help="which model version and Airflow run scored an entity on a day")
     m.add_argument("--pipeline", required=True)
     m.add_argument("--key", required=True)

@@ -14,8 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchscore.models.registry import FeatureSpec, RegistryError, _deserialise, sha256_hex
-from batchscore.pipeline.config import IDENTIFIER
+from batchscore.models.manifest import FeatureSpec, RegistryError, sha256_hex
+from batchscore.models.registry import _deserialise
+from batchscore.pipeline.config_rules import IDENTIFIER
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from batchscore.models.manifest import FeatureSpec, ModelManifest
 from batchscore.models.mlflow_source import (
     MlflowArtifact,
     MlflowSourceError,
@@ -32,8 +33,8 @@ from batchscore.models.mlflow_source import (
     resolve,
     run_metrics,
 )
-from batchscore.models.registry import FeatureSpec, ModelManifest, ModelRegistry, _deserialise
-from batchscore.pipeline.config import MlflowModelRef
+from batchscore.models.registry import ModelRegistry, _deserialise
+from batchscore.pipeline.model_config import MlflowModelRef
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def features_from(
     source whose numbers turned into text fails in ``plan`` as it does for any registered model.
     """
     from batchscore.models.intake import features_of
-    from batchscore.pipeline.config import IDENTIFIER
+    from batchscore.pipeline.config_rules import IDENTIFIER
 
     types = {str(c["name"]): str(c.get("type", "")) for c in signature}
     if getattr(estimator, "feature_names_in_", None) is not None:

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from batchscore.models.registry import RegistryError, sha256_hex
-from batchscore.pipeline.config import MlflowModelRef
+from batchscore.models.manifest import RegistryError, sha256_hex
+from batchscore.pipeline.model_config import MlflowModelRef
 
 # A model file's path inside the model's artifacts, as MLmodel names it: no absolute path, no "..".
 ARTIFACT_PATH = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*$")

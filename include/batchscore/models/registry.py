@@ -19,8 +19,7 @@ allowlist, so a tampered or hostile file fails instead of running code.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import os
 import random
 import re
@@ -28,19 +27,24 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from batchscore.errors import PermanentError
 from batchscore.models import registry_layout as layout
 from batchscore.models import storage
 from batchscore.models.alias_log import ANY, AliasLog, Unset
+from batchscore.models.manifest import (
+    FeatureSpec,
+    ModelManifest,
+    RegistryError,
+    classes_of,
+    sha256_hex,
+    task_of,
+)
 from batchscore.models.registry_lock import writer_lock
 
-ARTIFACT_NAME = layout.LEGACY_ARTIFACT  # the artifact inside a version's folder, in registries written before
 CLAIM_ATTEMPTS = 200  # each failed attempt means another writer took that version number
-Task = Literal["classifier", "regressor", "clusterer"]
 
 
 # Verified models kept by this process, least recently used first. A long-lived worker (Celery)
@@ -67,93 +71,6 @@ def _skops_io() -> Any:
 
 
 MODEL_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-
-
-class RegistryError(PermanentError, RuntimeError):
-    """A model, version or alias is missing, or an artifact fails its checks."""
-
-    remedy = "check the model name, version or alias (and the pinned sha256) against the registry"
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One model input: ``kind`` numeric or categorical; categories seen in training.
-
-    ``source_type`` is the column's Arrow type in the training data (``double``, ``string``...),
-    when known: a run whose source changed it in a way that loses meaning (numbers now text)
-    fails in ``plan`` naming both types.
-    """
-
-    name: str
-    kind: Literal["numeric", "categorical"]
-    nullable: bool = True
-    categories: tuple[str, ...] = ()
-    source_type: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelManifest:
-    """Everything known about one registered model version."""
-
-    name: str
-    version: int
-    sha256: str
-    task: Task
-    features: tuple[FeatureSpec, ...]
-    classes: tuple[str, ...] = ()
-    positive_class: str | None = None
-    training: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    created_at: str = ""
-    sklearn_version: str = ""
-    artifact: str = ARTIFACT_NAME
-    # The drift reference (batchscore.scoring.drift.Reference.to_dict()): bins and fractions per feature and
-    # for the model's output, from the training data. None: the model was registered without one.
-    reference: dict[str, Any] | None = None
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.features)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelManifest:
-        data = json.loads(text)
-        data["features"] = tuple(
-            FeatureSpec(**{**f, "categories": tuple(f.get("categories", ()))}) for f in data["features"]
-        )
-        data["classes"] = tuple(data.get("classes", ()))
-        return cls(**data)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def task_of(estimator: Any) -> Task:
-    """Classify an estimator as classifier, regressor or clusterer (scikit-learn tags)."""
-    from sklearn.base import is_classifier, is_clusterer, is_regressor
-
-    if is_classifier(estimator):
-        return "classifier"
-    if is_regressor(estimator):
-        return "regressor"
-    if is_clusterer(estimator):
-        return "clusterer"
-    raise RegistryError(f"{type(estimator).__name__} is neither a classifier, a regressor nor a clusterer")
-
-
-def classes_of(estimator: Any, task: Task, positive_class: str | None) -> tuple[tuple[str, ...], str | None]:
-    """A classifier's classes and the one its score is the probability of (the second of two, unless named)."""
-    if task != "classifier":
-        return (), None
-    classes = tuple(str(c) for c in getattr(estimator, "classes_", ()))
-    positive_class = positive_class or (classes[-1] if len(classes) == 2 else None)
-    if positive_class is not None and positive_class not in classes:
-        raise RegistryError(f"positive class {positive_class!r} not in the model's classes {classes}")
-    return classes, positive_class
 
 
 class ModelRegistry:
@@ -276,6 +193,7 @@ class ModelRegistry:
         with writer_lock(self.root, name) as locked:
             self._store_artifact(name, sha256, artifact, locked=locked)
             manifest = self._claim_version(draft, locked=locked)
+            self._artifact_still_there(name, sha256, artifact, locked=locked)
         for alias in aliases:
             self.set_alias(name, alias, manifest.version)
         return manifest
@@ -291,6 +209,14 @@ class ModelRegistry:
                     f"model {name}: {url} exists with other bytes than its name says (changed or corrupted)",
                     remedy="delete that file (no complete version can be using it), then register again",
                 ) from None
+            storage.refresh(url, data)  # now in use again: a sweep of old orphans leaves it be
+
+    def _artifact_still_there(self, name: str, sha256: str, data: bytes, *, locked: bool) -> None:
+        """After the manifest: an artifact a racing orphan sweep removed is written again (same bytes)."""
+        url = self._url(name, layout.artifact_path(sha256))
+        if not storage.exists(url):
+            with contextlib.suppress(FileExistsError):
+                storage.create_exclusive(url, data, locked=locked)
 
     def _claim_version(self, draft: ModelManifest, *, locked: bool) -> ModelManifest:
         """Create the next version's manifest exclusively; on losing number n to another writer, try n+1.

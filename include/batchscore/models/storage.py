@@ -115,6 +115,15 @@ def create_exclusive(url: str, data: bytes, *, locked: bool = False) -> None:
         raise StoreError(f"{url}: this store ({type(fs).__name__}) cannot create a file only if it is absent")
 
 
+def refresh(url: str, data: bytes) -> None:
+    """Mark ``url`` (holding ``data``) as written now: a local file's mtime, an object put again with its bytes."""
+    fs, path = filesystem(url)
+    if _is_local(fs):
+        os.utime(path)
+    else:
+        fs.pipe_file(path, data)
+
+
 def _write_temp(path: str, data: bytes) -> str:
     """``data`` in a new file beside ``path``, named for this writer, flushed to disk; returns its path."""
     folder, name = path.rsplit("/", 1)

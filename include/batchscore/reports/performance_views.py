@@ -21,8 +21,10 @@ from datetime import datetime
 from typing import Any
 
 from batchscore import settings
-from batchscore.models.registry import ModelManifest, ModelRegistry, RegistryError
-from batchscore.pipeline.config import OutcomesConfig, load_config
+from batchscore.models.manifest import ModelManifest, RegistryError
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.config import load_config
+from batchscore.pipeline.evaluation_config import OutcomesConfig
 from batchscore.pipeline.windows import Window
 from batchscore.reports import run_views
 from batchscore.reports.performance_charts import CHART_METRICS, holdout_value, performance_chart, window_performance

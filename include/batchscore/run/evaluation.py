@@ -20,8 +20,10 @@ import pyarrow.compute as pc
 
 from batchscore import db
 from batchscore.errors import PermanentError
-from batchscore.models.registry import ModelManifest, ModelRegistry
-from batchscore.pipeline.config import OutcomesConfig, PipelineConfig
+from batchscore.models.manifest import ModelManifest
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.evaluation_config import OutcomesConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints
 from batchscore.scoring.metrics import classifier_metrics, regressor_metrics

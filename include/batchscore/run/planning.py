@@ -16,7 +16,8 @@ from typing import Any
 
 from batchscore import db
 from batchscore.errors import PermanentError
-from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.models.manifest import ModelManifest
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.windows import Window
 from batchscore.scoring.features import staged_schema

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from batchscore import db
-from batchscore.models.registry import ModelManifest
+from batchscore.models.manifest import ModelManifest
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.scoring.drift import DriftCounter
 from batchscore.scoring.features import conform

@@ -21,7 +21,8 @@ from functools import partial
 import pyarrow as pa
 
 from batchscore import settings
-from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.models.manifest import ModelManifest
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.failures import fail_run

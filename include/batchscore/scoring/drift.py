@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 if TYPE_CHECKING:
-    from batchscore.models.registry import FeatureSpec
+    from batchscore.models.manifest import FeatureSpec
 
 SCORE = "(score)"  # the model output's row in the drift table (not a valid feature name)
 NULL_BIN = "(null)"
@@ -153,7 +153,7 @@ def build_reference(
 ) -> Reference:
     """The reference of ``table`` (one column per feature, as the model saw them) and the model's output on it.
 
-    ``features`` are the model's :class:`~batchscore.models.registry.FeatureSpec` s; ``scores`` its
+    ``features`` are the model's :class:`~batchscore.models.manifest.FeatureSpec` s; ``scores`` its
     score per row (classifiers, regressors) or ``labels`` (clusterers).
     """
     bins = []
@@ -313,7 +313,7 @@ def drift_reference(
     ``table`` is already :func:`batchscore.models.intake.reference_frame` (the model's feature
     columns in the types the model sees). Model intake and training both build it here.
     """
-    from batchscore.models.registry import ModelManifest, classes_of, task_of
+    from batchscore.models.manifest import ModelManifest, classes_of, task_of
     from batchscore.scoring.features import to_model_frame
     from batchscore.scoring.predict import score_frame
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from batchscore.errors import PermanentError
-from batchscore.models.registry import FeatureSpec
+from batchscore.models.manifest import FeatureSpec
 
 if TYPE_CHECKING:
     import pandas as pd

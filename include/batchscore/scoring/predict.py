@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from batchscore.models.registry import ModelManifest
+from batchscore.models.manifest import ModelManifest
 from batchscore.scoring.compiled_trees import accelerate
 from batchscore.scoring.features import to_model_frame
 from batchscore.scoring.validation import validate

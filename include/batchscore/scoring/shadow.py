@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchscore.models.registry import ModelManifest
+from batchscore.models.manifest import ModelManifest
 from batchscore.scoring.drift import DECILES, SCORE, Bins, Reference, fractions, psi
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchscore.models.registry import FeatureSpec
+from batchscore.models.manifest import FeatureSpec
 
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 # A check's reason ends with the offending value in quotes ("region: unseen category 'mars'"), and a

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from batchscore import db
 from batchscore.errors import PermanentError
-from batchscore.models.registry import ModelManifest
+from batchscore.models.manifest import ModelManifest
 from batchscore.pipeline.table_names import legacy_slice_table_name, slice_rejects_name, slice_table_name
 from batchscore.pipeline.windows import Window
 from batchscore.sink import run_record

@@ -21,7 +21,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from batchscore.models.registry import ModelManifest
+from batchscore.models.manifest import ModelManifest
 from batchscore.pipeline.windows import Window
 from batchscore.scoring.predict import score_batch
 from batchscore.scoring.shadow import Agreement, ShadowSlice, agreement, comparison_bins

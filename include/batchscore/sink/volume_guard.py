@@ -26,7 +26,7 @@ from typing import Any, Literal
 import psycopg
 
 from batchscore.errors import PermanentError
-from batchscore.pipeline.config import ValidationConfig
+from batchscore.pipeline.run_config import ValidationConfig
 from batchscore.pipeline.windows import Window
 from batchscore.sink.published_windows import holds_window
 

@@ -19,7 +19,8 @@ import pytest
 from batchscore import db
 from batchscore.local.demo import run
 from batchscore.local.demo.catalog import DEMO_MODELS
-from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.models.manifest import ModelManifest
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import load_config
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints

@@ -26,8 +26,9 @@ import yaml
 from batchscore.cli.main import main as cli_main
 from batchscore.errors import PermanentError
 from batchscore.local.demo.warehouse import NUMERIC_FEATURES
+from batchscore.models.manifest import ModelManifest
 from batchscore.models.mlflow_source import MlflowSourceError
-from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import PipelineConfig, parse_config
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints, RunPlan, plan_run

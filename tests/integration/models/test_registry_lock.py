@@ -20,7 +20,8 @@ import skops.io as sio
 from fsspec.implementations.local import LocalFileSystem
 
 from batchscore.local.stack import LocalStack
-from batchscore.models.registry import FeatureSpec, ModelRegistry
+from batchscore.models.manifest import FeatureSpec
+from batchscore.models.registry import ModelRegistry
 from batchscore.models.storage import StoreError
 from tests.registry_writers import classifiers, race
 

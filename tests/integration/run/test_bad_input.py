@@ -18,7 +18,7 @@ import pytest
 
 from batchscore.airflow.glue import ParamError, run_params
 from batchscore.local.demo.warehouse import FEATURES
-from batchscore.models.registry import RegistryError
+from batchscore.models.manifest import RegistryError
 from batchscore.pipeline.config import ConfigError, PipelineConfig, parse_config
 from batchscore.pipeline.windows import Window, WindowError, resolve_window
 from batchscore.run.failures import fail_run

@@ -12,7 +12,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from batchscore.models.registry import ModelRegistry, RegistryError
+from batchscore.models.manifest import RegistryError
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints, PlanError, plan_run
 from batchscore.run.stages import run_pipeline

@@ -11,7 +11,9 @@ import pytest
 from sklearn.metrics import average_precision_score, log_loss, mean_squared_error, r2_score, roc_auc_score
 
 from batchscore.models.registry import ModelRegistry
-from batchscore.pipeline.config import OutcomesConfig, PipelineConfig, ShadowConfig, load_config
+from batchscore.pipeline.config import PipelineConfig, load_config
+from batchscore.pipeline.evaluation_config import OutcomesConfig
+from batchscore.pipeline.model_config import ShadowConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.evaluation import EvaluationError, evaluate_window
 from batchscore.run.planning import Endpoints

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from batchscore.models.registry import ModelRegistry
-from batchscore.pipeline.config import DriftConfig, PipelineConfig
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.run_config import DriftConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints, PlanError
 from batchscore.run.stages import run_pipeline

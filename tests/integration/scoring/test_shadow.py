@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from batchscore.models.registry import ModelRegistry
-from batchscore.pipeline.config import PipelineConfig, ShadowConfig
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.model_config import ShadowConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints, PlanError
 from batchscore.run.stages import run_pipeline

@@ -133,7 +133,7 @@ def with_second_copies(rows: str, copied: str) -> str:
 
 def test_keep_first_keeps_the_same_copy_for_the_challenger_and_counts_only_what_it_kept(services: Services) -> None:
     """One-row batches on four threads finish in any order; the challenger must still keep each key's first copy."""
-    from batchscore.pipeline.config import ShadowConfig
+    from batchscore.pipeline.model_config import ShadowConfig
     from tests.conftest import CHALLENGER
 
     query = with_second_copies("customer_id % 10 = 7", "customer_id % 100 = 7")

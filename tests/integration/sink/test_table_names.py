@@ -9,7 +9,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from batchscore.pipeline.config import PipelineConfig, ShadowConfig
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.model_config import ShadowConfig
 from batchscore.pipeline.table_names import legacy_partition_name, lineage_view, partition_name
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints

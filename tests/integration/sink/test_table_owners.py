@@ -8,7 +8,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from batchscore.pipeline.config import PipelineConfig, ShadowConfig
+from batchscore.pipeline.config import PipelineConfig
+from batchscore.pipeline.model_config import ShadowConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints, plan_run
 from batchscore.run.stages import run_pipeline

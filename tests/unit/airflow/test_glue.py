@@ -9,7 +9,7 @@ from airflow.sdk.api.datamodels._generated import DagRunType
 
 from batchscore.airflow.glue import ParamError, allow_shrink, failing_fast, run_params, window_from_context
 from batchscore.errors import one_line, remedy_of, root_cause
-from batchscore.models.registry import RegistryError
+from batchscore.models.manifest import RegistryError
 from batchscore.pipeline.config import ConfigError, load_config
 from batchscore.pipeline.windows import Window, WindowError
 from batchscore.run.planning import PlanError

@@ -98,6 +98,23 @@ def test_list_show_and_promote_record_the_old_target(
     assert "alias change: champion v1 -> v2" in out
 
 
+def test_promote_expect_refuses_when_the_alias_moved_meanwhile(
+    registry: ModelRegistry, frame: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "model.skops"
+    sio.dump(pipeline_model(frame), path)
+    for _ in range(3):
+        assert run("register", "--name", "churn", "--file", str(path)) == 0
+    assert run("promote", "churn", "--alias", "champion", "--version", "1", "--expect", "unset") == 0
+    assert run("promote", "churn", "--alias", "champion", "--version", "2", "--expect", "1") == 0
+    capsys.readouterr()
+    # Someone reviewed "v1 -> v3", but v2 landed first: the promote is refused and changes nothing.
+    assert run("promote", "churn", "--alias", "champion", "--version", "3", "--expect", "1") == 1
+    assert "alias 'champion' points at v2, not v1; nothing was changed" in capsys.readouterr().err
+    assert registry.aliases("churn") == {"champion": 2}
+    assert [c["to"] for c in registry.alias_history("churn")] == [1, 2]
+
+
 def test_register_with_a_reference_file_records_the_drift_bins(
     registry: ModelRegistry, frame: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -142,6 +159,7 @@ def test_register_with_a_reference_file_records_the_drift_bins(
         (("promote", "m", "--alias", "champion", "--version", "7"), "has no version 7"),
         (("promote", "m", "--alias", "x; rm -rf /", "--version", "1"), "must be an identifier"),
         (("promote", "m", "--alias", "champion", "--version", "latest"), "must be a version number"),
+        (("promote", "m", "--alias", "champion", "--version", "1", "--expect", "v1"), "must be a version number or"),
         (("show", "nope"), "no model named 'nope'"),
     ],
 )

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batchscore.models.manifest import RegistryError
 from batchscore.models.mlflow_import import features_from, read_estimator
 from batchscore.models.mlflow_source import MlflowArtifact, MlflowSourceError, MlflowVersion
-from batchscore.models.registry import RegistryError
 from tests.hostile_models import hostile_files
 
 VERSION = MlflowVersion("churn", 3, "run1", "models:/m-1", "mlflow-artifacts:/0/models/m-1/artifacts", "champion")

@@ -11,7 +11,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from batchscore.models.registry import FeatureSpec, ModelRegistry, RegistryError
+from batchscore.models.manifest import FeatureSpec, RegistryError
+from batchscore.models.registry import ModelRegistry
 from tests.hostile_models import hostile_files
 
 FEATURES = (FeatureSpec("a", "numeric"), FeatureSpec("b", "numeric"))

@@ -26,7 +26,8 @@ from batchscore.cli.main import main
 from batchscore.errors import PermanentError
 from batchscore.models import storage
 from batchscore.models.alias_log import AliasConflict
-from batchscore.models.registry import FeatureSpec, ModelRegistry, RegistryError
+from batchscore.models.manifest import FeatureSpec, RegistryError
+from batchscore.models.registry import ModelRegistry
 from tests.registry_crash import CRASH_EXIT
 from tests.registry_writers import classifiers, race
 

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchscore.models.registry import RegistryError, _deserialise
+from batchscore.models.manifest import RegistryError
+from batchscore.models.registry import _deserialise
 from batchscore.models.trusted_types import ALLOWED_FUNCTIONS, ALLOWED_NODES, PARTIAL, _resolves_as_listed
 from tests.hostile_models import hostile_files
 

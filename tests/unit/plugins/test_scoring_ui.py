@@ -339,3 +339,21 @@ def test_a_pipeline_without_a_challenger_draws_the_champion_alone(ui: TestClient
     run_page = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[1]["run_id"]}).text
     assert 'class="n metric-roc_auc">0.8100<' in run_page
     assert [c["role"] for c in chart_data(run_page)["calibration"]["roles"]] == ["champion"]
+
+
+def test_a_missed_deadline_shows_on_the_runs_list_and_the_run_page(ui: TestClient, records: FakeRecords) -> None:
+    from datetime import UTC, datetime
+
+    late = records.runs[4]
+    late.update(deadline_missed_at=datetime(2026, 10, 26, 5, 0, 3, tzinfo=UTC), alerts_sent=["deadline_missed"])
+    listing = ui.get("/runs").text
+    assert listing.count('<span class="badge deadline-missed"') == 1
+    row = listing[listing.index(f'data-run-id="{late["run_id"]}"') :]
+    assert row.index("deadline missed") < row.index("</tr>")
+    page = ui.get("/run", params={"pipeline": "churn", "run_id": late["run_id"]}).text
+    assert '<span class="badge deadline-missed">deadline missed</span>' in page
+    assert "<h2>Deadline missed</h2>" in page
+    assert '<strong class="deadline-missed-at">2026-10-26 05:00:03 UTC</strong>' in page
+    assert "<strong>Alerts sent:</strong> deadline missed</p>" in page
+    on_time = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[3]["run_id"]}).text
+    assert "deadline-missed" not in on_time

@@ -65,6 +65,11 @@ class Downstream:
                 return JSONResponse({"detail": "not JSON"}, status_code=422)
             return JSONResponse({"dag_run_id": "manual__x"})
 
+        @api.post("/api/v2/backfills")
+        async def backfill(request: Request) -> JSONResponse:
+            self.bodies.append(json.loads(await request.body()))
+            return JSONResponse({"id": 1})
+
         @api.get("/api/v2/dags/{dag_id}/dagRuns")
         async def runs(dag_id: str) -> dict:
             return {"dag_runs": []}
@@ -130,6 +135,24 @@ def test_guard_passes_good_windows_other_dags_and_anonymous_requests_unchanged(g
         "/api/v2/dags/score_churn/dagRuns", content=b"not json", headers={"content-type": "application/json"}
     )
     assert raw.status_code == 422  # passed on: Airflow's own validation answers it
+
+
+def test_a_backfill_with_a_window_in_its_conf_is_refused_before_it_exists(guarded) -> None:
+    """A backfill run scores its own interval: a window in dag_run_conf would be ignored, so it is refused."""
+    client, downstream, role = guarded
+    dates = {"from_date": "2026-10-01T00:00:00Z", "to_date": "2026-10-03T00:00:00Z"}
+    windowed = {"dag_id": "score_churn", **dates, "dag_run_conf": {"window_start": "2026-09-01", "window_end": ""}}
+    reply = client.post("/api/v2/backfills", json=windowed)
+    assert reply.status_code == 400
+    assert reply.json()["detail"].startswith("Invalid backfill of score_churn: each backfill run scores its own")
+    assert "window_start in the run conf would be ignored" in reply.json()["detail"]
+    plain = {"dag_id": "score_churn", **dates, "dag_run_conf": {"dry_run": True, "window_start": ""}}
+    other = {"dag_id": "etl_daily", **dates, "dag_run_conf": {"window_start": "2026-09-01"}}
+    assert client.post("/api/v2/backfills", json=plain).status_code == 200
+    assert client.post("/api/v2/backfills", json=other).status_code == 200
+    role[0] = "viewer"  # may not trigger: Airflow answers, the guard says nothing
+    assert client.post("/api/v2/backfills", json=windowed).status_code == 200
+    assert downstream.bodies == [plain, other, windowed]
 
 
 def test_model_suggestions_from_a_local_registry_only(tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ def run(day: int, *, status: str = "success", pipeline: str = "churn", **changes
         "model_cpu_seconds": 0.4,
         "cpu_seconds": 3.5,
         "rows_per_cpu_second": 2_970 / 3.5,
+        "alerts_sent": None,
+        "deadline_missed_at": None,
         "started_at": start + timedelta(days=1, hours=2),
         "finished_at": start + timedelta(days=1, hours=2, minutes=1),
     }

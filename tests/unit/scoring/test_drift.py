@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from batchscore.models.registry import FeatureSpec
+from batchscore.models.manifest import FeatureSpec
 from batchscore.scoring.drift import (
     NULL_BIN,
     OTHER_BIN,

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batchscore.models.registry import FeatureSpec
+from batchscore.models.manifest import FeatureSpec
 from batchscore.scoring.features import SchemaMismatch, conform, staged_schema, to_model_frame
 
 FEATURES = (FeatureSpec("x", "numeric"), FeatureSpec("c", "categorical"))

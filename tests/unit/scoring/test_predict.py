@@ -10,7 +10,8 @@ from sklearn.cluster import KMeans
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from batchscore.models.registry import FeatureSpec, ModelRegistry
+from batchscore.models.manifest import FeatureSpec
+from batchscore.models.registry import ModelRegistry
 from batchscore.scoring.features import to_model_frame
 from batchscore.scoring.predict import score_batch, scorer, scores_schema
 

@@ -2,7 +2,7 @@ import json
 
 import pyarrow as pa
 
-from batchscore.models.registry import FeatureSpec
+from batchscore.models.manifest import FeatureSpec
 from batchscore.scoring.validation import validate
 
 FEATURES = (

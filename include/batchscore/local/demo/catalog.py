@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from batchscore.local.demo import model, segments, spend
-from batchscore.models.registry import ModelManifest, ModelRegistry, RegistryError
+from batchscore.models.manifest import ModelManifest, RegistryError
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 
 ALIAS = "champion"

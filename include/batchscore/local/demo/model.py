@@ -16,7 +16,8 @@ import pyarrow as pa
 from batchscore import db
 from batchscore.local.demo.warehouse import CATEGORICAL_FEATURES, NEW_REGION, NUMERIC_FEATURES, true_churn_logit
 from batchscore.models.intake import reference_frame
-from batchscore.models.registry import FeatureSpec, ModelManifest, ModelRegistry
+from batchscore.models.manifest import FeatureSpec, ModelManifest
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 from batchscore.scoring.drift import drift_reference
 from batchscore.scoring.features import to_model_frame

@@ -16,7 +16,8 @@ import psycopg
 from batchscore import db, settings
 from batchscore.local.demo.catalog import ALIAS, DEMO_MODELS, DemoModel
 from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER, LocalStack
-from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.models.manifest import ModelManifest
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import PipelineConfig, load_config
 from batchscore.reports.performance_charts import holdout_value
 

@@ -19,10 +19,11 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 
 from batchscore import db, settings
+from batchscore.local.airflow_client import AirflowClient
 from batchscore.local.demo.catalog import DEMO_MODELS, register_missing
 from batchscore.local.demo.report import summary
 from batchscore.local.demo.warehouse import seed_warehouse
-from batchscore.local.stack import AirflowClient, LocalStack
+from batchscore.local.stack import LocalStack
 from batchscore.pipeline.config import PipelineConfig, load_config
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints

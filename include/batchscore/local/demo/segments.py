@@ -15,7 +15,8 @@ import numpy as np
 
 from batchscore.local.demo.model import feature_specs, read_training_window
 from batchscore.models.intake import reference_frame
-from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.models.manifest import ModelManifest
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 from batchscore.scoring.drift import drift_reference
 from batchscore.scoring.features import to_model_frame

@@ -13,7 +13,8 @@ from typing import Any
 from batchscore.local.demo.model import accepted_rows, feature_specs, preprocessing, read_training_window, read_window
 from batchscore.local.demo.warehouse import true_spend_30d
 from batchscore.models.intake import reference_frame
-from batchscore.models.registry import ModelManifest, ModelRegistry
+from batchscore.models.manifest import ModelManifest
+from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 from batchscore.scoring.drift import drift_reference
 from batchscore.scoring.features import to_model_frame
