@@ -1,14 +1,16 @@
 """The plugin's FastAPI app, mounted by Airflow's api-server at ``/scoring``.
 
 Pages (shown inside Airflow's UI as iframes): ``/runs`` (the overview), ``/run`` (one run: its
-charts, drift, challenger and links; also the tab on every DAG run), ``/rejects`` (a run's
-rejected rows). JSON with the same data under ``/api``. Every route, the static files included,
-needs a logged-in Airflow user (the app-wide dependency); FastAPI's own docs routes are off,
-since they would not be. Every route that shows a pipeline's data asks the auth manager
-(``scoring_ui.access``): a pipeline the user may not read is left out of lists and answers 404,
-as one that does not exist; rejected rows' values need task-log access besides. Query
-parameters are validated strictly (422 otherwise) and reach SQL only as bound parameters. The
-scores database is the Airflow connection ``BATCHSCORE_SCORES_CONN_ID`` (default ``scores_db``).
+charts, drift, challenger, realised performance and links; also the tab on every DAG run),
+``/performance`` (a pipeline's realised metrics over its evaluated windows, champion beside
+challenger, and calibration), ``/rejects`` (a run's rejected rows). JSON with the same data under
+``/api``. Every route, the static files included, needs a logged-in Airflow user (the app-wide
+dependency); FastAPI's own docs routes are off, since they would not be. Every route that shows a
+pipeline's data asks the auth manager (``scoring_ui.access``): a pipeline the user may not read is
+left out of lists and answers 404, as one that does not exist; rejected rows' values need task-log
+access besides. Query parameters are validated strictly (422 otherwise) and reach SQL only as bound
+parameters. The scores database is the Airflow connection ``BATCHSCORE_SCORES_CONN_ID`` (default
+``scores_db``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from airflow.api_fastapi.core_api.security import requires_authenticated
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from batchscore.reports import run_charts, run_views
+from batchscore import settings
+from batchscore.reports import performance_views, run_charts, run_views
 from scoring_ui import links
 from scoring_ui.access import Reader, ReaderDep
 from scoring_ui.pages import render
@@ -105,8 +108,10 @@ def run_details(who: Reader, pipeline: str, run_id: str, windows: int) -> dict[s
     earlier = run_views.history(url, pipeline, until=run["window_start"], limit=windows) if run["window_start"] else []
     series = _with_run(earlier, run)
     drift = run_views.drift_for_runs(url, pipeline, list({r["run_id"] for r in [*series, run]}))
+    performance = performance_views.run_performance(url, settings.model_registry_root(), run, now=datetime.now(UTC))
     return {
         "run": run,
+        "performance": performance,
         "charts": {
             "distribution": run_charts.distribution(run, [r for r in series if r["run_id"] != run_id]),
             "reference": run_charts.versus_reference(drift, run_id),
@@ -114,6 +119,7 @@ def run_details(who: Reader, pipeline: str, run_id: str, windows: int) -> dict[s
             "drift": run_charts.drift_heatmap(series, drift),
             "shadow": run_charts.shadow_trend(series),
             "cost": run_charts.cost_trend(series),
+            "calibration": performance["calibration"] if performance else None,
         },
         "feature_drift": run_charts.feature_drift(drift, run_id),
         "reject_reasons": run_views.reject_reasons(url, pipeline, run_id),
@@ -197,6 +203,28 @@ def rejects_json(
     return data
 
 
+def performance_of(who: Reader, pipeline: str, windows: int) -> dict[str, Any] | None:
+    """A pipeline's performance page data; None: no run of it recorded, or not one the user may read."""
+    url = _scores_url()
+    if not who.may_read_runs(pipeline) or pipeline not in run_views.pipelines(url):
+        return None
+    return performance_views.pipeline_performance(
+        url, settings.model_registry_root(), pipeline, windows=windows, now=datetime.now(UTC)
+    )
+
+
+@app.get("/api/performance")
+def performance_json(who: ReaderDep, pipeline: Pipeline, windows: Windows = 30) -> dict[str, Any]:
+    """A pipeline's realised performance: per evaluated window and role, the recorded metrics (what its page draws).
+
+    404 for a pipeline the user may not read, as for one never run.
+    """
+    data = performance_of(who, pipeline, windows)
+    if data is None:
+        raise HTTPException(404, f"no scoring runs of pipeline {pipeline!r}")
+    return data
+
+
 # ---------------------------------------------------------------------------------------- pages
 
 
@@ -235,7 +263,9 @@ def runs_page(
     )
 
 
-def _absent_page(root: str, embed: bool, run_id: str, *, dag_id: str | None, pipeline: str | None) -> HTMLResponse:
+def _absent_page(
+    root: str, embed: bool, run_id: str | None, *, dag_id: str | None, pipeline: str | None
+) -> HTMLResponse:
     """404 with the page that says so: the same for a run not recorded and one the user may not read."""
     page = render("absent.html", root=root, embed=embed, dag_id=dag_id, run_id=run_id, pipeline=pipeline)
     return HTMLResponse(page, status_code=404)
@@ -264,6 +294,20 @@ def run_page(
     if details is None:
         return _absent_page(root, embed, run_id, dag_id=dag_id, pipeline=pipeline)
     return HTMLResponse(render("run.html", root=root, base=base, links=links, embed=embed, windows=windows, **details))
+
+
+@app.get("/performance", response_class=HTMLResponse)
+def performance_page(
+    request: Request, who: ReaderDep, *, pipeline: Pipeline, windows: Windows = 30, embed: bool = False
+) -> HTMLResponse:
+    """A pipeline's realised metrics over its evaluated windows, champion and challenger, and its calibration."""
+    root, base = _roots(request)
+    data = performance_of(who, pipeline, windows)
+    if data is None:
+        return _absent_page(root, embed, None, dag_id=None, pipeline=pipeline)
+    charts = {"performance": data["chart"], "calibration": data["calibration"]}
+    page = render("performance.html", root=root, base=base, links=links, embed=embed, charts=charts, **data)
+    return HTMLResponse(page)
 
 
 @app.get("/rejects", response_class=HTMLResponse)

@@ -39,6 +39,11 @@ def dag(base: str, pipeline: str) -> str:
     return f"{base}/dags/{quote(dag_id_of(pipeline), safe='')}"
 
 
+def evaluation_dag(base: str, pipeline: str) -> str:
+    """The pipeline's ``evaluate_<name>`` DAG, which records its windows' realised performance."""
+    return f"{base}/dags/{quote(f'evaluate_{pipeline}', safe='')}"
+
+
 def page(root_path: str, name: str, **params: object) -> str:
     """A page of this plugin, with its query (None values left out)."""
     query = urlencode({k: v for k, v in params.items() if v is not None})

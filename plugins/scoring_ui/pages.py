@@ -13,6 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from batchscore.reports.performance_views import METRIC_TITLES
 from batchscore.reports.run_charts import window_label
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -57,7 +58,7 @@ _env = Environment(
     lstrip_blocks=True,
 )
 _env.filters.update(number=number, seconds=seconds, percent=percent, timestamp=timestamp)
-_env.globals.update(window=window)
+_env.globals.update(window=window, metric_titles=METRIC_TITLES)
 
 
 def render(template: str, **context: Any) -> str:

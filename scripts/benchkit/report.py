@@ -118,7 +118,8 @@ def cpu_per_stage(report: Report) -> str:
         )
     if predict is not None and "prep_cpu" in predict.extra:
         cost.append(
-            f"of which the Pipeline's steps before the trees {predict.extra['prep_cpu'] * per_m:.2f} CPU-s, "
+            f"of which the Pipeline's steps before the trees {predict.extra['prep_cpu'] * per_m:.2f} CPU-s "
+            f"over Arrow ({predict.extra.get('sklearn_prep_cpu', math.nan) * per_m:.2f} in scikit-learn), "
             f"the compiled trees {predict.extra['trees_cpu'] * per_m:.2f} CPU-s"
         )
     if "floor_ingest" in parts:

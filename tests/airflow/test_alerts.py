@@ -6,6 +6,7 @@ drift hold and a successful run each through the real DAG, the message read back
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -43,8 +44,21 @@ def receivers() -> Iterator[tuple[SmtpReceiver, HttpReceiver]]:
     http.stop()
 
 
+SLACK_TOKEN_PATH = "/services/T0000/B0000/alertstoken"
+
+
 @pytest.fixture(scope="module")
-def alert_dags(airflow_db: Services, receivers: tuple[SmtpReceiver, HttpReceiver]) -> Iterator[dict]:
+def slack() -> Iterator[HttpReceiver]:
+    """A local HTTP server posing as Slack's incoming-webhook endpoint (it answers 200 "ok", as Slack does)."""
+    receiver = HttpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def alert_dags(
+    airflow_db: Services, receivers: tuple[SmtpReceiver, HttpReceiver], slack: HttpReceiver
+) -> Iterator[dict]:
     """Three pipelines with ``notify:`` rules, their DAG files, and the connections to the receivers."""
     from airflow.dag_processing.dagbag import DagBag
 
@@ -55,11 +69,16 @@ def alert_dags(airflow_db: Services, receivers: tuple[SmtpReceiver, HttpReceiver
     closed_smtp, closed_http = free_ports(2)
     os.environ["AIRFLOW_CONN_ALERTS_SMTP"] = smtp.connection()
     os.environ["AIRFLOW_CONN_ALERTS_WEBHOOK"] = http.connection()
+    # The Slack provider's connection, its host pointed at the local receiver; the password is the webhook's token path.
+    os.environ["AIRFLOW_CONN_ALERTS_SLACK"] = json.dumps(
+        {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{slack.port}", "password": SLACK_TOKEN_PATH}
+    )
     os.environ["AIRFLOW_CONN_NOWHERE_SMTP"] = smtp.connection().replace(str(smtp.port), str(closed_smtp))
     os.environ["AIRFLOW_CONN_NOWHERE_WEBHOOK"] = http.connection().replace(str(http.port), str(closed_http))
     to_receivers = [
         {"on": EVENTS, "via": "smtp", "conn_id": "alerts_smtp", "to": ["oncall@example.com"]},
         {"on": EVENTS, "via": "webhook", "conn_id": "alerts_webhook"},
+        {"on": ["failure"], "via": "slack_webhook", "conn_id": "alerts_slack"},
     ]
     to_nowhere = [
         {"on": EVENTS, "via": "smtp", "conn_id": "nowhere_smtp", "to": ["oncall@example.com"]},
@@ -86,7 +105,7 @@ def alert_dags(airflow_db: Services, receivers: tuple[SmtpReceiver, HttpReceiver
     yield {name: bag.dags[f"score_{name}"] for name in files}
     for path in written:
         path.unlink(missing_ok=True)
-    for name in ("ALERTS_SMTP", "ALERTS_WEBHOOK", "NOWHERE_SMTP", "NOWHERE_WEBHOOK"):
+    for name in ("ALERTS_SMTP", "ALERTS_WEBHOOK", "ALERTS_SLACK", "NOWHERE_SMTP", "NOWHERE_WEBHOOK"):
         os.environ.pop(f"AIRFLOW_CONN_{name}", None)
 
 
@@ -127,6 +146,23 @@ def test_a_failed_run_sends_one_mail_and_one_webhook_with_its_cause_and_links(al
     assert hook["task_log"].split("?")[0].endswith("/tasks/plan")
     assert http.paths[-1] == "/alerts"
     assert record["alerts_sent"] == ["failure"]
+
+
+def test_a_failed_run_posts_one_slack_message_through_the_slack_provider(alert_dags, slack) -> None:
+    start, _end = day_window(WAREHOUSE_END - timedelta(days=6))
+    backwards = {"window_start": start.isoformat(), "window_end": (start - timedelta(days=1)).isoformat()}
+    run = alert_dags[ALERTED].test(run_conf=backwards)
+    assert run.state == "failed"
+    (message,) = slack.bodies_about(run.run_id)
+    assert slack.paths[slack.bodies.index(message)] == SLACK_TOKEN_PATH
+    text = message["text"]
+    assert text.startswith(f"[batchscore] {ALERTED}: run failed for (window not resolved)\n")
+    assert f"Pipeline: {ALERTED} (DAG score_{ALERTED}, run {run.run_id})" in text
+    assert "Stage: plan" in text
+    assert f"Cause: WindowError: window start {start.isoformat()} must be before end" in text
+    assert "Remedy: " in text
+    assert f"/scoring/run?pipeline={ALERTED}&amp;run_id=" in text  # & escaped for Slack's mrkdwn
+    assert "/tasks/plan" in text
 
 
 def test_a_drift_hold_sends_its_own_message_naming_the_window(alert_dags, receivers) -> None:

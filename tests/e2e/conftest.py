@@ -8,13 +8,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 
+from batchscore import db
 from batchscore.local.airflow_client import AirflowClient
 from batchscore.local.stack import LocalStack
-from tests.conftest import Services
+from batchscore.pipeline.windows import Window
+from tests.conftest import PIPELINES, SHADOW, WAREHOUSE_END, Services, day_window
 from tests.e2e import fab_stack
 from tests.e2e.fab_stack import FabApi
 from tests.integration.helpers import expected_scores, run_record, stored_scores
@@ -60,6 +64,45 @@ def assert_exact(
             len(rejected),
         )
     return len(stored)
+
+
+# The performance page's windows: churn with a challenger in shadow, scored and evaluated by the
+# engine's own functions (what score_churn_shadow and evaluate_churn_shadow run), days no other e2e test uses.
+PERF_PIPELINE = SHADOW
+PERF_WINDOWS = tuple(Window(*day_window(WAREHOUSE_END - timedelta(days=d))) for d in (10, 9))
+LONG_AFTER = datetime(2030, 1, 1, tzinfo=UTC)  # every test window's horizon has passed by then
+
+
+@pytest.fixture(scope="session")
+def evaluated_windows(airflow_db: Services, client: AirflowClient) -> dict[Window, str]:
+    """Two windows of ``churn_shadow`` published and evaluated (champion and challenger); their run ids."""
+    from batchscore.pipeline.config import load_config
+    from batchscore.run.evaluation import evaluate_window
+    from batchscore.run.planning import Endpoints
+    from batchscore.run.stages import run_pipeline
+
+    config = load_config(PIPELINES / f"{PERF_PIPELINE}.yaml")
+    ends = Endpoints(airflow_db.warehouse_url, airflow_db.scores_url, airflow_db.registry)
+    runs = {}
+    for window in PERF_WINDOWS:
+        runs[window] = f"e2e__perf_{window.slug}"
+        run_pipeline(config, ends, window=window, run_id=runs[window])
+        result = evaluate_window(config, ends, window, run_id="e2e__perf_eval", now=LONG_AFTER)
+        assert (result.status, [r.role for r in result.roles]) == ("evaluated", ["champion", "challenger"])
+    return runs
+
+
+def recorded_performance(services: Services, pipeline: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """``scoring.performance`` read back with psycopg: (role, window start as a date) -> the row."""
+    with psycopg.connect(db.libpq_url(services.scores_url)) as conn:
+        cur = conn.execute(
+            "SELECT role, window_start, model_name, model_version, rows_matched, metrics, curves"
+            " FROM scoring.performance WHERE pipeline = %s",
+            (pipeline,),
+        )
+        names = [c.name for c in cur.description or ()]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return {(r["role"], f"{r['window_start']:%Y-%m-%d}"): r for r in rows}
 
 
 def trigger(client: AirflowClient, start: datetime, end: datetime, dag_id: str = DAG_ID) -> str:

@@ -19,10 +19,12 @@ import pytest
 
 from batchscore.local.airflow_client import AirflowClient
 from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.windows import Window
 from batchscore.reports.run_charts import density, window_label
-from tests.conftest import SHADOW, TEST_ROOT, WAREHOUSE_END
+from tests.conftest import SHADOW, TEST_ROOT, WAREHOUSE_END, Services
 from tests.e2e.browser import FLAGS, VIEWPORT, chromium_path, log_in, pick_date_time, screenshot_dir
-from tests.e2e.conftest import DAG_ID, trigger, utc_day
+from tests.e2e.conftest import DAG_ID, PERF_PIPELINE, PERF_WINDOWS, recorded_performance, trigger, utc_day
 
 pytestmark = pytest.mark.e2e
 
@@ -249,6 +251,43 @@ def test_dag_run_tab_shows_the_scoring_record_and_its_rejects(
     assert rows.count() == min(reasons[0]["rows"], 50)
     assert re.sub(r"'[^']*'", "'…'", rows.first.locator("td").nth(1).inner_text()) == reasons[0]["reason"]
     page.screenshot(path=str(SHOTS / "rejects.png"))
+
+
+def calibration_of(rows: dict[tuple[str, str], dict[str, Any]], role: str, label: str) -> list[dict[str, float]]:
+    return [{"x": b["mean_score"], "y": b["observed_rate"]} for b in rows[(role, label)]["curves"]]
+
+
+def test_performance_charts_draw_the_recorded_metrics(
+    page: Any, client: AirflowClient, airflow_db: Services, evaluated_windows: dict[Window, str]
+) -> None:
+    rows = recorded_performance(airflow_db, PERF_PIPELINE)
+    labels = [f"{w.start:%Y-%m-%d}" for w in PERF_WINDOWS]
+    page.goto(f"{client.base}/plugin/scoring")
+    scoring_frame(page, "/scoring/runs").locator(f"#pipeline-{PERF_PIPELINE} a.performance-link").click()
+    frame = scoring_frame(page, "/scoring/performance")
+    for metric in ("roc_auc", "log_loss"):
+        drawn = chart_points(frame, f"perf-{metric}")
+        at = [drawn["labels"].index(label) for label in labels]
+        for i, role in enumerate(("champion", "challenger")):
+            assert [drawn["datasets"][i][k] for k in at] == [rows[(role, label)]["metrics"][metric] for label in labels]
+        champion = rows[("champion", labels[-1])]
+        manifest = ModelRegistry(airflow_db.registry).resolve(champion["model_name"], str(champion["model_version"]))
+        assert set(drawn["datasets"][2]) == {manifest.metrics[f"holdout_{metric}"]}  # the training reference line
+        assert drawn["painted"] > 1_000
+    curves = chart_points(frame, "chart-calibration")
+    assert [[{"x": p["x"], "y": p["y"]} for p in d] for d in curves["datasets"][:2]] == [
+        calibration_of(rows, role, labels[-1]) for role in ("challenger", "champion")
+    ]
+    assert curves["datasets"][2] == [{"x": 0, "y": 0}, {"x": 1, "y": 1}]  # the diagonal
+    assert curves["painted"] > 1_000
+    page.screenshot(path=str(SHOTS / "scoring-performance.png"))
+    frame.locator(f"tr.window-row[data-window='{labels[0]}'] a.run-link").click()
+    run_frame = scoring_frame(page, "/scoring/run")
+    assert run_frame.locator("tr.role-champion td.metric-roc_auc").inner_text() == (
+        f"{rows[('champion', labels[0])]['metrics']['roc_auc']:,.4f}"
+    )
+    drawn = chart_points(run_frame, "chart-calibration")
+    assert [{"x": p["x"], "y": p["y"]} for p in drawn["datasets"][1]] == calibration_of(rows, "champion", labels[0])
 
 
 @pytest.mark.skipif(not FOR_README, reason="only for the README's pictures (make screenshots)")

@@ -19,6 +19,7 @@ from batchscore import db
 from batchscore.local.airflow_client import AirflowClient
 from batchscore.local.stack import LocalStack
 from batchscore.pipeline.windows import Window
+from batchscore.sink.performance import RolePerformance, replace_performance
 from batchscore.sink.run_record import RunTotals, apply_schema, record_finish, record_start
 from tests.e2e.fab_stack import FabApi
 
@@ -29,6 +30,7 @@ OTHERS = ("spend", "segments")
 RUN_ID = "perm__2026-09-15"
 START = datetime(2026, 9, 15, tzinfo=UTC)
 SECRET = {name: f"{name}-secret-{i}7731" for i, name in enumerate(PIPELINES)}  # in rejected values only
+PERF_MODEL = {name: f"{name}_perf_model_{i}" for i, name in enumerate(PIPELINES)}  # in scoring.performance only
 
 
 def seed(scores_url: str) -> None:
@@ -62,6 +64,21 @@ def seed(scores_url: str) -> None:
                     " row_data) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)",
                     (name, window.start, window.end, RUN_ID, key, reason, row),
                 )
+            judged = RolePerformance(
+                role="champion",
+                model_name=PERF_MODEL[name],
+                model_version=1,
+                task="classifier",
+                status="evaluated",
+                reason=None,
+                rows_scored=998,
+                rows_matched=990,
+                rows_without_outcome=8,
+                outcomes_unmatched=0,
+                metrics={"roc_auc": 0.77, "pr_auc": 0.5, "log_loss": 0.4, "brier": 0.15, "positive_rate": 0.2},
+                curves=[{"rows": 99, "mean_score": (i + 0.5) / 10, "observed_rate": i / 10} for i in range(10)],
+            )
+            replace_performance(conn, pipeline=name, window=window, run_id="perm__eval", rows=[judged])
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +154,28 @@ def test_churn_reader_reads_churns_run_but_no_other_pipelines(users: dict[str, A
             assert "998" not in page.text
             assert SECRET[name] not in page.text
             assert "that you may read" in page.text
+
+
+def test_performance_is_shown_only_for_pipelines_the_user_may_read(users: dict[str, AirflowClient]) -> None:
+    churn, nobody, admin = users["churn"], users["nobody"], users["admin"]
+    data = get(churn, "/api/performance", pipeline="churn").json()
+    assert (data["state"], data["chart"]["roc_auc"]["series"]["champion"][-1]) == ("evaluated", 0.77)
+    page = get(churn, "/performance", pipeline="churn")
+    assert (page.status_code, PERF_MODEL["churn"] in page.text) == (200, True)
+    run_page = get(churn, "/run", **run_params("churn")).text
+    assert 'class="n metric-roc_auc">0.7700<' in run_page
+    for name in OTHERS:
+        for user in (churn, nobody):
+            refused = get(user, "/api/performance", pipeline=name)
+            assert (refused.status_code, refused.json()) == (404, {"detail": f"no scoring runs of pipeline {name!r}"})
+            html = get(user, "/performance", pipeline=name)
+            assert html.status_code == 404
+            assert PERF_MODEL[name] not in html.text
+            assert "that you may read" in html.text
+        assert PERF_MODEL[name] in get(admin, "/performance", pipeline=name).text
+    assert get(nobody, "/api/performance", pipeline="churn").status_code == 404
+    unknown = get(admin, "/api/performance", pipeline="no_such_pipeline")  # the same answer as a hidden one
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "no scoring runs of pipeline 'no_such_pipeline'"})
 
 
 def test_churn_reader_sees_reject_counts_and_reasons_but_no_values(users: dict[str, AirflowClient]) -> None:

@@ -8,8 +8,10 @@ import pytest
 import requests
 
 from batchscore.local.airflow_client import AirflowClient
+from batchscore.models.registry import ModelRegistry
+from batchscore.pipeline.windows import Window
 from tests.conftest import WAREHOUSE_END, Services
-from tests.e2e.conftest import DAG_ID, trigger, utc_day
+from tests.e2e.conftest import DAG_ID, PERF_PIPELINE, PERF_WINDOWS, recorded_performance, trigger, utc_day
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +32,8 @@ PLUGIN_ROUTES = [
     "/scoring/api/runs",
     "/scoring/api/run?pipeline=churn&run_id=x",
     "/scoring/api/rejects?pipeline=churn&run_id=x",
+    "/scoring/performance?pipeline=churn",
+    "/scoring/api/performance?pipeline=churn",
     "/scoring/static/scoring.js",
     "/scoring/static/vendor/chart.umd.min.js",
 ]
@@ -103,6 +107,58 @@ def test_rest_trigger_with_a_bad_window_creates_no_run(client: AirflowClient, co
     assert reply.status_code == 400
     assert reason in reply.json()["detail"]
     assert {r["dag_run_id"] for r in client.dag_runs(DAG_ID)} == before
+
+
+def test_performance_json_and_page_hold_the_recorded_metrics(
+    client: AirflowClient, airflow_db: Services, evaluated_windows: dict[Window, str]
+) -> None:
+    reply = client.session.get(f"{client.base}/scoring/api/performance", params={"pipeline": PERF_PIPELINE})
+    assert reply.status_code == 200
+    data = reply.json()
+    assert (data["state"], data["task"], data["horizon"]) == ("evaluated", "classifier", "30d")
+    rows = recorded_performance(airflow_db, PERF_PIPELINE)
+    labels = [f"{w.start:%Y-%m-%d}" for w in PERF_WINDOWS]
+    auc = data["chart"]["roc_auc"]
+    assert auc["labels"][-2:] == labels
+    for role in ("champion", "challenger"):
+        assert auc["series"][role][-2:] == [rows[(role, label)]["metrics"]["roc_auc"] for label in labels]
+    champion = rows[("champion", labels[-1])]
+    manifest = ModelRegistry(airflow_db.registry).resolve(champion["model_name"], str(champion["model_version"]))
+    assert auc["reference"] == manifest.metrics["holdout_roc_auc"]
+    assert [c["points"] for c in data["calibration"]["roles"]] == [
+        [{"x": b["mean_score"], "y": b["observed_rate"], "rows": b["rows"]} for b in rows[(role, labels[-1])]["curves"]]
+        for role in ("challenger", "champion")
+    ]
+    page = client.session.get(f"{client.base}/scoring/performance", params={"pipeline": PERF_PIPELINE}).text
+    for metric in ("roc_auc", "pr_auc", "log_loss", "brier"):
+        assert f'id="perf-{metric}"' in page
+    assert f"{champion['rows_matched']:,}" in page
+    runs = client.session.get(f"{client.base}/scoring/runs", params={"pipeline": PERF_PIPELINE}).text
+    assert f"/scoring/performance?pipeline={PERF_PIPELINE}" in runs
+
+
+def test_run_page_shows_realised_metrics_once_known_and_when_they_will_be(
+    client: AirflowClient, evaluated_windows: dict[Window, str], finished_run: str
+) -> None:
+    window = PERF_WINDOWS[-1]
+    details = client.session.get(
+        f"{client.base}/scoring/api/run", params={"pipeline": PERF_PIPELINE, "run_id": evaluated_windows[window]}
+    ).json()
+    performance = details["performance"]
+    assert performance["state"] == "evaluated"
+    assert {r["role"] for r in performance["roles"]} == {"champion", "challenger"}
+    page = client.session.get(
+        f"{client.base}/scoring/run", params={"pipeline": PERF_PIPELINE, "run_id": evaluated_windows[window]}
+    ).text
+    champion = next(r for r in performance["roles"] if r["role"] == "champion")
+    assert f'class="n metric-roc_auc">{champion["metrics"]["roc_auc"]:,.4f}<' in page
+    assert 'data-chart="calibration"' in page
+    # churn's window 3 days before the warehouse's end was scored but never evaluated: the page says when it can be
+    _, end = utc_day(WAREHOUSE_END - timedelta(days=3))
+    pending = client.session.get(f"{client.base}/scoring/run", params={"pipeline": "churn", "run_id": finished_run})
+    assert (
+        f"Not yet evaluated: outcomes complete after {end + timedelta(days=30):%Y-%m-%d %H:%M:%S} UTC" in pending.text
+    )
 
 
 def test_rest_backfill_with_a_window_in_its_conf_is_refused_and_creates_nothing(client: AirflowClient) -> None:

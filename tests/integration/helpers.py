@@ -79,7 +79,11 @@ def expected_scores(
 
 
 def stored_scores(scores_url: str, table: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """The window's stored scores by customer_id (empty before the table exists)."""
+    """The window's stored scores by customer_id, in key order (empty before the table exists).
+
+    Ordered, so two reads compare equal whatever order a scan returns (a failed load's dead rows,
+    a re-attached slice, a parallel scan change it).
+    """
     with psycopg.connect(scores_url) as conn:
         if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:  # type: ignore[index]
             columns = ["customer_id", "score", "label", "model_name", "model_version", "model_sha256", "run_id"]
@@ -87,7 +91,7 @@ def stored_scores(scores_url: str, table: str, start: datetime, end: datetime) -
         view = f"{table.split('.', maxsplit=1)[0]}.{lineage_view(table)}"  # each score joined to its run and model
         cur = conn.execute(
             f"SELECT customer_id, score, label, model_name, model_version, model_sha256, run_id "
-            f"FROM {view} WHERE window_start = %s AND window_end = %s",
+            f"FROM {view} WHERE window_start = %s AND window_end = %s ORDER BY customer_id",
             (start, end),
         )
         return pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description]).set_index("customer_id")

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
 from batchscore import settings
+from batchscore.airflow.deadlines import deadline_for
 from batchscore.airflow.schedules import announce_scores, dag_schedule, scores_asset
 from batchscore.models import registry_layout
 from batchscore.pipeline.config import MODEL_REF, ConfigError, PipelineConfig, load_config
@@ -129,6 +130,7 @@ def build_dag(config: PipelineConfig) -> DAG:
         max_active_runs=config.execution.max_active_runs,
         params=trigger_params(config),
         tags=["batch-scoring", *config.tags],
+        deadline=deadline_for(config),
         default_args={
             "owner": config.owner,
             "retries": config.execution.retries,

@@ -20,6 +20,7 @@ from batchscore.pipeline.model_config import ModelConfig, ShadowConfig
 from batchscore.pipeline.notify import NotifyRule
 from batchscore.pipeline.run_config import DriftConfig, ExecutionConfig, OutputConfig, ValidationConfig
 from batchscore.pipeline.schedule_config import Schedule
+from batchscore.pipeline.sla_config import SlaConfig
 from batchscore.pipeline.source_config import SourceConfig
 
 __all__ = ["MODEL_REF", "ConfigError", "PipelineConfig", "load_config", "parse_config"]
@@ -50,6 +51,7 @@ class PipelineConfig(Strict):
     outcomes: OutcomesConfig | None = None
     promotion: PromotionConfig | None = None
     notify: tuple[NotifyRule, ...] = ()
+    sla: SlaConfig | None = None  # when the scores are due (batchscore.pipeline.sla_config)
 
     @field_validator("name", "entity_key")
     @classmethod

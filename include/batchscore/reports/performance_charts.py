@@ -76,6 +76,8 @@ def window_performance(rows: Sequence[dict[str, Any]], window_start: datetime | 
             {
                 "role": row["role"],
                 "model": f"{row['model_name']} v{row['model_version']}",
+                "model_name": row["model_name"],
+                "model_version": row["model_version"],
                 "status": row["status"],
                 "reason": row["reason"],
                 "rows_matched": row["rows_matched"],

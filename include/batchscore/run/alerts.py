@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 from dataclasses import asdict, dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from batchscore.errors import one_line, remedy_of, root_cause
 from batchscore.pipeline.notify import EVENTS, Event
@@ -120,6 +122,61 @@ def failure_alert(
         stage=stage,
         cause=one_line(cause),
         remedy=remedy_of(cause) if not isinstance(cause, str) else "see the task log",
+        run_page=run_page,
+        task_log=task_log,
+    )
+
+
+def _deadline_remedy(record_status: str | None, stage: str | None) -> str:
+    """What the on-call engineer does about a window that is late, by where its run is."""
+    if record_status == "failed":
+        return f"the run failed in {stage}: fix the cause on its run page, then clear the failed task to re-score"
+    if record_status is None and stage == "wait_for_upstream":
+        return "the upstream data has not landed: chase the upstream load; the run scores as soon as it lands"
+    if record_status is None:
+        return "the run has not started scoring: check the scheduler and the executor's free slots"
+    if record_status == "dry_run":
+        return "the run was a dry run, which publishes nothing: trigger a run without dry_run"
+    return "the run is still scoring: it publishes when done; look at its slices for a slow or stuck one"
+
+
+def deadline_alert(
+    *,
+    pipeline: str,
+    dag_id: str,
+    run_id: str,
+    window: Window,
+    due: datetime,
+    land_by: str,
+    zone: str,
+    run_state: str,
+    record_status: str | None,
+    stage: str | None,
+    run_page: str,
+    task_log: str | None,
+) -> Alert:
+    """The alert of a run whose window was not published by ``due``: ``sla.land_by`` in the SLA's ``zone``.
+
+    ``record_status`` is the run record's status when the deadline passed (None: not planned yet),
+    ``stage`` the task the run waits in or failed in, when known.
+    """
+    try:
+        local = due.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        local = due
+    cause = (
+        f"scores for {window} not published by {local:%Y-%m-%d %H:%M:%S %Z} (sla.land_by {land_by} {zone}); "
+        f"the Airflow run is {run_state}"
+    )
+    return Alert(
+        event="deadline_missed",
+        pipeline=pipeline,
+        dag_id=dag_id,
+        run_id=run_id,
+        window=window,
+        stage=stage,
+        cause=cause,
+        remedy=_deadline_remedy(record_status, stage),
         run_page=run_page,
         task_log=task_log,
     )

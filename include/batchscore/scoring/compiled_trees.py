@@ -24,10 +24,14 @@ leaves over 20 features, 300k rows, 1% NaN; a shared machine at load 10-16, so ~
     binning: branch-free search over 256 padded thresholds    ~1.7-2 ns per tree-row 0.16-0.20
       (a coarse lookup table then a linear fix-up: 0.7 CPU-s/M, slower)
     this module, binning fused with the four-table passes     ~6.4 ns per tree-row   0.55-0.65 CPU-s/M
+      (over a column-major matrix: 6.36 ns, row-major 6.23 at load 16; the layout's gain is in
+      building the matrix: 0.06 CPU-s/M for 24 contiguous column writes against 0.42 row-major)
 
-Models qualify when bare or as a Pipeline's last step (its earlier steps, e.g. encoders, still
-transform the frame, as does a model's own categorical encoder); any other estimator keeps
-scikit-learn's own code (``accelerate`` returns it unchanged). ``BATCHSCORE_COMPILED_TREES=0``
+Models qualify when bare or as a Pipeline's last step. A Pipeline's ``ColumnTransformer`` of
+imputers, scalers and encoders is computed from the Arrow batch itself when
+:mod:`batchscore.scoring.arrow_steps` reproduces it exactly (else it transforms the pandas frame,
+as does a model's own categorical encoder); any other estimator keeps scikit-learn's own code
+(``accelerate`` returns it unchanged). ``BATCHSCORE_COMPILED_TREES=0``
 turns the compiled trees off.
 """
 
@@ -40,12 +44,14 @@ import os
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from batchscore.scoring.arrow_steps import ArrowSteps, NotReproduced, compile_steps
+from batchscore.scoring.features import ArrowRows
 from batchscore.scoring.tree_tables import TreeTables, Unsupported, build_tables
 
 log = logging.getLogger(__name__)
@@ -128,7 +134,14 @@ def supports(model: Any) -> bool:
 class CompiledTrees:
     """Stands in for the model in ``predict_proba`` / ``predict``; everything else is the model's."""
 
-    def __init__(self, model: Any, columns: Sequence[str], column_map: np.ndarray, tables: TreeTables) -> None:
+    def __init__(
+        self,
+        model: Any,
+        columns: Sequence[str],
+        column_map: np.ndarray,
+        tables: TreeTables,
+        kinds: Mapping[str, str] | None = None,
+    ) -> None:
         self.model = model
         self.columns = tuple(columns)
         self._prep, trees = _trees(model)  # a Pipeline's steps transform, the compiled walk replaces its model
@@ -148,16 +161,43 @@ class CompiledTrees:
 
         self._openmp = ThreadpoolController().select(user_api="openmp")  # scanned once: a scan costs ~5 ms
         self._width = int(trees.n_features_in_) if self._prep is not None or self._encoder is not None else len(columns)
-        self.raw_predict(np.zeros((1, self._width)), 1)  # compile (or load from cache) now, not mid-part
+        self._steps = self._arrow_steps(kinds)
+        # Compile (or load from cache) now, not mid-part: the column-major layout of frames and Arrow
+        # steps, and the row-major one scikit-learn's ColumnTransformer gives when it transforms.
+        self.raw_predict(np.zeros((2, self._width), order="F"), 1)
+        if self._prep is not None and self._steps is None:
+            self.raw_predict(np.zeros((2, self._width)), 1)
+
+    def _arrow_steps(self, kinds: Mapping[str, str] | None) -> ArrowSteps | None:
+        """The Pipeline's steps compiled over Arrow, or None (no steps, no kinds, or not reproduced exactly)."""
+        if self._prep is None or self._encoder is not None or kinds is None:
+            return None
+        try:
+            steps = compile_steps(self._prep, dict(kinds))
+        except NotReproduced as exc:
+            log.info("a Pipeline's steps transform in scikit-learn: %s", exc)
+            return None
+        return steps if steps.width == self._width else None
+
+    @property
+    def reads_arrow(self) -> bool:
+        """Whether to hand it :class:`ArrowRows` (its steps run over Arrow) rather than a pandas frame."""
+        return self._steps is not None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)  # classes_, n_features_in_, ... come from the model
 
     def _matrix(self, frame: Any) -> np.ndarray:
-        """The frame as the row-major float64 matrix the trees split on (a view for ``to_model_frame``'s frames).
+        """The frame as the float64 matrix the trees split on (a column-major view for ``to_model_frame``'s frames).
 
-        A Pipeline's earlier steps and a model's own categorical encoder run as scikit-learn runs them.
+        :class:`ArrowRows` go through the compiled steps; otherwise a Pipeline's earlier steps and a
+        model's own categorical encoder run as scikit-learn runs them.
         """
+        if isinstance(frame, ArrowRows):
+            matrix = self._steps.matrix(frame.table) if self._steps is not None else None
+            if matrix is not None:
+                return matrix
+            frame = frame.frame()  # a batch scikit-learn must see (and perhaps refuse) itself
         if self._prep is not None:
             frame = self._prep.transform(frame)
             if hasattr(frame, "toarray"):  # a sparse encoder's output
@@ -166,7 +206,8 @@ class CompiledTrees:
             raise ValueError(f"frame columns {list(frame.columns)} are not the scorer's {list(self.columns)}")
         if self._encoder is not None:
             frame = self._encoder.transform(self._for_model(frame) if self._prep is None else frame)
-        return np.ascontiguousarray(np.asarray(frame, dtype=np.float64))
+        matrix = np.asarray(frame, dtype=np.float64)
+        return matrix if matrix.flags.f_contiguous or matrix.flags.c_contiguous else np.ascontiguousarray(matrix)
 
     def raw_predict(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
         """The model's raw predictions (before the link), shape (rows, trees per iteration)."""
@@ -185,16 +226,18 @@ class CompiledTrees:
             self._masks,
         )
         args += (t.leaf_values, t.tree_output, t.baseline, self._ones)
-        x = np.ascontiguousarray(x, dtype=np.float64).view()
-        x.flags.writeable = False  # one compiled signature, whether or not the caller's array was writable
+        if x.dtype != np.float64 or not (x.flags.c_contiguous or x.flags.f_contiguous):
+            x = np.ascontiguousarray(x, dtype=np.float64)
+        x = x.view()
+        x.flags.writeable = False  # one compiled signature per layout, whether or not the caller's array was writable
         n = threads or os.cpu_count() or 1
         n = max(1, min(n, x.shape[0] // MIN_ROWS_PER_THREAD))
         if n == 1:
-            kernel(x, *args, out)
+            kernel(x, *args, out, 0, x.shape[0])
             return out
         bounds = np.linspace(0, x.shape[0], n + 1).astype(int)
         with ThreadPoolExecutor(n, thread_name_prefix="trees") as pool:
-            for future in [pool.submit(kernel, x[a:b], *args, out[a:b]) for a, b in itertools.pairwise(bounds)]:
+            for future in [pool.submit(kernel, x, *args, out, a, b) for a, b in itertools.pairwise(bounds)]:
                 future.result()
         return out
 
@@ -227,6 +270,8 @@ class CompiledTrees:
         return frame[list(names)] if list(frame.columns) != list(names) else frame
 
     def _sklearn(self, frame: Any, method: str) -> np.ndarray:
+        if isinstance(frame, ArrowRows):
+            frame = frame.frame()
         return np.asarray(getattr(self.model, method)(self._for_model(frame)))
 
     def _from_raw(self, raw: np.ndarray, method: str) -> np.ndarray:
@@ -255,10 +300,11 @@ class CompiledTrees:
         return self._score(frame, "predict")
 
 
-def accelerate(model: Any, columns: Sequence[str]) -> Any:
+def accelerate(model: Any, columns: Sequence[str], kinds: Mapping[str, str] | None = None) -> Any:
     """The compiled scorer for ``model`` fed frames with ``columns``, or the model itself when it does not qualify.
 
-    Kept per model object, so the parts one process scores share one scorer.
+    ``kinds`` (column -> ``numeric`` / ``categorical``) lets a Pipeline's steps run over
+    :class:`ArrowRows`. Kept per model object, so the parts one process scores share one scorer.
     """
     if not enabled() or not supports(model):
         return model
@@ -270,7 +316,7 @@ def accelerate(model: Any, columns: Sequence[str]) -> Any:
         column_map = np.arange(trees.n_features_in_)
     if column_map is None:
         return model
-    key = tuple(columns)
+    key = tuple(columns) + tuple(f"{c}:{k}" for c, k in sorted((kinds or {}).items()))
     with _LOCK:
         per_model = _ACCELERATED.setdefault(model, {})
         if key not in per_model:
@@ -279,7 +325,7 @@ def accelerate(model: Any, columns: Sequence[str]) -> Any:
             except Unsupported as exc:
                 log.info("scoring with scikit-learn: %s", exc)
                 return model
-            per_model[key] = CompiledTrees(model, columns, column_map, tables)
+            per_model[key] = CompiledTrees(model, columns, column_map, tables, kinds)
             log.info(
                 "scoring %s with compiled trees (%d trees, %d feature tables)",
                 type(trees).__name__ if prep is None else f"Pipeline(..., {type(trees).__name__})",

@@ -7,6 +7,7 @@ cursor, or a training query).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -93,15 +94,17 @@ def to_model_frame(table: pa.Table, features: tuple[FeatureSpec, ...]) -> pd.Dat
     """The pandas frame a model sees: float64 numbers (NaN for missing), object categories (NaN for missing).
 
     Training uses this too, so the representation of a missing category is the same at
-    fit and at predict time. An all-numeric frame is one row-major float64 block, so the
-    model's ``np.asarray(frame)`` is a view in the layout tree ensembles walk row by row.
+    fit and at predict time. An all-numeric frame is one column-major float64 block (pandas'
+    own layout, each column written contiguously: row-major writes cost about 0.4 CPU-s per
+    million rows of 20 features), so the model's ``np.asarray(frame)`` is a view, in the
+    layout the compiled trees bin fastest.
     """
     import numpy as np
     import pandas as pd
 
     names = [f.name for f in features]
     if all(spec.kind == "numeric" for spec in features):
-        matrix = np.empty((table.num_rows, len(features)), dtype=np.float64)
+        matrix = np.empty((table.num_rows, len(features)), dtype=np.float64, order="F")
         for j, spec in enumerate(features):
             matrix[:, j] = table.column(spec.name).cast(pa.float64()).to_numpy()
         return pd.DataFrame(matrix, columns=names, copy=False)
@@ -115,3 +118,27 @@ def to_model_frame(table: pa.Table, features: tuple[FeatureSpec, ...]) -> pd.Dat
             values[pd.isna(values)] = np.nan
             data[spec.name] = pd.Series(values, dtype=object)  # pandas 3 would infer its str dtype
     return pd.DataFrame(data, columns=names)
+
+
+@dataclass(frozen=True)
+class ArrowRows:
+    """Validated rows for a scorer that reads Arrow itself (a Pipeline's compiled steps).
+
+    The pandas frame of :func:`to_model_frame` is built only when asked for (scikit-learn's
+    own calls: the self-check, a batch the compiled steps hand back).
+    """
+
+    table: pa.Table
+    features: tuple[FeatureSpec, ...]
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def __getitem__(self, rows: slice) -> ArrowRows:
+        start, stop, step = rows.indices(self.table.num_rows)
+        if step != 1:
+            raise ValueError("ArrowRows slices rows with step 1 only")
+        return ArrowRows(self.table.slice(start, max(0, stop - start)), self.features)
+
+    def frame(self) -> pd.DataFrame:
+        return to_model_frame(self.table, self.features)

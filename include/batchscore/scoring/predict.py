@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from batchscore.models.manifest import ModelManifest
 from batchscore.scoring.compiled_trees import accelerate
-from batchscore.scoring.features import to_model_frame
+from batchscore.scoring.features import ArrowRows, to_model_frame
 from batchscore.scoring.validation import validate
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def scorer(model: Any, manifest: ModelManifest) -> Any:
 
     own_encoder = getattr(model, "_preprocessor", None) is not None
     if isinstance(model, Pipeline) or own_encoder or all(spec.kind == "numeric" for spec in manifest.features):
-        return accelerate(model, [spec.name for spec in manifest.features])
+        return accelerate(model, [spec.name for spec in manifest.features], {s.name: s.kind for s in manifest.features})
     return model
 
 
@@ -106,7 +106,8 @@ def score_batch(  # noqa: PLR0917 (one call site, the runner's hot path)
     checked = validate(table, key, manifest.features, unseen_categories)
     if not checked.clean.num_rows:
         return ScoredBatch(schema.empty_table(), checked.rejects, table.num_rows, checked.clean)
-    frame = to_model_frame(checked.clean, manifest.features)
+    rows = ArrowRows(checked.clean, manifest.features)
+    frame: Any = rows if getattr(model, "reads_arrow", False) else to_model_frame(checked.clean, manifest.features)
     score, label = score_frame(model, manifest, frame)
     keys = checked.clean.column(key).combine_chunks()
     return ScoredBatch(_scores_table(keys, score, label, schema), checked.rejects, table.num_rows, checked.clean)

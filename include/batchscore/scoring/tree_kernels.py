@@ -83,17 +83,23 @@ def predict_narrow(  # noqa: PLR0917 (numba kernels take arrays, not objects)
     baseline: np.ndarray,
     ones: np.ndarray,
     out: np.ndarray,
+    first: int,
+    last: int,
 ) -> None:
-    """Raw predictions ``out[row, k]`` when every tree has at most 64 leaves (one mask word)."""
-    n = x.shape[0]
+    """Raw predictions ``out[row, k]`` for rows first..last when every tree has at most 64 leaves (one mask word).
+
+    ``x`` is row-major or column-major (column-major bins faster: each feature's values are
+    contiguous); threads share the whole arrays and take row ranges, so a range of a
+    column-major matrix keeps its layout (and its compiled signature).
+    """
     n_trees = slot_start.shape[0] - 1
     n_out = baseline.shape[0]
     codes = np.empty((thresholds.shape[0], BLOCK), np.uint8)
     mask = np.empty(BLOCK, tables.dtype)
     acc = np.empty((n_out, BLOCK), np.float64)
     all_ones = ones[0]
-    for start in range(0, n, BLOCK):
-        stop = min(n, start + BLOCK)
+    for start in range(first, last, BLOCK):
+        stop = min(last, start + BLOCK)
         m = stop - start
         bin_block(x, start, stop, columns, thresholds, numeric, categorical, codes)
         for k in range(n_out):
@@ -146,9 +152,10 @@ def predict_wide(  # noqa: PLR0917 (numba kernels take arrays, not objects)
     baseline: np.ndarray,
     ones: np.ndarray,
     out: np.ndarray,
+    first: int,
+    last: int,
 ) -> None:
-    """Raw predictions when some tree has more than 64 leaves: masks of several uint64 words."""
-    n = x.shape[0]
+    """Raw predictions for rows first..last when some tree has more than 64 leaves: masks of several uint64 words."""
     n_trees = slot_start.shape[0] - 1
     n_out = baseline.shape[0]
     words = tables.shape[1]
@@ -156,8 +163,8 @@ def predict_wide(  # noqa: PLR0917 (numba kernels take arrays, not objects)
     mask = np.empty((words, BLOCK), tables.dtype)
     acc = np.empty((n_out, BLOCK), np.float64)
     all_ones = ones[0]
-    for start in range(0, n, BLOCK):
-        stop = min(n, start + BLOCK)
+    for start in range(first, last, BLOCK):
+        stop = min(last, start + BLOCK)
         m = stop - start
         bin_block(x, start, stop, columns, thresholds, numeric, categorical, codes)
         for k in range(n_out):

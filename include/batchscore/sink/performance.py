@@ -124,6 +124,20 @@ def performance_rows(url: str, pipeline: str, *, windows: int | None = None) -> 
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
+def window_performance_rows(url: str, pipeline: str, window_start: datetime, window_end: datetime) -> list[dict]:
+    """The recorded performance of one window of ``pipeline`` (one row per role; none before it is evaluated)."""
+    with db.pg_connect(url) as conn:
+        if conn.execute("SELECT to_regclass('scoring.performance')").fetchone() == (None,):
+            return []
+        cur = conn.execute(
+            "SELECT * FROM scoring.performance WHERE pipeline = %s AND window_start = %s AND window_end = %s "
+            "ORDER BY role",
+            (pipeline, window_start, window_end),
+        )
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
 def window_of(row: dict[str, Any]) -> tuple[datetime, datetime]:
     return row["window_start"], row["window_end"]
 

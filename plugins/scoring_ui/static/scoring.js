@@ -117,7 +117,42 @@
         } } });
   }
 
-  var DRAW = { distribution: distribution, reference: reference, trend: trend, drift: drift, shadow: shadow, cost: cost };
+  var ROLE_COLORS = { champion: COLORS.run, challenger: COLORS.ok };
+
+  // One realised metric over the evaluated windows: a line per role, the training holdout dashed.
+  function performance(canvas, d) {
+    var datasets = ["champion", "challenger"].filter(function (role) { return d.series[role]; }).map(function (role) {
+      return { label: role, data: d.series[role], borderColor: ROLE_COLORS[role], backgroundColor: ROLE_COLORS[role],
+        pointRadius: 3, spanGaps: true };
+    });
+    if (d.reference !== null && d.reference !== undefined) {
+      datasets.push({ label: "training holdout", data: d.labels.map(function () { return d.reference; }),
+        borderColor: COLORS.reference, backgroundColor: COLORS.reference, borderDash: [6, 4], pointRadius: 0 });
+    }
+    draw(canvas, { type: "line", data: { labels: d.labels, datasets: datasets },
+      options: { interaction: { mode: "index", intersect: false },
+        scales: { y: { title: { display: true, text: canvas.dataset.metric } } } } });
+  }
+
+  // Mean score (x) against the observed positive rate (y) per score decile, one curve per role, and the diagonal.
+  function calibration(canvas, d) {
+    var datasets = d.roles.map(function (curve) {
+      var color = ROLE_COLORS[curve.role] || COLORS.run;
+      return { label: curve.role + " (" + curve.model + ")", data: curve.points, borderColor: color, backgroundColor: color,
+        showLine: true, pointRadius: 4 };
+    });
+    datasets.push({ label: "perfectly calibrated", data: [{ x: 0, y: 0 }, { x: 1, y: 1 }], borderColor: COLORS.previous,
+      borderDash: [4, 4], showLine: true, pointRadius: 0 });
+    draw(canvas, { type: "scatter", data: { datasets: datasets }, options: {
+      scales: { x: { type: "linear", min: 0, max: 1, title: { display: true, text: "mean score in the decile" } },
+                y: { min: 0, max: 1, title: { display: true, text: "observed positive rate" } } },
+      plugins: { tooltip: { callbacks: { label: function (item) {
+        var p = item.raw; return "score " + p.x.toFixed(3) + " → observed " + p.y.toFixed(3) + (p.rows ? " (" + p.rows + " rows)" : "");
+      } } } } } });
+  }
+
+  var DRAW = { distribution: distribution, reference: reference, trend: trend, drift: drift, shadow: shadow, cost: cost,
+    performance: performance, calibration: calibration };
 
   function drawAll() {
     if (typeof Chart === "undefined") return;

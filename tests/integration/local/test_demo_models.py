@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
+from batchscore import db
 from batchscore.local.demo import run
 from batchscore.local.demo.catalog import DEMO_MODELS
 from batchscore.models.manifest import ModelManifest
@@ -172,3 +174,59 @@ def test_the_training_windows_are_the_warehouses_oldest_days(demo_registry: str)
         training = champion(demo_registry, name).training
         assert datetime.fromisoformat(training["window_start"]) == first
         assert datetime.fromisoformat(training["window_end"]) <= first + timedelta(days=2)
+
+
+def test_the_demos_old_windows_are_past_the_outcomes_horizon() -> None:
+    first, last = run.old_windows(date(2026, 12, 1), 60) or (None, None)
+    assert (first, last) == (date(2026, 10, 29), date(2026, 10, 31))  # [10-31, 11-01) + 30d: complete at 12-01
+    assert run.old_windows(date(2026, 12, 1), 33) is None  # the training days, then nothing old enough
+
+
+def test_the_demo_evaluates_old_windows_and_prints_realised_metrics_beside_the_holdouts(
+    services: Services, demo_registry: str
+) -> None:
+    """The demo's evaluation and summary lines, on copies of churn and spend writing tables of their own."""
+    from sklearn.metrics import mean_squared_error, roc_auc_score
+
+    from batchscore.local.demo.report import performance_lines
+
+    configs = []
+    for name in run.EVALUATED:
+        config = load_config(REPO / "include" / "pipelines" / f"{name}.yaml")
+        output = config.output.model_copy(update={"table": f"scoring.demo_{name}_scores"})
+        configs.append(config.model_copy(update={"name": f"demo_{name}", "output": output}))
+    endpoints = Endpoints(services.warehouse_url, services.scores_url, demo_registry)
+    first, last = WAREHOUSE_END - timedelta(days=4), WAREHOUSE_END - timedelta(days=3)
+    windows = [Window(*day_window(day)) for day in (first, last)]
+    for config in configs:
+        for window in windows:
+            run_pipeline(config, endpoints, window=window, run_id=f"it__{config.name}_{window.slug}")
+    too_soon = run.evaluate_windows(configs, endpoints, first, last, now=windows[0].end + timedelta(days=29))
+    assert all(r.endswith("nothing evaluated") and "are complete at" in r for r in too_soon["demo_churn"])
+    judged = run.evaluate_windows(configs, endpoints, first, last, now=datetime(2030, 1, 1, tzinfo=UTC))
+    assert judged == {"demo_churn": ["evaluated", "evaluated"], "demo_spend": ["evaluated", "evaluated"]}
+
+    registry = ModelRegistry(demo_registry)
+    with psycopg.connect(db.libpq_url(services.scores_url)) as conn:
+        churn_lines = performance_lines(conn, registry, configs[0], "classifier")
+        spend_lines = performance_lines(conn, registry, configs[1], "regressor")
+    assert "ROC AUC   holdout  log loss   holdout" in churn_lines[2]
+    assert "     RMSE   holdout       MAE   holdout" in spend_lines[2]
+    for day, churn_line, spend_line in zip((last, first), churn_lines[3:], spend_lines[3:], strict=True):
+        window = Window(*day_window(day))
+        outcomes = window_rows(services.warehouse_url, window.start, window.end).set_index("customer_id")
+        churn = stored_scores(services.scores_url, "scoring.demo_churn_scores", window.start, window.end)
+        spend = stored_scores(services.scores_url, "scoring.demo_spend_scores", window.start, window.end)
+        auc = roc_auc_score(outcomes.loc[churn.index, "churned"].astype(int), churn["score"])
+        rmse = mean_squared_error(outcomes.loc[spend.index, "spend_next_30d"], spend["score"]) ** 0.5
+        churn_fields, spend_fields = churn_line.split(), spend_line.split()
+        assert churn_fields[:3] == [f"{day}", f"{len(churn):,}", "0"]  # every scored customer has an outcome
+        assert float(churn_fields[3]) == pytest.approx(auc, abs=5e-5)
+        assert float(churn_fields[4]) == pytest.approx(
+            champion(demo_registry, "churn").metrics["holdout_roc_auc"], abs=5e-5
+        )
+        assert float(spend_fields[3]) == pytest.approx(rmse, abs=5e-3)
+        assert float(spend_fields[4]) == pytest.approx(
+            champion(demo_registry, "spend").metrics["holdout_rmse"], abs=5e-3
+        )
+        assert churn_line.endswith("churn v1")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.unit.reports.ui_records import SHADOW, drift_rows, run
+from tests.unit.reports.ui_records import SHADOW, drift_rows, performance_row, run
 
 PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
 VENDORED = {
@@ -49,6 +49,7 @@ class FakeRecords:
         )
         self.runs.append(run(0, pipeline="fraud", run_id="scheduled__2026-10-20T00:00:00+00:00"))
         self.drift = [row for r in self.runs[3:6] for row in drift_rows(r, psi=0.06)]
+        self.performance: list[dict[str, Any]] = []  # scoring.performance rows, oldest window first
         self.rejects = [
             {"entity_key": "17", "reason": "plan is NULL", "row_data": {"customer_id": 17, "plan": None, "x": 1.5}},
             {"entity_key": "<b>18</b>", "reason": "region: unseen category '<script>'", "row_data": {"region": "<i>"}},
@@ -76,6 +77,12 @@ class FakeRecords:
     def rejected_rows(self, url: str, pipeline: str, run_id: str, **kw: Any) -> list[dict[str, Any]]:
         return self.rejects
 
+    def performance_rows(self, url: str, pipeline: str, *, windows: int | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.performance if r["pipeline"] == pipeline]
+
+    def window_performance_rows(self, url: str, pipeline: str, start: Any, end: Any) -> list[dict[str, Any]]:
+        return [r for r in self.performance_rows(url, pipeline) if (r["window_start"], r["window_end"]) == (start, end)]
+
 
 @pytest.fixture
 def records() -> FakeRecords:
@@ -97,6 +104,8 @@ def serve(monkeypatch: pytest.MonkeyPatch, records: FakeRecords, role: str | Non
 
     for name in ("list_runs", "pipelines", "get_run", "history", "drift_for_runs", "reject_reasons", "rejected_rows"):
         monkeypatch.setattr(module.run_views, name, getattr(records, name))
+    for name in ("performance_rows", "window_performance_rows"):
+        monkeypatch.setattr(module.performance_views, name, getattr(records, name))
     monkeypatch.setattr(module, "_scores_url", lambda: "postgresql://nowhere/scores")
     user = SimpleAuthManagerUser(username="someone", role=role)
     listed = frozenset(f"score_{name}" for name in records.pipelines("x"))
@@ -244,3 +253,107 @@ def test_vendored_chart_library_is_the_published_build(name: str) -> None:
     data = (PLUGINS / "scoring_ui" / "static" / "vendor" / name).read_bytes()
     assert hashlib.sha256(data).hexdigest() == VENDORED[name]
     assert name in (PLUGINS / "scoring_ui" / "static" / "vendor" / "VENDORED.md").read_text()
+
+
+def evaluated(records: FakeRecords, days: range = range(3)) -> None:
+    records.performance = [performance_row(day, role) for day in days for role in ("challenger", "champion")]
+
+
+def test_performance_page_draws_each_metric_per_role_from_the_recorded_rows(
+    ui: TestClient, records: FakeRecords
+) -> None:
+    evaluated(records)
+    page = ui.get("/performance", params={"pipeline": "churn"}).text
+    for metric in ("roc_auc", "pr_auc", "log_loss", "brier"):
+        assert f'data-chart="performance" data-key="{metric}"' in page, metric
+    data = chart_data(page)
+    auc = data["performance"]["roc_auc"]
+    assert auc["labels"] == ["2026-10-20", "2026-10-21", "2026-10-22"]
+    assert auc["series"]["champion"] == pytest.approx([0.80, 0.81, 0.82])
+    assert auc["series"]["challenger"] == pytest.approx([0.82, 0.83, 0.84])
+    assert auc["reference"] is None  # no manifest in this test's registry: no reference line, never a made-up one
+    newest = {curve["role"]: curve["points"] for curve in data["calibration"]["roles"]}
+    assert [p["x"] for p in newest["champion"]] == pytest.approx([(i + 0.5) / 10 for i in range(10)])
+    assert 'data-chart="calibration"' in page
+    assert page.count('class="window-row"') == 6
+    assert "/scoring/run?pipeline=churn&amp;run_id=manual__2026-10-22" in page  # the run that published the window
+    assert "Not yet evaluated" not in page
+    assert "Awaiting outcomes" in page  # days 3-5 were published but have no rows
+    assert ui.get("/api/performance", params={"pipeline": "churn"}).json()["chart"]["roc_auc"] == auc
+
+
+def test_performance_page_escapes_recorded_text(ui: TestClient, records: FakeRecords) -> None:
+    evaluated(records, range(1))
+    records.performance[0]["model_name"] = "<script>alert(1)</script>"
+    page = ui.get("/performance", params={"pipeline": "churn"}).text
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "\\u003cscript\\u003e" in page  # inside the chart JSON too (tojson)
+
+
+def test_performance_page_of_a_pipeline_without_evaluations_says_when(ui: TestClient, records: FakeRecords) -> None:
+    page = ui.get("/performance", params={"pipeline": "churn"}).text
+    assert "Not yet evaluated: the oldest published window's outcomes complete after 2026-11-20 00:00:00 UTC" in page
+    assert 'data-chart="performance"' not in page
+
+
+def test_a_clusterer_has_no_labels_and_no_realised_performance(ui: TestClient, records: FakeRecords) -> None:
+    records.runs.append(run(0, pipeline="segments", run_id="manual__segments"))
+    records.performance = [
+        performance_row(0, "champion", task="clusterer", pipeline="segments", status="no_labels", metrics={}, curves=[])
+    ]
+    page = ui.get("/performance", params={"pipeline": "segments"}).text
+    assert "No labels, no realised performance" in page
+    assert 'data-chart="performance"' not in page
+    run_page = ui.get("/run", params={"pipeline": "segments", "run_id": "manual__segments"}).text
+    assert "No labels, no realised performance" in run_page
+
+
+def test_run_page_shows_its_windows_realised_metrics_once_known(ui: TestClient, records: FakeRecords) -> None:
+    evaluated(records)
+    page = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[2]["run_id"]}).text
+    assert 'class="n metric-roc_auc">0.8200<' in page
+    assert 'class="n metric-roc_auc">0.8400<' in page  # the challenger's
+    assert chart_data(page)["calibration"]["roles"][0]["role"] == "challenger"
+    assert "/scoring/performance?pipeline=churn" in page
+    later = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[4]["run_id"]}).text
+    assert "Not yet evaluated: outcomes complete after 2026-11-24 00:00:00 UTC (30d after the window's end)" in later
+    assert 'data-chart="calibration"' not in later
+
+
+def test_performance_of_an_unknown_pipeline_is_absent(ui: TestClient) -> None:
+    missing = ui.get("/performance", params={"pipeline": "nosuch"})
+    assert missing.status_code == 404
+    assert "No scoring run of pipeline nosuch that you may read" in missing.text
+    assert ui.get("/api/performance", params={"pipeline": "nosuch"}).status_code == 404
+    assert ui.get("/performance", params={"pipeline": "churn'--"}).status_code == 422
+    assert ui.get("/performance", params={"pipeline": "churn", "windows": 1}).status_code == 422
+
+
+def test_a_pipeline_without_a_challenger_draws_the_champion_alone(ui: TestClient, records: FakeRecords) -> None:
+    records.performance = [performance_row(day, "champion") for day in range(2)]
+    page = ui.get("/performance", params={"pipeline": "churn"})
+    assert page.status_code == 200
+    assert list(chart_data(page.text)["performance"]["roc_auc"]["series"]) == ["champion"]
+    assert "ROC AUC per window: champion<" in page.text
+    run_page = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[1]["run_id"]}).text
+    assert 'class="n metric-roc_auc">0.8100<' in run_page
+    assert [c["role"] for c in chart_data(run_page)["calibration"]["roles"]] == ["champion"]
+
+
+def test_a_missed_deadline_shows_on_the_runs_list_and_the_run_page(ui: TestClient, records: FakeRecords) -> None:
+    from datetime import UTC, datetime
+
+    late = records.runs[4]
+    late.update(deadline_missed_at=datetime(2026, 10, 26, 5, 0, 3, tzinfo=UTC), alerts_sent=["deadline_missed"])
+    listing = ui.get("/runs").text
+    assert listing.count('<span class="badge deadline-missed"') == 1
+    row = listing[listing.index(f'data-run-id="{late["run_id"]}"') :]
+    assert row.index("deadline missed") < row.index("</tr>")
+    page = ui.get("/run", params={"pipeline": "churn", "run_id": late["run_id"]}).text
+    assert '<span class="badge deadline-missed">deadline missed</span>' in page
+    assert "<h2>Deadline missed</h2>" in page
+    assert '<strong class="deadline-missed-at">2026-10-26 05:00:03 UTC</strong>' in page
+    assert "<strong>Alerts sent:</strong> deadline missed</p>" in page
+    on_time = ui.get("/run", params={"pipeline": "churn", "run_id": records.runs[3]["run_id"]}).text
+    assert "deadline-missed" not in on_time

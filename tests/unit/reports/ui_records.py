@@ -77,6 +77,8 @@ def run(day: int, *, status: str = "success", pipeline: str = "churn", **changes
         "model_cpu_seconds": 0.4,
         "cpu_seconds": 3.5,
         "rows_per_cpu_second": 2_970 / 3.5,
+        "alerts_sent": None,
+        "deadline_missed_at": None,
         "started_at": start + timedelta(days=1, hours=2),
         "finished_at": start + timedelta(days=1, hours=2, minutes=1),
     }
@@ -115,3 +117,39 @@ SHADOW = {
     "psi": 0.02,
     "published": True,
 }
+
+
+def performance_row(day: int, role: str, *, version: int = 2, task: str = "classifier", **changes: Any) -> dict:
+    """A ``scoring.performance`` row of the window of ``run(day)``: ROC AUC 0.80 + 0.01 * day (challenger +0.02)."""
+    start = DAY + timedelta(days=day)
+    gain = 0.02 if role == "challenger" else 0.0
+    metrics: dict[str, Any] = (
+        {"positive_rate": 0.3, "roc_auc": 0.8 + 0.01 * day + gain, "pr_auc": 0.6, "log_loss": 0.5, "brier": 0.17}
+        if task == "classifier"
+        else {"rmse": 40.0 + day, "mae": 30.0, "r2": 0.5, "bias": -1.5, "mean_outcome": 120.0}
+    )
+    curves: list[Any] = (
+        [{"rows": 297, "mean_score": (i + 0.5) / 10, "observed_rate": (i + 0.4) / 10} for i in range(10)]
+        if task == "classifier"
+        else [-30.0 + 6 * i for i in range(9)]
+    )
+    row: dict[str, Any] = {
+        "pipeline": "churn",
+        "window_start": start,
+        "window_end": start + timedelta(days=1),
+        "model_name": "churn" if role == "champion" else "churn_challenger",
+        "model_version": version,
+        "role": role,
+        "task": task,
+        "status": "evaluated",
+        "reason": None,
+        "rows_scored": 2_970,
+        "rows_matched": 2_960,
+        "rows_without_outcome": 10,
+        "outcomes_unmatched": 0,
+        "metrics": metrics,
+        "curves": curves,
+        "run_id": f"scheduled__{start:%Y-%m-%d}",
+        "evaluated_at": start + timedelta(days=31),
+    }
+    return {**row, **changes}

@@ -90,9 +90,9 @@ def test_gradient_boosting_is_scored_by_compiled_trees_bit_for_bit(
     assert scores.column("label").to_pylist() == [str(c) for c in model.predict(frame)]
 
 
-def test_all_numeric_model_frame_is_one_row_major_block() -> None:
+def test_all_numeric_model_frame_is_one_column_major_block() -> None:
     frame = to_model_frame(pa.table({"a": [1.0, None], "b": [3, 4]}), FEATURES)
     matrix = np.asarray(frame)
-    assert matrix.flags["C_CONTIGUOUS"]
+    assert matrix.flags["F_CONTIGUOUS"]
     assert matrix.dtype == np.float64
     np.testing.assert_array_equal(matrix, [[1.0, 3.0], [np.nan, 4.0]])

@@ -124,7 +124,7 @@ def train_and_register(
     aliases: tuple[str, ...] = ("champion",),
 ) -> ModelManifest:
     """Fit on ``train``, evaluate on the following window of the same length, register."""
-    from sklearn.metrics import log_loss, roc_auc_score
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
     holdout = Window(train.end, train.end + timedelta(seconds=train.duration.total_seconds() / 2))
     train_table = accepted_rows(read_training_window(url, train))
@@ -141,6 +141,8 @@ def train_and_register(
         "holdout_rows": float(len(y)),
         "holdout_roc_auc": float(roc_auc_score(y, proba)),
         "holdout_log_loss": float(log_loss(y, proba)),
+        "holdout_pr_auc": float(average_precision_score(y, proba)),
+        "holdout_brier": float(brier_score_loss(y, proba)),
         "ground_truth_rule_roc_auc": float(roc_auc_score(y, truth)),
         "holdout_churn_rate": float(y.mean()),
     }

@@ -3,6 +3,8 @@
 Each model kind is shown by what it writes: a classifier's and a regressor's score
 distribution (mean and the 10th/50th/90th percentiles of the run record's summary), a
 clusterer's rows per segment (exact label counts) and the segment centres from its manifest.
+A classifier and a regressor with outcomes also show their evaluated windows: the realised
+ROC AUC and log loss, or RMSE and MAE, beside the same metric on the model's training holdout.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from batchscore.local.demo.catalog import ALIAS, DEMO_MODELS, DemoModel
 from batchscore.local.stack import ADMIN_PASSWORD, ADMIN_USER, LocalStack
 from batchscore.models.manifest import ModelManifest
 from batchscore.models.registry import ModelRegistry
-from batchscore.pipeline.config import load_config
+from batchscore.pipeline.config import PipelineConfig, load_config
+from batchscore.reports.performance_charts import holdout_value
 
 SCORE_FORMAT = {"classifier": ".4f", "regressor": ".1f"}
 # Column headings for the segment centres (the feature names would make the table 150 characters wide).
@@ -30,6 +33,11 @@ SHORT_NAMES = {
     "support_tickets_30d": "tickets 30d",
 }
 RUNS_SHOWN = 6
+# The realised metrics shown per evaluated window, each beside its training holdout value.
+REALISED = {
+    "classifier": (("roc_auc", "ROC AUC"), ("log_loss", "log loss")),
+    "regressor": (("rmse", "RMSE"), ("mae", "MAE")),
+}
 
 
 def _runs(conn: psycopg.Connection[Any], pipeline: str) -> list[tuple[Any, ...]]:
@@ -83,6 +91,54 @@ def _segment_lines(runs: list[tuple[Any, ...]], manifest: ModelManifest) -> list
     return lines
 
 
+def _realised(value: Any) -> str:
+    """A metric in 9 characters: 4 decimals below 10 (AUC, log loss), 2 above (RMSE in currency); ``-`` when absent."""
+    if not isinstance(value, int | float):
+        return f"{'-':>9}"
+    return f"{value:>9.4f}" if abs(value) < 10 else f"{value:>9.2f}"
+
+
+def performance_lines(
+    conn: psycopg.Connection[Any], registry: ModelRegistry, config: PipelineConfig, task: str
+) -> list[str]:
+    """The champion's evaluated windows (``scoring.performance``), newest first: rows matched and without an
+    outcome, and each realised metric of ``REALISED`` beside the model's training holdout value."""
+    if config.outcomes is None or task not in REALISED:
+        return []
+    if conn.execute("SELECT to_regclass('scoring.performance')").fetchone() == (None,):
+        return []
+    rows = conn.execute(
+        """
+        SELECT window_start::date, model_name, model_version, rows_matched, rows_without_outcome, metrics
+        FROM scoring.performance WHERE pipeline = %s AND role = 'champion' AND status = 'evaluated'
+        ORDER BY window_start DESC LIMIT %s
+        """,
+        (config.name, RUNS_SHOWN),
+    ).fetchall()
+    horizon = config.outcomes.horizon
+    if not rows:
+        return [
+            "",
+            f"  realised performance: no window evaluated yet (its outcomes are complete {horizon} after it ends)",
+        ]
+    heading = " ".join(f"{title:>9} {'holdout':>9}" for _, title in REALISED[task])
+    lines = [
+        "",
+        f"  realised on the outcomes (scoring.performance; a window is judged {horizon} after it ends):",
+        f"  {'window start':<12} {'matched':>9} {'no outcome':>10} {heading}  model",
+    ]
+    manifests: dict[tuple[str, int], dict[str, Any]] = {}
+    for day, name, version, matched, missing, metrics in rows:
+        if (name, version) not in manifests:
+            manifests[(name, version)] = dict(registry.resolve(name, str(version)).metrics)
+        values = " ".join(
+            f"{_realised(metrics.get(key))} {_realised(holdout_value(manifests[(name, version)], key))}"
+            for key, _ in REALISED[task]
+        )
+        lines.append(f"  {day!s:<12} {matched:>9,} {missing:>10,} {values}  {name} v{version}")
+    return lines
+
+
 def _section(conn: psycopg.Connection[Any], registry: ModelRegistry, demo: DemoModel) -> list[str]:
     config = load_config(settings.pipelines_dir() / f"{demo.pipeline}.yaml")
     manifest = registry.resolve(demo.name, ALIAS)
@@ -90,7 +146,11 @@ def _section(conn: psycopg.Connection[Any], registry: ModelRegistry, demo: DemoM
     lines = [f"{config.name} ({manifest.task}): {demo.writes}, in {config.output.table}"]
     if manifest.task == "clusterer":
         return lines + _segment_lines(runs, manifest)
-    return lines + _score_lines(runs, SCORE_FORMAT[manifest.task])
+    return (
+        lines
+        + _score_lines(runs, SCORE_FORMAT[manifest.task])
+        + performance_lines(conn, registry, config, manifest.task)
+    )
 
 
 def summary(stack: LocalStack) -> str:

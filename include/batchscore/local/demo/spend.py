@@ -41,7 +41,7 @@ def train_and_register(
     aliases: tuple[str, ...] = ("champion",),
 ) -> ModelManifest:
     """Fit on ``train``'s accepted rows, evaluate on the following window of the same length, register."""
-    from sklearn.metrics import mean_absolute_error, r2_score
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
     holdout = Window(train.end, train.end + train.duration)
     train_table = accepted_rows(read_training_window(url, train))
@@ -56,6 +56,8 @@ def train_and_register(
         "holdout_rows": float(len(y)),
         "holdout_r2": float(r2_score(y, predicted)),
         "holdout_mae": float(mean_absolute_error(y, predicted)),
+        "holdout_rmse": float(mean_squared_error(y, predicted) ** 0.5),
+        "holdout_bias": float((predicted - y).mean()),
         "ground_truth_rule_r2": float(r2_score(y, truth)),
         "ground_truth_rule_mae": float(mean_absolute_error(y, truth)),
         "holdout_mean_spend": float(y.mean()),
