@@ -10,7 +10,7 @@ Python process so no path inherits another's imports, caches or heap:
     floor        the sum of three parts, each alone: binary COPY out to a discarding client,
                  predict on the in-memory window (compiled trees; scikit-learn's predict_proba measured
                  beside), ADBC ingest into an UNLOGGED table
-    engine       batchscore.run.stages.run_pipeline (plan, extract, predict, load)
+    engine       batchscore.run.in_process.run_pipeline (plan, extract, predict, load)
     engine_no_drift  the same with drift.policy off (what watching drift costs)
 
 The parent measures wall time (including interpreter start-up) and peak RSS of each worker's
@@ -159,7 +159,7 @@ def run_all(paths: Sequence[str], url: str, ns: argparse.Namespace) -> Report:
     and the median resists the odd slow round on a shared machine. Each output is counted
     and sampled, then dropped.
     """
-    from batchscore.run.stages import run_pipeline
+    from batchscore.run.in_process import run_pipeline
 
     run_id = f"bench-{ns.rows}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     report = Report(ns.rows, {}, {}, {}, [], sorted(engine_kwargs(run_pipeline)))

@@ -246,8 +246,8 @@ def engine_kwargs(run_pipeline: Callable[..., Any]) -> dict[str, Any]:
 def work_engine(args: WorkerArgs) -> Timed:
     """This pipeline's engine, all stages in one process, exactly as the command line runs it."""
     from batchscore.pipeline.windows import Window
+    from batchscore.run.in_process import run_pipeline
     from batchscore.run.planning import Endpoints
-    from batchscore.run.stages import run_pipeline
 
     endpoints = Endpoints(source_url=args.url, scores_url=args.url, registry=str(REGISTRY))
     drift = "off" if args.table == OUTPUT_TABLES["engine_no_drift"] else "warn"

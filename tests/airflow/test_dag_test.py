@@ -124,8 +124,8 @@ def test_sliced_dag_and_the_in_process_runner_give_identical_scores(airflow_db: 
 
     from batchscore.pipeline.config import load_config
     from batchscore.pipeline.windows import Window
+    from batchscore.run.in_process import run_pipeline
     from batchscore.run.planning import Endpoints
-    from batchscore.run.stages import run_pipeline
     from tests.conftest import PIPELINES, SLICED, SLICED_TABLE
 
     dag = DagBag(dag_folder=str(STACK.dags_dir)).dags[f"score_{SLICED}"]

@@ -9,8 +9,8 @@ import pytest
 
 from batchscore.pipeline.config import load_config
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from tests.conftest import PIPELINES, SLICED, STACK, WAREHOUSE_END, Services, day_window
 
 pytestmark = pytest.mark.airflow

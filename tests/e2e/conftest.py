@@ -78,8 +78,8 @@ def evaluated_windows(airflow_db: Services, client: AirflowClient) -> dict[Windo
     """Two windows of ``churn_shadow`` published and evaluated (champion and challenger); their run ids."""
     from batchscore.pipeline.config import load_config
     from batchscore.run.evaluation import evaluate_window
+    from batchscore.run.in_process import run_pipeline
     from batchscore.run.planning import Endpoints
-    from batchscore.run.stages import run_pipeline
 
     config = load_config(PIPELINES / f"{PERF_PIPELINE}.yaml")
     ends = Endpoints(airflow_db.warehouse_url, airflow_db.scores_url, airflow_db.registry)

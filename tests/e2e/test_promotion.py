@@ -13,8 +13,8 @@ from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import load_config
 from batchscore.pipeline.windows import Window
 from batchscore.run.evaluation import evaluate_window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from batchscore.sink.performance import decisions
 from tests.conftest import (
     PIPELINES,

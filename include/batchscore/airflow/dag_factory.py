@@ -192,7 +192,7 @@ def build_dag(config: PipelineConfig) -> DAG:
             """Make the slices the window's scores in one transaction and finish the run record."""
             from batchscore.airflow import glue
             from batchscore.run.planning import RunPlan
-            from batchscore.run.stages import publish_run
+            from batchscore.run.publish_stage import publish_run
             from batchscore.sink.publish import SliceResult
 
             with glue.failing_fast():

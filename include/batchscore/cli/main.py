@@ -114,8 +114,8 @@ def cmd_score(args: argparse.Namespace) -> None:
     from batchscore.local.stack import LocalStack
     from batchscore.pipeline.config import load_config
     from batchscore.pipeline.windows import Window
+    from batchscore.run.in_process import run_pipeline
     from batchscore.run.planning import Endpoints
-    from batchscore.run.stages import run_pipeline
 
     config = load_config(settings.pipelines_dir() / f"{args.pipeline}.yaml")
     stack = LocalStack()

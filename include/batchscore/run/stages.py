@@ -1,8 +1,9 @@
-"""A scoring run's stages as plain functions: plan (:mod:`batchscore.run.planning`), score a slice, publish.
+"""A scoring run's middle stage: one slice read, scored and loaded into its own table.
 
-The Airflow tasks and the command line call exactly these: the DAG maps
-:func:`score_slice` over the plan's slices on the executor's slots, the in-process
-:func:`run_pipeline` calls the same three functions one after the other. Everything
+A run is plan (:mod:`batchscore.run.planning`), score a slice (here), publish
+(:mod:`batchscore.run.publish_stage`). The Airflow tasks and the command line call exactly
+these: the DAG maps :func:`score_slice` over the plan's slices on the executor's slots, and
+:func:`batchscore.run.in_process.run_pipeline` calls the three one after the other. Everything
 that can be wrong about a run (window, model reference, checksum, feature schema, source
 columns) is checked in :func:`plan_run`, before a single row is written.
 """
@@ -15,7 +16,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
 from functools import partial
 
 import pyarrow as pa
@@ -24,9 +24,7 @@ from batchscore import settings
 from batchscore.models.manifest import ModelManifest
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import PipelineConfig
-from batchscore.pipeline.windows import Window
-from batchscore.run.failures import fail_run
-from batchscore.run.planning import Endpoints, PlanError, RunPlan, load_model, plan_run
+from batchscore.run.planning import Endpoints, PlanError, RunPlan, load_model
 from batchscore.run.progress import Progress
 from batchscore.run.runner import Overlapped
 from batchscore.run.slice_duplicates import settle_duplicates
@@ -34,27 +32,24 @@ from batchscore.scoring.drift import DriftCounter, Reference
 from batchscore.scoring.features import conform, staged_schema
 from batchscore.scoring.predict import ScoredBatch, score_batch, scorer, scores_schema
 from batchscore.scoring.summary import ScoreSummary
-from batchscore.sink import run_record
 from batchscore.sink.load import (
     RejectWriter,
     has_duplicate_keys,
     ingest_scores,
     prepare_slice,
     read_scores,
-    slices_gone,
 )
-from batchscore.sink.publish import DriftGate, PublishResult, SliceResult, publish_window
+from batchscore.sink.publish import SliceResult
 from batchscore.sink.run_cost import SliceCpu, charge_process_cpu, process_age, timed, uncharged_process_cpu
-from batchscore.sink.shadow_table import Challenger, ShadowLoader, ShadowPublish
-from batchscore.sink.sweep import sweep_unpublished
-from batchscore.sink.volume_guard import VolumeGuard
+from batchscore.sink.shadow_table import Challenger, ShadowLoader
 from batchscore.source.extract import source_batches
 from batchscore.source.slices import KeySlice
 
 log = logging.getLogger(__name__)
 
 
-def _manifest(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> ModelManifest:
+def manifest_of(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> ModelManifest:
+    """The plan's model manifest, refused if the version's bytes changed since the run was planned."""
     manifest = ModelRegistry(endpoints.registry).resolve(config.model.name, str(plan.model_version))
     if manifest.sha256 != plan.model_sha256:
         raise PlanError(
@@ -136,7 +131,7 @@ def score_slice(
     startup = process_age()
     cpu_at_start = time.process_time()
     workers, threads = default_workers(workers)
-    manifest = _manifest(config, endpoints, plan)
+    manifest = manifest_of(config, endpoints, plan)
     registry = ModelRegistry(endpoints.registry)
     slice_estimate = -(-plan.estimated_rows // len(plan.slices)) if plan.estimated_rows else None
     helpers = ThreadPoolExecutor(2, thread_name_prefix="model")
@@ -310,121 +305,3 @@ def score_slice(
         shadow=shadow.to_dict() if shadow is not None else None,
         cpu=cpu.to_dict(),
     )
-
-
-def drift_gate(config: PipelineConfig, manifest: ModelManifest) -> DriftGate | None:
-    """How publish judges the slices' drift counts: the model's reference and the pipeline's policy."""
-    if config.drift.policy == "off" or manifest.reference is None:
-        return None
-    return DriftGate(
-        reference=Reference.from_dict(manifest.reference),
-        policy=config.drift.policy,
-        threshold=config.drift.threshold,
-        score_threshold=config.drift.score_threshold,
-        min_rows=config.drift.min_rows,
-    )
-
-
-def publish_run(
-    config: PipelineConfig,
-    endpoints: Endpoints,
-    plan: RunPlan,
-    results: list[SliceResult],
-    *,
-    workers: int | None = None,
-) -> PublishResult:
-    """Publish the run's slices as the window's scores (one short transaction).
-
-    Works from any mix of slices scored again and slices of earlier tries (a cleared task):
-    slices already attached to the window stay, and a slice whose tables are gone (the run
-    failed and dropped them, or the sweep did) is scored again here first, with the plan's
-    model and key range, so clearing any task converges to the window exact.
-    """
-    planned = {s.index for s in plan.key_slices}
-    got = {r.index for r in results}
-    if got != planned:
-        raise RuntimeError(f"publish needs every slice of the plan: missing {sorted(planned - got)}")
-    gone = slices_gone(endpoints.scores_url, results)
-    if gone:
-        log.warning("publish: the tables of slice(s) %s are gone; scoring them again here", gone)
-        again = {
-            s.index: score_slice(config, endpoints, plan, s, workers=workers)
-            for s in plan.key_slices
-            if s.index in gone
-        }
-        results = [again.get(r.index, r) for r in results]
-        run_record.record_event_now(
-            endpoints.scores_url,
-            pipeline=config.name,
-            run_id=plan.run_id,
-            stage="publish",
-            event="slices scored again",
-            detail=f"slice(s) {', '.join(map(str, gone))}: their tables were gone (dropped when the run failed, "
-            "or swept); scored again by publish with the plan's model and key ranges",
-        )
-    result = publish_window(
-        endpoints.scores_url,
-        pipeline=config.name,
-        output_table=config.output.table,
-        window=plan.window,
-        run_id=plan.run_id,
-        slices=results,
-        max_reject_fraction=config.validation.max_reject_fraction,
-        dry_run=plan.dry_run,
-        lock_timeout_seconds=config.execution.publish_wait_seconds,
-        drift=drift_gate(config, _manifest(config, endpoints, plan)),
-        shadow=ShadowPublish(config.shadow_table, plan.shadow_name, plan.shadow_version or 0, plan.shadow_sha256 or "")
-        if plan.shadow_name
-        else None,
-        volume=VolumeGuard.of(config.validation, allow_shrink=plan.allow_shrink),
-    )
-    try:  # best effort: a sweep that fails leaves tables for the next one, never fails the run
-        sweep_unpublished(
-            endpoints.scores_url,
-            pipeline=config.name,
-            older_than=timedelta(hours=config.execution.sweep_after_hours),
-            by=f"the publish of run {plan.run_id}",
-        )
-    except Exception:
-        log.exception("publish: the sweep of old unpublished slice tables failed; the next publish tries again")
-    return result
-
-
-def run_pipeline(
-    config: PipelineConfig,
-    endpoints: Endpoints,
-    *,
-    window: Window,
-    run_id: str,
-    model_ref: str | None = None,
-    dry_run: bool = False,
-    parallel: int | None = None,
-    max_slices: int = 1,
-    allow_shrink: bool = False,
-) -> PublishResult:
-    """All stages in this process (the command line's and the benchmark's path).
-
-    The same functions as the DAG's tasks. In one process a window is best read as one
-    slice (``max_slices=1``: one pass over the source, every core on it through the
-    runner's threads); more slices are scored one after the other.
-    """
-    stage = "plan"
-    try:
-        plan = plan_run(
-            config,
-            endpoints,
-            window=window,
-            run_id=run_id,
-            model_ref=model_ref,
-            dry_run=dry_run,
-            max_slices=max_slices,
-            preload=True,
-            allow_shrink=allow_shrink,
-        )
-        stage = "score_slice"
-        results = [score_slice(config, endpoints, plan, s, workers=parallel) for s in plan.key_slices]
-        stage = "publish"
-        return publish_run(config, endpoints, plan, results)
-    except BaseException as exc:
-        fail_run(config, endpoints, run_id, exc, stage=stage, window=window)
-        raise

@@ -10,7 +10,7 @@ row, and records one ``swept`` row per table in ``scoring.run_events`` under the
 Never swept: a slice of a run whose record says ``running`` (a live run), a slice younger
 than the configured age (a clear in progress made it moments ago), and a table some session
 holds (the sweep asks for its lock for a second and skips it if it must wait). A publish
-that needs a swept slice scores it again (:func:`batchscore.run.stages.publish_run`).
+that needs a swept slice scores it again (:func:`batchscore.run.publish_stage.publish_run`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import pytest
 from batchscore.cli.main import main
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, stored_scores
 
@@ -55,7 +55,8 @@ def test_a_promote_after_plan_does_not_change_the_planned_runs_model(services: S
 
     from batchscore.local.demo.model import train_and_register
     from batchscore.run.planning import plan_run
-    from batchscore.run.stages import publish_run, score_slice
+    from batchscore.run.publish_stage import publish_run
+    from batchscore.run.stages import score_slice
     from tests.conftest import CHALLENGER, TRAIN_WINDOW_DAYS, WAREHOUSE_DAYS
     from tests.integration.helpers import churn_variant, expected_scores
 

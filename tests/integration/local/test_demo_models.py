@@ -23,8 +23,8 @@ from batchscore.models.manifest import ModelManifest
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import load_config
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from batchscore.scoring.drift import SCORE
 from tests.conftest import WAREHOUSE_DAYS, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import model_input, run_record, stored_scores, window_rows

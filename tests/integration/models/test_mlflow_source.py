@@ -32,7 +32,8 @@ from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import PipelineConfig, parse_config
 from batchscore.pipeline.windows import Window
 from batchscore.run.planning import Endpoints, RunPlan, plan_run
-from batchscore.run.stages import publish_run, score_slice
+from batchscore.run.publish_stage import publish_run
+from batchscore.run.stages import score_slice
 from tests.conftest import WAREHOUSE_DAYS, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import REPO, run_record, stored_scores
 from tests.mlflow_server import MlflowServer

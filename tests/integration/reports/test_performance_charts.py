@@ -10,7 +10,7 @@ from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
 from batchscore.reports.performance_charts import performance_chart, window_performance
 from batchscore.run.evaluation import evaluate_window
-from batchscore.run.stages import run_pipeline
+from batchscore.run.in_process import run_pipeline
 from batchscore.sink.performance import performance_rows
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.run.test_evaluation import LATER, endpoints, evaluated

@@ -22,8 +22,9 @@ from batchscore.models.manifest import RegistryError
 from batchscore.pipeline.config import ConfigError, PipelineConfig, parse_config
 from batchscore.pipeline.windows import Window, WindowError, resolve_window
 from batchscore.run.failures import fail_run
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, PlanError, plan_run
-from batchscore.run.stages import run_pipeline, score_slice
+from batchscore.run.stages import score_slice
 from batchscore.scoring.features import SchemaMismatch
 from batchscore.sink.load import DuplicateKeys
 from batchscore.sink.publish import RejectThresholdExceeded

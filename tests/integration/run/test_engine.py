@@ -15,8 +15,8 @@ import pytest
 from batchscore.models.manifest import RegistryError
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, PlanError, plan_run
-from batchscore.run.stages import run_pipeline
 from batchscore.scoring.features import SchemaMismatch
 from batchscore.sink.publish import RejectThresholdExceeded
 from batchscore.sink.volume_guard import VolumeGuardHeld

@@ -16,8 +16,8 @@ from batchscore.pipeline.evaluation_config import OutcomesConfig
 from batchscore.pipeline.model_config import ShadowConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.evaluation import EvaluationError, evaluate_window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from tests.conftest import CHALLENGER, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import REPO, churn_config, churn_variant
 

@@ -9,7 +9,8 @@ import pytest
 from batchscore.pipeline.windows import Window
 from batchscore.run.failures import fail_run
 from batchscore.run.planning import Endpoints, plan_run
-from batchscore.run.stages import publish_run, score_slice
+from batchscore.run.publish_stage import publish_run
+from batchscore.run.stages import score_slice
 from batchscore.sink.publish import SlicesReplaced
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, run_record, stored_scores

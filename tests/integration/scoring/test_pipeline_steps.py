@@ -9,8 +9,8 @@ import pytest
 
 from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from batchscore.scoring.predict import scorer
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, churn_variant, model_input, stored_scores, window_rows

@@ -12,8 +12,8 @@ from batchscore.models.registry import ModelRegistry
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.model_config import ShadowConfig
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, PlanError
-from batchscore.run.stages import run_pipeline
 from batchscore.scoring.drift import SCORE
 from batchscore.sink.publish import RejectThresholdExceeded
 from tests.conftest import CHALLENGER, WAREHOUSE_END, Services, day_window

@@ -11,8 +11,8 @@ import pytest
 
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from batchscore.sink.load import DuplicateKeys, has_duplicate_keys
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, churn_variant, expected_scores, run_record, stored_scores

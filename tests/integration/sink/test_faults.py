@@ -27,8 +27,10 @@ from batchscore.local.embedded_pg import SYSTEM_USER_WHEN_ROOT, EmbeddedPostgres
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.failures import fail_run
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, plan_run
-from batchscore.run.stages import publish_run, run_pipeline, score_slice
+from batchscore.run.publish_stage import publish_run
+from batchscore.run.stages import score_slice
 from batchscore.sink.run_record import run_events
 from tests.conftest import TEST_ROOT, WAREHOUSE_END, Services, day_window
 from tests.e2e.holds import DISARM_HOLD, HOLD_KEY, arm_hold, loading_backend

@@ -10,8 +10,10 @@ import psycopg
 import pytest
 
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, plan_run
-from batchscore.run.stages import publish_run, run_pipeline, score_slice
+from batchscore.run.publish_stage import publish_run
+from batchscore.run.stages import score_slice
 from batchscore.sink.published_windows import OverlappingWindow, published_windows
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, churn_variant, run_record, stored_scores

@@ -16,8 +16,10 @@ import pytest
 
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, RunPlan, plan_run
-from batchscore.run.stages import publish_run, run_pipeline, score_slice
+from batchscore.run.publish_stage import publish_run
+from batchscore.run.stages import score_slice
 from batchscore.sink.publish import PublishResult
 from batchscore.sink.run_record import run_events
 from tests.conftest import WAREHOUSE_END, Services, day_window

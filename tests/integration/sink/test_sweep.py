@@ -9,8 +9,10 @@ import pytest
 
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, plan_run
-from batchscore.run.stages import publish_run, run_pipeline, score_slice
+from batchscore.run.publish_stage import publish_run
+from batchscore.run.stages import score_slice
 from batchscore.sink.publish import SliceResult
 from batchscore.sink.run_record import run_events
 from batchscore.sink.sweep import sweep_unpublished

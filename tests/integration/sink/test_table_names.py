@@ -13,8 +13,8 @@ from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.model_config import ShadowConfig
 from batchscore.pipeline.table_names import legacy_partition_name, lineage_view, partition_name
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from tests.conftest import CHALLENGER, WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, expected_scores, stored_scores
 

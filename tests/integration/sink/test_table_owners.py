@@ -11,8 +11,8 @@ import pytest
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.model_config import ShadowConfig
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, plan_run
-from batchscore.run.stages import run_pipeline
 from batchscore.sink import run_record
 from batchscore.sink.ownership import TableOwned, claim_tables, hand_over_tables
 from tests.conftest import CHALLENGER, WAREHOUSE_END, Services, day_window

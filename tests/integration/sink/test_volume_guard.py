@@ -11,8 +11,8 @@ import pytest
 
 from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.run.stages import run_pipeline
 from batchscore.sink.published_windows import published_windows
 from batchscore.sink.volume_guard import VolumeGuardHeld
 from tests.conftest import WAREHOUSE_END, Services, day_window

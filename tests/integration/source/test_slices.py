@@ -9,8 +9,10 @@ import psycopg
 import pytest
 
 from batchscore.pipeline.windows import Window
+from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints, plan_run
-from batchscore.run.stages import publish_run, run_pipeline, score_slice
+from batchscore.run.publish_stage import publish_run
+from batchscore.run.stages import score_slice
 from batchscore.source import slices
 from batchscore.source.extract import render_query, source_batches
 from tests.conftest import WAREHOUSE_END, Services, day_window

@@ -169,7 +169,7 @@ def score_without_airflow(config: PipelineConfig, endpoints: Endpoints, first: d
     The same plan, slices and publish the DAG's tasks run, without a scheduler: cheaper here
     than a second backfill, whose every task is a fresh process (about 5 s of imports each).
     """
-    from batchscore.run.stages import run_pipeline
+    from batchscore.run.in_process import run_pipeline
 
     for window in day_windows(first, last):
         run_pipeline(config, endpoints, window=window, run_id=f"demo__{config.name}_{window.start:%Y-%m-%d}")
