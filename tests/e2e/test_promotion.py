@@ -32,6 +32,7 @@ from tests.conftest import (
 pytestmark = pytest.mark.e2e
 WINDOWS = [Window(*day_window(WAREHOUSE_END - timedelta(days=d))) for d in (7, 6)]
 HITL = "/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails"
+ANSWER_AFTER_SECONDS = 5
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,11 @@ def request(client: AirflowClient, dag_id: str, timeout: float = 300) -> tuple[s
         except Exception:  # not asked yet: the evidence is still being gathered
             detail = None
         if detail and detail.get("task_instance", {}).get("state") in ("awaiting_input", "deferred"):
+            # As a person would, answer seconds after the request opens, not within its first one. An
+            # answer before the scheduler has taken in the deferring process's exit (Airflow 3.3.2)
+            # resumes the task so fast that the scheduler then sees "executor says success, task is
+            # queued" and marks the task failed (scheduler_job_runner), whatever was chosen.
+            time.sleep(ANSWER_AFTER_SECONDS)
             return run_id, detail
         time.sleep(3)
     raise TimeoutError(f"{dag_id} run {run_id} asked for no approval within {timeout:.0f}s")
