@@ -190,7 +190,7 @@ async def _backfill_problem(scope: Scope, body: bytes) -> str | None:
     conf = request.get("dag_run_conf")
     if match is None or not isinstance(conf, dict):
         return None
-    named = sorted(k for k in ("window_start", "window_end") if conf.get(k) not in (None, ""))
+    named = [k for k in ("window_start", "window_end") if conf.get(k) not in (None, "")]
     if not named or not await _may_trigger(scope, match["pipeline"]):
         return None
     log.info("refused a backfill of %s with %s in its run conf", request["dag_id"], ", ".join(named))

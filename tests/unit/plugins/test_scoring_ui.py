@@ -107,6 +107,8 @@ def serve(monkeypatch: pytest.MonkeyPatch, records: FakeRecords, role: str | Non
     for name in ("performance_rows", "window_performance_rows"):
         monkeypatch.setattr(module.performance_views, name, getattr(records, name))
     monkeypatch.setattr(module, "_scores_url", lambda: "postgresql://nowhere/scores")
+    # No registry: the session's (with a churn model) would give the pages reference lines these records lack.
+    monkeypatch.setenv("BATCHSCORE_MODEL_REGISTRY", str(PLUGINS.parent / ".no-such-registry"))
     user = SimpleAuthManagerUser(username="someone", role=role)
     listed = frozenset(f"score_{name}" for name in records.pipelines("x"))
     module.app.dependency_overrides[get_user] = lambda: user
