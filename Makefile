@@ -46,8 +46,12 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "the browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
 
+# Every test target reports its slowest tests (setup, call and teardown each), so every CI log
+# shows where the suite's time goes; skips and failures are summarised by -ra (pyproject's addopts).
+DURATIONS := --durations=40
+
 test: $(STAMP) $(COMPOSE_SPEC) redis-server chromium lint typecheck     ## the whole test suite (lint, types, unit, docs, integration, Airflow, end to end)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests $(DURATIONS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -58,13 +62,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test-unit: $(STAMP) $(COMPOSE_SPEC) ## no services: unit tests, the DAG integrity tests, the docs site built --strict
-	$(BIN)/python -m pytest tests/unit tests/dags tests/docs
+	$(BIN)/python -m pytest tests/unit tests/dags tests/docs $(DURATIONS)
 
 test-integration: $(STAMP)         ## the engine and dag.test() on the embedded PostgreSQL
-	$(BIN)/python -m pytest tests/integration tests/airflow
+	$(BIN)/python -m pytest tests/integration tests/airflow $(DURATIONS)
 
 test-e2e: $(STAMP) redis-server chromium   ## a real scheduler, dag-processor and API server; Celery workers
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest tests/e2e $(DURATIONS)
 
 screenshots: $(STAMP) chromium    ## regenerate the docs' UI pictures (docs/img) with a real browser on the test stack
 	BATCHSCORE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/e2e/test_ui_browser.py
