@@ -26,6 +26,15 @@ from tests.mlflow_server import MlflowServer
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="bs-test-"))
 REVIEWER, REVIEWER_PASSWORD = "reviewer", "reviewer-pw"
 PG_PORT, API_PORT, LOG_PORT = free_ports(3)  # distinct: the API server once drew PostgreSQL's port
+# Test-only Airflow housekeeping intervals (every stack a test starts takes them):
+TEST_AIRFLOW_SETTINGS = {
+    # A new or rewritten DAG file is parsed at once whatever this says (Airflow queues it first);
+    # re-parsing the two dozen unchanged files every 10 s kept half a core busy all session.
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
+    # The sweep that fails an approval request past its response timeout (and a deferred task
+    # past its own): every 2 s, not Airflow's 15, so an expiry is seen when it happens.
+    "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",
+}
 STACK = LocalStack(
     root=TEST_ROOT,
     pg_port=PG_PORT,
@@ -35,6 +44,7 @@ STACK = LocalStack(
     pg_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
     dags_dir=TEST_ROOT / "dags",  # the test pipelines' generated DAG files, beside the project's check file
     users={REVIEWER: ("user", REVIEWER_PASSWORD)},  # answers promotion requests in the e2e tests
+    airflow_overrides=TEST_AIRFLOW_SETTINGS,
 )
 os.environ.update(STACK.env())
 os.environ.pop("BATCHSCORE_PG_URL", None)

@@ -116,12 +116,15 @@ def trigger(client: AirflowClient, start: datetime, end: datetime, dag_id: str =
 
 
 def backfill(services: Services, client: AirflowClient, first: date, last: date, *extra: str) -> list[dict]:
-    """``airflow backfill create`` over [first, last]; wait until each day's run finished after the call
-    and the backfill is complete (Airflow allows one active backfill per DAG).
+    """``airflow backfill create`` over [first, last]; wait until each day's run finished after the call.
 
     Returns one run per day, by date. A reprocessed day may reuse its run id (Airflow clears
     and re-runs it), so runs are matched by date and by finishing after the backfill began.
+    Airflow allows one active backfill per DAG, and its scheduler marks a backfill complete only
+    every 30 s (a fixed interval), so the wait for the previous one's mark comes before the call,
+    not after: it passes while the caller checks what its own backfill wrote.
     """
+    _until_no_active_backfill(client)
     began = datetime.now(UTC)
     services.stack.backfill(DAG_ID, first, last, *extra)
     days = (last - first).days + 1
@@ -137,12 +140,20 @@ def backfill(services: Services, client: AirflowClient, first: date, last: date,
             for r in runs.values()
             if r["end_date"] and datetime.fromisoformat(r["end_date"]) > began and r["state"] in ("success", "failed")
         ]
-        backfills = client.get("/backfills", dag_id=DAG_ID)["backfills"]
-        if len(done) == days and all(b["completed_at"] for b in backfills):
+        if len(done) == days:
             assert all(r["state"] == "success" for r in done), [(r["dag_run_id"], r["state"]) for r in done]
             return sorted(done, key=lambda r: r["data_interval_start"])
-        time.sleep(3)
+        time.sleep(1)
     raise TimeoutError(f"backfill {first}..{last} did not finish")
+
+
+def _until_no_active_backfill(client: AirflowClient, timeout: float = 120) -> None:
+    """Wait until every backfill of the DAG is marked complete (the scheduler does so every 30 s)."""
+    deadline = time.monotonic() + timeout
+    while any(b["completed_at"] is None for b in client.get("/backfills", dag_id=DAG_ID)["backfills"]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"a backfill of {DAG_ID} was still not complete after {timeout:.0f}s")
+        time.sleep(1)
 
 
 def utc_day(day: date) -> tuple[datetime, datetime]:

@@ -86,6 +86,7 @@ def fab_stack(main: LocalStack) -> LocalStack:
         name="airflow_fab",
         auth_manager=FAB_AUTH_MANAGER,
         services=("api-server",),
+        airflow_overrides=main.airflow_overrides,
     )
 
 

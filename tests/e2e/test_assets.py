@@ -190,7 +190,7 @@ def _run_for(client: AirflowClient, dag_id: str, key: str | None, *, after: set[
         runs = [r for r in listed if r["partition_key"] == key and r["dag_run_id"] not in after]
         if runs and runs[0]["state"] in ("success", "failed"):
             return runs[0]
-        time.sleep(3)
+        time.sleep(1)
     raise TimeoutError(f"no finished run of {dag_id} for partition {key}")
 
 

@@ -57,6 +57,7 @@ def celery(airflow_db: Services) -> Iterator[tuple[LocalStack, AirflowClient]]:
         executor="CeleryExecutor",
         broker_url=f"redis://127.0.0.1:{redis_port}/0",
         heartbeat_timeout=20,
+        airflow_overrides=STACK.airflow_overrides,
     )
     try:
         stack.migrate()

@@ -28,7 +28,7 @@ def _wait_for(predicate, what: str, timeout: float = 120):  # type: ignore[no-un
         value = predicate()
         if value:
             return value
-        time.sleep(2)
+        time.sleep(1)
     raise TimeoutError(what)
 
 

@@ -44,11 +44,11 @@ def test_scheduler_runs_the_latest_nightly_window_on_unpause(client: AirflowClie
     """With catchup off, unpausing schedules the last complete day: here a window whose upstream has no rows
     yet, which the volume guard holds: the run fails once, naming the guard, and publishes nothing."""
     scheduled: list[dict] = []
-    for _ in range(60):
+    for _ in range(120):
         scheduled = [r for r in client.dag_runs(DAG_ID) if r["run_type"] == "scheduled"]
         if scheduled:
             break
-        time.sleep(2)
+        time.sleep(1)
     assert len(scheduled) == 1
     run = client.wait_for_runs(DAG_ID, {scheduled[0]["dag_run_id"]}, timeout=300, allow_failed=True)[0]
     assert run["state"] == "failed"

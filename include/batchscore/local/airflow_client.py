@@ -48,14 +48,14 @@ class AirflowClient:
                 self.get(f"/dags/{dag_id}")
                 return
             except (requests.HTTPError, requests.Timeout):  # not parsed yet, or a busy api-server: poll again
-                time.sleep(2)
+                time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f}s")
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return list(self.get(f"/dags/{dag_id}/dagRuns", limit=100, order_by="-run_after")["dag_runs"])
 
     def wait_for_runs(
-        self, dag_id: str, run_ids: set[str], timeout: float = 600, poll: float = 3.0, *, allow_failed: bool = False
+        self, dag_id: str, run_ids: set[str], timeout: float = 600, poll: float = 1.0, *, allow_failed: bool = False
     ) -> list[dict[str, Any]]:
         """Wait until every run in ``run_ids`` has finished (checked every ``poll`` seconds).
 

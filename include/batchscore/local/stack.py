@@ -87,6 +87,9 @@ class LocalStack:
     # "user") who answers promotion requests, so the approver recorded is not the admin.
     users: dict[str, tuple[str, str]] = field(default_factory=dict)
     services: tuple[str, ...] = SERVICES  # what start_services starts (a subset of SERVICES)
+    # Airflow settings applied over the stack's own (AIRFLOW__SECTION__KEY -> value): the tests'
+    # shorter housekeeping intervals. The demo and `batchscore airflow up` set none.
+    airflow_overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def home(self) -> Path:
@@ -147,7 +150,7 @@ class LocalStack:
                 ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             }
-        return extra | {
+        own = extra | {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.PROJECT_ROOT / "plugins"),
@@ -178,6 +181,7 @@ class LocalStack:
             "NO_PROXY": "*",
             "no_proxy": "*",
         }
+        return own | self.airflow_overrides
 
     def airflow(self, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command against this stack."""
