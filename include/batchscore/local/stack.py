@@ -329,23 +329,24 @@ class LocalStack:
         pidfile.unlink(missing_ok=True)
 
     def stop_services(self) -> None:
-        """Stop the Airflow services and workers this stack started (their whole process groups)."""
+        """Stop the Airflow services and workers this stack started (their whole process groups).
+
+        All are asked at once (SIGTERM), so their graceful exits overlap; any still running
+        20 s later is killed (SIGKILL) and waited for as long again.
+        """
         workers = [p.stem for p in self.home.glob("worker-*.pid")] if self.home.exists() else []
-        for service in (*SERVICES, *workers):
-            pidfile = self._pidfile(service)
-            if not pidfile.exists():
-                continue
-            pid = int(pidfile.read_text())
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
+        pidfiles = [self._pidfile(service) for service in (*SERVICES, *workers)]
+        pids = {path: int(path.read_text()) for path in pidfiles if path.exists()}
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids.values():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, sig)
-                except (ProcessLookupError, PermissionError):
+            for _ in range(100):
+                if not any(_alive(pid) for pid in pids.values()):
                     break
-                for _ in range(100):
-                    if not _alive(pid):
-                        break
-                    time.sleep(0.2)
-            pidfile.unlink(missing_ok=True)
+                time.sleep(0.2)
+        for path in pids:
+            path.unlink(missing_ok=True)
 
     def stop(self) -> None:
         self.stop_services()

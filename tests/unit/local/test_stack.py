@@ -38,3 +38,35 @@ def test_airflow_overrides_win_over_the_stacks_own_settings_and_the_default_stac
     assert {k: v for k, v in env.items() if k not in tuned.airflow_overrides} == {
         k: v for k, v in plain.env().items() if k != interval
     }, "nothing else changes"
+
+
+def test_stop_services_asks_every_service_at_once(tmp_path: Path) -> None:
+    """Two services that take 2 s each to exit on SIGTERM stop together in about 2 s, not one after the other."""
+    import subprocess
+    import sys
+    import time
+
+    from batchscore.local.stack import LocalStack, _alive
+
+    stack = LocalStack(root=tmp_path, external_url="postgresql://u@/db?host=/nowhere")
+    stack.home.mkdir(parents=True)
+    procs = []
+    for service in ("api-server", "scheduler"):
+        ready, done = tmp_path / f"{service}.ready", tmp_path / f"{service}.terminated"
+        script = (
+            "import signal, sys, time\n"
+            f"def bye(*_):\n    time.sleep(2)\n    open({str(done)!r}, 'w').close()\n    sys.exit(0)\n"
+            f"signal.signal(signal.SIGTERM, bye)\nopen({str(ready)!r}, 'w').close()\ntime.sleep(120)\n"
+        )
+        procs.append(subprocess.Popen([sys.executable, "-c", script], start_new_session=True))
+        (stack.home / f"{service}.pid").write_text(str(procs[-1].pid))
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:  # its handler is in place
+            time.sleep(0.05)
+    began = time.monotonic()
+    stack.stop_services()
+    took = time.monotonic() - began
+    assert not any(_alive(p.pid) for p in procs)
+    assert sorted(p.name for p in tmp_path.glob("*.terminated")) == ["api-server.terminated", "scheduler.terminated"]
+    assert 2.0 <= took < 3.9, f"stopped in {took:.1f}s: one after the other takes 4 s or more"
+    assert not list(stack.home.glob("*.pid"))
