@@ -216,15 +216,13 @@ class CompiledTrees:
         kernel: Callable[..., None] = _kernel(self._kernel_name)
         t = self.tables
         out = np.empty((x.shape[0], t.baseline.shape[0]), dtype=np.float64)
-        args: tuple[np.ndarray, ...] = (
-            self._column_map,
-            t.thresholds,
-            t.numeric,
-            t.categorical,
-            t.slot_start,
-            t.slot_feature,
-            self._masks,
-        )
+        args: tuple[np.ndarray, ...]
+        if self._kernel_name == "narrow":
+            args = (self._column_map, t.thresholds, t.categorical, t.op_start, t.op_feature, t.op_threshold)
+            args += (t.op_missing_right, t.op_mask, t.cat_slot_start, t.cat_slots, t.slot_feature, self._masks)
+        else:
+            args = (self._column_map, t.thresholds, t.numeric, t.categorical, t.slot_start, t.slot_feature)
+            args += (self._masks,)
         args += (t.leaf_values, t.tree_output, t.baseline, self._ones)
         if x.dtype != np.float64 or not (x.flags.c_contiguous or x.flags.f_contiguous):
             x = np.ascontiguousarray(x, dtype=np.float64)
