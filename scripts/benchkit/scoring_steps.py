@@ -1,7 +1,8 @@
 """CPU per million rows of each step a scoring thread takes for one batch, in memory, on one thread.
 
 Run as ``python scripts/benchkit/scoring_steps.py [--rows N] [--batch-rows N] [--rounds N]
-[--registry DIR] [--model NAME]``. It generates the bench window's rows (the same generator
+[--registry DIR] [--model NAME] [--engine CHECKOUT]`` (``--engine /work/main``: measure another
+checkout's engine with the same script, for a before/after pair in the same minutes). It generates the bench window's rows (the same generator
 and seeds as ``bench.features``), cuts them into batches of the engine's size, and takes each
 batch through what a slice's scoring thread does (``run/stages.py``'s ``work``) and what its
 loader thread adds (the score summary, the batches for COPY), step by step, timing each with
@@ -46,7 +47,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--registry", default=str(ROOT / ".local" / "bench" / "registry"))
     parser.add_argument("--model", default="bench")
+    parser.add_argument("--engine", help="a checkout whose include/ to measure instead (before/after comparisons)")
     args = parser.parse_args(argv)
+    if args.engine:
+        sys.path.insert(0, str(Path(args.engine) / "include"))
 
     from threadpoolctl import threadpool_limits
 
