@@ -70,6 +70,32 @@ def test_regressor_is_identical_through_its_link(train: pd.DataFrame, score: pd.
     assert np.array_equal(accelerate(model, COLUMNS).predict(score), model.predict(score))
 
 
+def test_values_on_every_threshold_and_its_neighbours_decide_as_scikit_learn(train: pd.DataFrame) -> None:
+    """The node ops compare raw values: a value equal to a split's threshold goes left, NaN the missing way.
+
+    Every split threshold of every feature, the floats either side of it, +-inf, NaN and the
+    largest magnitudes, in both layouts the kernel reads, against ``predict_proba``.
+    """
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(train, target(train) > 0)
+    fast = accelerate(model, COLUMNS)
+    assert isinstance(fast, CompiledTrees)
+    assert len(fast.tables.op_threshold) > 0  # the numeric nodes are node ops
+    edges = np.unique(fast.tables.op_threshold[np.isfinite(fast.tables.op_threshold)])
+    specials = [np.inf, -np.inf, np.nan, np.finfo(np.float64).max, -np.finfo(np.float64).max, 0.0, -0.0]
+    values = np.concatenate([edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf), specials])
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({c: rng.permutation(np.resize(values, 3 * BLOCK + 7)) for c in COLUMNS})
+    expected = model.predict_proba(frame)
+    assert np.array_equal(fast.predict_proba(frame), expected)
+    assert np.array_equal(
+        fast._from_raw(fast.raw_predict(np.ascontiguousarray(frame.to_numpy()), 1), "predict_proba"), expected
+    )
+    assert np.array_equal(
+        fast._from_raw(fast.raw_predict(np.asfortranarray(frame.to_numpy()), 1), "predict_proba"), expected
+    )
+    assert not fast._fallback
+
+
 def test_model_fitted_on_another_column_order_reads_the_right_columns(train: pd.DataFrame, score: pd.DataFrame) -> None:
     shuffled = ["c", "a", "d", "b"]
     model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(train[shuffled], target(train) > 0)
