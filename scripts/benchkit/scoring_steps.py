@@ -2,14 +2,15 @@
 
 Run as ``python scripts/benchkit/scoring_steps.py [--rows N] [--batch-rows N] [--rounds N]
 [--registry DIR] [--model NAME] [--engine CHECKOUT]`` (``--engine /work/main``: measure another
-checkout's engine with the same script, for a before/after pair in the same minutes). It generates the bench window's rows (the same generator
-and seeds as ``bench.features``), cuts them into batches of the engine's size, and takes each
-batch through what a slice's scoring thread does (``run/stages.py``'s ``work``) and what its
-loader thread adds (the score summary, the batches for COPY), step by step, timing each with
-``time.thread_time`` (CPU time of this thread: the figure that holds on a shared machine).
-Each round also times the whole of ``score_batch`` + drift counting as the engine calls it;
-the table gives the best round per step (the machine's noise only ever adds time), and
-``--rounds`` rounds are run. The model's self-check runs once before the clock starts.
+checkout's engine with the same script, for a before/after pair in the same minutes).
+
+It generates the bench window's rows (the same generator and seeds as ``bench.features``),
+cuts them into batches of the engine's size, and takes each batch through what a slice's
+scoring thread does (``run/stages.py``'s ``work``) and what its loader thread adds (the score
+summary, the batches for COPY), step by step, timing each with ``time.thread_time`` (CPU time
+of this thread: the figure that holds on a shared machine). Each round also times the whole
+of ``score_batch`` + drift counting as the engine calls it; the table gives the best round per
+step (the machine's noise only ever adds time). The model's self-check runs before the clock.
 """
 
 from __future__ import annotations

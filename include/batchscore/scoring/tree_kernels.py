@@ -203,6 +203,27 @@ def predict_wide(  # noqa: PLR0917 (numba kernels take arrays, not objects)
                 out[start + r, k] = acc[k, r]
 
 
+def _allow_wide_vectors(numba: Any) -> None:
+    """Let LLVM use 512-bit vectors on a CPU with AVX-512 (it keeps to 256 bits by default there).
+
+    The node ops are one compare and one masked AND per 16 rows instead of 8: about 17% less
+    CPU for the whole kernel on this machine (0.39 against 0.47 CPU-s per million rows), the same
+    bits (the same operations per row, in the same order). It only takes effect before numba's
+    code generator starts in this process, and never overrides ``NUMBA_CPU_FEATURES``;
+    ``BATCHSCORE_WIDE_VECTORS=0`` keeps LLVM's choice. numba's cache is keyed by the CPU
+    features, so the kernels compiled either way never mix.
+    """
+    import os
+
+    if numba.config.CPU_FEATURES is not None or os.environ.get("BATCHSCORE_WIDE_VECTORS", "1") == "0":
+        return
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    if all(features.get(name) for name in ("avx512f", "avx512bw", "avx512vl")):
+        numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
+
+
 def compiled() -> dict[str, Any]:
     """The numba dispatchers of the two kernels (compiled on first call, or loaded from numba's cache).
 
@@ -211,6 +232,8 @@ def compiled() -> dict[str, Any]:
     """
     import numba
     from numba.cpython.unsafe.numbers import trailing_zeros as cttz
+
+    _allow_wide_vectors(numba)
 
     jit = numba.njit(nogil=True, cache=True, boundscheck=False)
     module = globals()
