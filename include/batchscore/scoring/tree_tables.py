@@ -159,7 +159,9 @@ def build_tables(trees: Any) -> TreeTables:
     dtype = np.uint32 if n_leaves <= 32 else np.uint64
     word_bits = 32 if dtype is np.uint32 else 64
     full = (1 << word_bits) - 1
-    slot_start, slot_feature, tables = [0], [], []
+    slot_start: list[int] = [0]
+    slot_feature: list[int] = []
+    tables: list[np.ndarray] = []
     leaf_values = np.zeros((len(predictors), words * word_bits), dtype=np.float64)
     used = np.zeros(len(categorical), dtype=bool)
     ops: list[tuple[int, float, bool, int]] = []
