@@ -248,3 +248,31 @@ def test_a_fresh_worker_caches_the_kernels_where_numba_cache_dir_says(tmp_path: 
     )
     assert _fresh_process(code, {"NUMBA_CACHE_DIR": str(tmp_path)}) == str(tmp_path)
     assert any(p.suffix == ".nbi" for p in tmp_path.rglob("*"))  # the kernels' index, for the next process
+
+
+@pytest.mark.parametrize("wide", ["1", "0"])
+def test_the_vector_width_the_compiler_may_use_changes_no_bit(tmp_path: Path, wide: str) -> None:
+    """512-bit vectors where the CPU has AVX-512 (the default), LLVM's 256 with BATCHSCORE_WIDE_VECTORS=0.
+
+    Each in a fresh process, since numba reads its CPU features once: the same bits as
+    ``predict_proba`` either way, NaN and +-inf included, and the setting is what was asked for.
+    """
+    code = (
+        "import numpy as np, pandas as pd, numba\n"
+        "from sklearn.ensemble import HistGradientBoostingClassifier\n"
+        "from batchscore.scoring.compiled_trees import accelerate\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = pd.DataFrame(rng.normal(size=(3000, 3)), columns=['a', 'b', 'c'])\n"
+        "x.loc[::7, 'b'] = np.nan\n"
+        "model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, x['a'] + x['b'].fillna(1) > 0)\n"
+        "x.loc[::5, 'a'] = np.inf\n"
+        "x.loc[::6, 'c'] = -np.inf\n"
+        "fast = accelerate(model, ['a', 'b', 'c'])\n"
+        "assert np.array_equal(fast.predict_proba(x), model.predict_proba(x)) and not fast._fallback\n"
+        "print('-prefer-256-bit' in (numba.config.CPU_FEATURES or ''))\n"
+    )
+    env = {"NUMBA_CACHE_DIR": str(tmp_path), "BATCHSCORE_WIDE_VECTORS": wide}
+    import llvmlite.binding as llvm
+
+    avx512 = all(llvm.get_host_cpu_features().get(f) for f in ("avx512f", "avx512bw", "avx512vl"))
+    assert _fresh_process(code, env) == str(wide == "1" and avx512)
