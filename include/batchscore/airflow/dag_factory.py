@@ -7,18 +7,18 @@ scikit-learn are imported only inside the tasks.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
 from batchscore import settings
+from batchscore.airflow.dag_inputs import first_day, pipeline_config
 from batchscore.airflow.deadlines import deadline_for
 from batchscore.airflow.schedules import announce_scores, dag_schedule, scores_asset
 from batchscore.models import registry_layout
-from batchscore.pipeline.config import MODEL_REF, ConfigError, PipelineConfig, load_config
+from batchscore.pipeline.config import MODEL_REF, PipelineConfig
 
 __all__ = ["build_dag", "dag_for_pipeline", "scores_asset", "trigger_params"]
 
@@ -125,7 +125,7 @@ def build_dag(config: PipelineConfig) -> DAG:
         dag_id=config.dag_id,
         description=config.description or f"Batch scoring for {config.name}",
         schedule=dag_schedule(config),
-        start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=ZoneInfo(config.timezone)),
+        start_date=first_day(config),
         catchup=config.catchup,
         max_active_runs=config.execution.max_active_runs,
         params=trigger_params(config),
@@ -228,7 +228,4 @@ def dag_for_pipeline(name: str) -> DAG:
     the file and its fields, which Airflow shows as this DAG file's import error: only this
     DAG stops. (Clashes between files are reported by the DAG folder's check file.)
     """
-    path = settings.pipelines_dir() / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"{path}: no such pipeline file; run `batchscore dags sync` to remove its DAG file")
-    return build_dag(load_config(path))
+    return build_dag(pipeline_config(name))

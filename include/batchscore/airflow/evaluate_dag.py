@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, dag, get_current_context, task
 
-from batchscore import settings
 from batchscore.airflow.dag_factory import trigger_params
-from batchscore.pipeline.config import ConfigError, PipelineConfig, load_config
+from batchscore.airflow.dag_inputs import first_day, pipeline_config
+from batchscore.pipeline.config import ConfigError, PipelineConfig
 from batchscore.pipeline.schedule_config import grid_cron
 
 POKE_SECONDS = 3600  # how often a waiting scheduled run looks at the clock again
@@ -50,7 +50,7 @@ def build_evaluate_dag(config: PipelineConfig) -> DAG:
         dag_id=f"evaluate_{config.name}",
         description=f"Realised performance of {config.name}'s scores, {outcomes.horizon} after each window",
         schedule=CronDataIntervalTimetable(grid_cron(config.schedule), timezone=config.timezone),
-        start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=ZoneInfo(config.timezone)),
+        start_date=first_day(config),
         catchup=config.catchup,
         max_active_runs=_runs_in_flight(config),
         params=_window_params(config),
@@ -105,7 +105,4 @@ def _clock() -> datetime:
 
 def evaluate_dag_for_pipeline(name: str) -> DAG:
     """The evaluation DAG of the pipeline file ``<name>.yaml`` (what its generated DAG file calls)."""
-    path = settings.pipelines_dir() / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"{path}: no such pipeline file; run `batchscore dags sync` to remove its DAG file")
-    return build_evaluate_dag(load_config(path))
+    return build_evaluate_dag(pipeline_config(name))

@@ -9,15 +9,14 @@ request that expired unanswered is recorded. Nothing changes but on approval.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, dag, task
 
-from batchscore import settings
-from batchscore.pipeline.config import ConfigError, PipelineConfig, load_config
+from batchscore.airflow.dag_inputs import first_day, pipeline_config
+from batchscore.pipeline.config import ConfigError, PipelineConfig
 
 EVIDENCE = "gather_evidence"
 
@@ -71,7 +70,7 @@ def build_promote_dag(config: PipelineConfig) -> DAG:
         dag_id=f"promote_{config.name}",
         description=f"Promote {config.name}'s challenger to {config.model.reference}, on evidence, by approval",
         schedule=promotion.schedule,
-        start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=ZoneInfo(config.timezone)),
+        start_date=first_day(config),
         catchup=False,
         max_active_runs=1,  # one open request at a time: two could approve against the same champion
         tags=["batch-scoring", "promotion", *config.tags],
@@ -110,7 +109,4 @@ def build_promote_dag(config: PipelineConfig) -> DAG:
 
 def promote_dag_for_pipeline(name: str) -> DAG:
     """The promotion DAG of the pipeline file ``<name>.yaml`` (what its generated DAG file calls)."""
-    path = settings.pipelines_dir() / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"{path}: no such pipeline file; run `batchscore dags sync` to remove its DAG file")
-    return build_promote_dag(load_config(path))
+    return build_promote_dag(pipeline_config(name))

@@ -231,6 +231,7 @@ def publish_window(
     report = drift.judge(slices) if drift is not None else None
     if report is not None and report.status in {"warn", "held"}:
         log.warning("publish: drift against the model's reference (%s): %s", report.status, report.describe())
+    refusal = _Refusal(url, pipeline, output_table, window, run_id, slices, report, shadow)
     try:
         check_reject_threshold(url, slices, max_reject_fraction)
         if report is not None and report.status == "held":
@@ -239,13 +240,12 @@ def publish_window(
                 "(drift.policy: hold)"
             )
     except (RejectThresholdExceeded, DriftHeld):
-        totals = replace(totals, cpu=_run_cpu(slices, time.thread_time() - publish_cpu))
-        _record_refused(url, pipeline, output_table, window, run_id, slices, totals, report, shadow)
+        refusal.record(replace(totals, cpu=_run_cpu(slices, time.thread_time() - publish_cpu)))
         raise
     if dry_run:
         _drop_slices(url, pipeline, output_table, run_id, shadow)
     spent = replace(totals, cpu=_run_cpu(slices, time.thread_time() - publish_cpu))  # a refusal records the slices' CPU
-    refused = _refusal_recorded(url, pipeline, output_table, window, run_id, slices, spent, report, shadow)
+    refused = refusal.recorded(spent)
 
     def finish(conn: psycopg.Connection[Any], waited: LockWait | None) -> tuple[str, run_record.RunTotals, float]:
         """The publish transaction's body (after the window's lock): guard, swap, lineage, rejects, run record."""
@@ -322,7 +322,7 @@ def _guard_volume(  # noqa: PLR0917 (publish_window's two call sites)
     """Judge ``rows`` against the volume guard and record the verdict; :class:`VolumeGuardHeld` when held.
 
     Raised inside publish's transaction, so nothing of it commits; the verdict travels on the
-    error to :func:`_refusal_recorded`, which records it with the run's counts.
+    error to :meth:`_Refusal.recorded`, which records it with the run's counts.
     """
     if guard is None:
         return
@@ -336,51 +336,47 @@ def _guard_volume(  # noqa: PLR0917 (publish_window's two call sites)
     run_record.record_volume(conn, pipeline=pipeline, run_id=run_id, verdict=verdict.record())
 
 
-def _record_refused(  # noqa: PLR0917 (the refusals of publish_window share it)
-    url: str,
-    pipeline: str,
-    output_table: str,
-    window: Window,
-    run_id: str,
-    slices: Sequence[SliceResult],
-    totals: run_record.RunTotals,
-    report: DriftReport | None,
-    shadow: ShadowPublish | None,
-    volume: dict[str, Any] | None = None,
-) -> None:
-    """Nothing is published, but the bad rows are kept aside (under this run's id, beside the window's
-    current rejects) and the run's counts, drift and volume verdict recorded, so the cause can be seen."""
-    with db.pg_connect(url) as conn:
-        keep_rejects(conn, pipeline, window, run_id, slices)
-        run_record.record_finish(conn, pipeline=pipeline, run_id=run_id, status="failed", totals=totals)
-        if report is not None:
-            run_record.record_drift(conn, pipeline=pipeline, run_id=run_id, window=window, report=report)
-        if shadow is not None:
-            run_record.record_shadow(conn, pipeline=pipeline, run_id=run_id, shadow=shadow.record(slices, False))
-        if volume is not None:
-            run_record.record_volume(conn, pipeline=pipeline, run_id=run_id, verdict=volume)
-    _drop_slices(url, pipeline, output_table, run_id, shadow)
+@dataclass(frozen=True)
+class _Refusal:
+    """What a refused publish records: nothing is published, but the bad rows are kept aside (under
+    this run's id, beside the window's current rejects) and the run's counts, drift and volume
+    verdict recorded, so the cause can be seen."""
 
+    url: str
+    pipeline: str
+    output_table: str
+    window: Window
+    run_id: str
+    slices: Sequence[SliceResult]
+    report: DriftReport | None
+    shadow: ShadowPublish | None
 
-@contextmanager
-def _refusal_recorded(  # noqa: PLR0917 (as _record_refused)
-    url: str,
-    pipeline: str,
-    output_table: str,
-    window: Window,
-    run_id: str,
-    slices: Sequence[SliceResult],
-    totals: run_record.RunTotals,
-    report: DriftReport | None,
-    shadow: ShadowPublish | None,
-) -> Iterator[None]:
-    """Around publish's transaction: a refusal inside it (volume guard, overlap) rolled it back; record it."""
-    try:
-        yield
-    except (VolumeGuardHeld, OverlappingWindow) as exc:
-        verdict = exc.verdict.record() if isinstance(exc, VolumeGuardHeld) and exc.verdict else None
-        _record_refused(url, pipeline, output_table, window, run_id, slices, totals, report, shadow, verdict)
-        raise
+    def record(self, totals: run_record.RunTotals, volume: dict[str, Any] | None = None) -> None:
+        """Record the refused run (status ``failed``) and drop its slices."""
+        with db.pg_connect(self.url) as conn:
+            keep_rejects(conn, self.pipeline, self.window, self.run_id, self.slices)
+            run_record.record_finish(conn, pipeline=self.pipeline, run_id=self.run_id, status="failed", totals=totals)
+            if self.report is not None:
+                run_record.record_drift(
+                    conn, pipeline=self.pipeline, run_id=self.run_id, window=self.window, report=self.report
+                )
+            if self.shadow is not None:
+                run_record.record_shadow(
+                    conn, pipeline=self.pipeline, run_id=self.run_id, shadow=self.shadow.record(self.slices, False)
+                )
+            if volume is not None:
+                run_record.record_volume(conn, pipeline=self.pipeline, run_id=self.run_id, verdict=volume)
+        _drop_slices(self.url, self.pipeline, self.output_table, self.run_id, self.shadow)
+
+    @contextmanager
+    def recorded(self, totals: run_record.RunTotals) -> Iterator[None]:
+        """Around publish's transaction: a refusal inside it (volume guard, overlap) rolled it back; record it."""
+        try:
+            yield
+        except (VolumeGuardHeld, OverlappingWindow) as exc:
+            verdict = exc.verdict.record() if isinstance(exc, VolumeGuardHeld) and exc.verdict else None
+            self.record(totals, verdict)
+            raise
 
 
 def _drop_slices(url: str, pipeline: str, output_table: str, run_id: str, shadow: ShadowPublish | None) -> None:

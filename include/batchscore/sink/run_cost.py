@@ -98,7 +98,7 @@ class RunCpu:
         for cpu in slices:
             for stage in SLICE_STAGES:
                 summed[stage] += float((cpu or {}).get(stage, 0.0))
-        total = summed["startup"] + summed["total"] + publish
+        total = round(summed["startup"] + summed["total"] + publish, 3)  # rounded once: the rate is of the stored total
         return cls(
             startup=round(summed["startup"], 3),
             model=round(summed["model"], 3),
@@ -106,6 +106,6 @@ class RunCpu:
             score=round(summed["score"], 3),
             load=round(summed["load"], 3),
             publish=round(publish, 3),
-            total=round(total, 3),
+            total=total,
             rows_per_cpu_second=round(rows / total, 1) if total > 0 else None,
         )
