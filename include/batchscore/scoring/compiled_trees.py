@@ -111,6 +111,11 @@ def _kernel(name: str) -> Any:
         return _kernels[name]
 
 
+def load_kernels() -> None:
+    """Import numba and make the kernels' dispatchers now (a forkserver's preload: see ``airflow/warm_start``)."""
+    _kernel("narrow")
+
+
 def _column_map(model: Any, columns: Sequence[str]) -> np.ndarray | None:
     """Model feature index -> position in the frame's columns, or None when they do not match."""
     names = getattr(model, "feature_names_in_", None)
