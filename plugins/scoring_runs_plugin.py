@@ -16,13 +16,14 @@ auth manager lets read its DAG's runs (its rejected values: its task logs); see
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
-from scoring_ui.app import app
+from scoring_ui.lazy_app import LazyApp
 from scoring_ui.trigger_guard import TriggerWindowGuard
 
 
 class ScoringRunsPlugin(AirflowPlugin):
     name = "scoring_runs"
-    fastapi_apps = [{"app": app, "url_prefix": "/scoring", "name": "Scoring runs"}]  # noqa: RUF012 (Airflow API)
+    # Built on its first request: every task process loads this plugin too, and never serves it.
+    fastapi_apps = [{"app": LazyApp("scoring_ui.app"), "url_prefix": "/scoring", "name": "Scoring runs"}]  # noqa: RUF012
     fastapi_root_middlewares = [  # noqa: RUF012 (Airflow API)
         {"middleware": TriggerWindowGuard, "args": [], "kwargs": {}, "name": "Scoring window check"}
     ]

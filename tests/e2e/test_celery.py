@@ -121,6 +121,8 @@ def test_two_celery_workers_share_the_slices_and_the_window_is_exact(
     record = run_record(airflow_db.scores_url, CELERY, run_id)
     assert record is not None
     assert {s["host"] for s in record["slices"]} == set(WORKERS)
+    # Each worker imported the scoring stack before forking its pool (batchscore.airflow.celery_config).
+    assert [s["warm_start"] for s in record["slices"]] == [True] * 4
 
 
 def _worker_of(stack: LocalStack, process: psutil.Process) -> str:

@@ -43,6 +43,7 @@ HEALTH_PART = {
 }
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+WARM_START = "batchscore.airflow.warm_start"
 LOOPBACK = "127.0.0.1"
 # Airflow's task-log server (JWT-checked static files of [logging] base_log_folder), as an ASGI factory.
 LOG_SERVER_APP = "airflow.utils.serve_logs.log_server:get_app"
@@ -136,6 +137,8 @@ class LocalStack:
                 "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata.replace("+psycopg2", "", 1),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+                # Each worker imports the scoring stack once, before it forks its pool (airflow/celery_config.py).
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "batchscore.airflow.celery_config.CELERY_CONFIG",
             }
         if self.heartbeat_timeout:
             extra["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout)
@@ -174,6 +177,9 @@ class LocalStack:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # LocalExecutor's workers fork from a server that imported the scoring stack once (airflow/warm_start.py).
+            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+            "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": WARM_START,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW_CONN_WAREHOUSE_DB": self.database_url("warehouse"),
             "AIRFLOW_CONN_SCORES_DB": self.database_url("scores"),

@@ -55,7 +55,7 @@ _LOADED: OrderedDict[str, Any] = OrderedDict()
 _LOAD_LOCK = threading.Lock()  # threads of one process (the in-process runner) share one load
 
 
-def _skops_io() -> Any:
+def skops_io() -> Any:
     """``skops.io``, imported without the warning storm it causes inside an Airflow task.
 
     On import skops looks up the module of every SciPy ufunc by ``getattr`` on every
@@ -166,7 +166,7 @@ class ModelRegistry:
         """
         import sklearn
 
-        sio = _skops_io()
+        sio = skops_io()
 
         task = task_of(estimator)
         classes, positive_class = classes_of(estimator, task, positive_class)
@@ -339,7 +339,7 @@ def _deserialise(what: str, data: bytes) -> Any:
     from batchscore.models.tree_integrity import CorruptTreeModel, check_trees
     from batchscore.models.trusted_types import UntrustedModelFile, trusted_names
 
-    sio = _skops_io()
+    sio = skops_io()
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises several types for malformed archives

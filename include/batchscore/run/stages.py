@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,11 @@ from batchscore.source.extract import source_batches
 from batchscore.source.slices import KeySlice
 
 log = logging.getLogger(__name__)
+
+
+# Imported before a slice begins only when the process started warm: forked from a preloading
+# forkserver (batchscore.airflow.warm_start), or after an earlier slice in the same process.
+WARM_MODULE = "skops.io"
 
 
 def manifest_of(config: PipelineConfig, endpoints: Endpoints, plan: RunPlan) -> ModelManifest:
@@ -130,6 +136,7 @@ def score_slice(
     started = time.perf_counter()
     startup = process_age()
     cpu_at_start = time.process_time()
+    warm = WARM_MODULE in sys.modules
     workers, threads = default_workers(workers)
     manifest = manifest_of(config, endpoints, plan)
     registry = ModelRegistry(endpoints.registry)
@@ -262,9 +269,9 @@ def score_slice(
     charge_process_cpu()
     first_row = startup + ((stream.read.first_at or time.perf_counter()) - started)
     log.info(
-        "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs, first row at %.1fs "
-        "after process start (model ready at %.1fs); read %.1fs, scoring %.1f thread-s on %d thread(s) (drift %.2f), "
-        "key check %.1fs; CPU %s",
+        "%s: %d rows in, %d scored, %d rejected in %.1fs (%.0f rows/s); process start-up %.1fs (%s), "
+        "first row at %.1fs after process start (model ready at %.1fs); read %.1fs, "
+        "scoring %.1f thread-s on %d thread(s) (drift %.2f), key check %.1fs; CPU %s",
         key_slice.describe(),
         counts["in"],
         counts["scored"],
@@ -272,6 +279,7 @@ def score_slice(
         seconds,
         counts["in"] / seconds if seconds else 0.0,
         startup,
+        "warm" if warm else "cold",
         first_row,
         startup + loading.result()[2] - started,
         stream.read.seconds,
@@ -304,4 +312,5 @@ def score_slice(
         drift_seconds=round(drift_seconds[0], 3),
         shadow=shadow.to_dict() if shadow is not None else None,
         cpu=cpu.to_dict(),
+        warm_start=warm,
     )

@@ -1,11 +1,12 @@
 """A compiled scorer for scikit-learn's histogram gradient boosting models, bit for bit the same.
 
 Scoring is most of a run's CPU, and the usual model of a fraud or churn sweep is a
-``HistGradientBoostingClassifier``. Each row is reduced once to the model's own uint8 bin
-codes, then every tree finds its leaf with QuickScorer's bit masks over those codes, a
-block of 1024 rows at a time (:mod:`batchscore.scoring.tree_tables` says why the decisions are
-exactly ``predict``'s, NaN, +-inf and native categories included; :mod:`batchscore.scoring.tree_kernels`
-holds the kernels numba compiles, which release the GIL).
+``HistGradientBoostingClassifier``. Every tree finds its leaf with QuickScorer's bit masks,
+a block of rows at a time: each numeric node is one SIMD pass comparing its threshold with
+the block's raw values (vQS, node ops: ``predict``'s own comparison, so no binning), and
+categorical features read tables over their codes (:mod:`batchscore.scoring.tree_tables` says
+why the decisions are exactly ``predict``'s, NaN, +-inf and native categories included;
+:mod:`batchscore.scoring.tree_kernels` holds the kernels numba compiles, which release the GIL).
 
 The result is identical, not close: the same leaves, their values summed in scikit-learn's
 order (baseline, then iteration by iteration), and the model's own link (sigmoid, softmax,
@@ -23,9 +24,23 @@ leaves over 20 features, 300k rows, 1% NaN; a shared machine at load 10-16, so ~
       (eight per pass: 5.9-6.5 ns; rows outer, masks in registers: 8.9 ns)
     binning: branch-free search over 256 padded thresholds    ~1.7-2 ns per tree-row 0.16-0.20
       (a coarse lookup table then a linear fix-up: 0.7 CPU-s/M, slower)
-    this module, binning fused with the four-table passes     ~6.4 ns per tree-row   0.55-0.65 CPU-s/M
+    binning fused with the four-table passes (until 2026-12-02) ~6.4 ns per tree-row 0.55-0.65 CPU-s/M
       (over a column-major matrix: 6.36 ns, row-major 6.23 at load 16; the layout's gain is in
       building the matrix: 0.06 CPU-s/M for 24 contiguous column writes against 0.42 row-major)
+
+2026-12-02, 500k rows (100k for the last line), best of 3-30 interleaved runs, load 6-12 (the
+compiler's vectorisation checked in the assembly: the table loop has no gathers, since the
+compiler cannot prove the gathered tables do not alias the masks it writes; node ops are
+SIMD compares and masked ANDs):
+
+    the four-table passes above, same minutes                 6.7-8.0 ns per tree-row 0.64-0.77 CPU-s/M
+    bin codes + node ops (one SIMD pass per node, uint8 codes) 7.7 ns                0.74
+    raw values + node ops (no binning), four nodes per pass   7.6 ns                 0.73
+    **raw values + node ops, one node per pass (this module)** 5.0-5.4 ns            0.48-0.51
+      (the same kernels allowed 512-bit vectors, NUMBA_CPU_FEATURES with -prefer-256-bit:
+      codes + node ops 4.6 ns, raw node ops 4.5 ns: 0.44 CPU-s/M)
+    in scripts/benchkit/scoring_steps.py, 1M rows, load 8-10: main's kernel 0.77-1.01,
+      this one 0.59-0.60 CPU-s/M
 
 Models qualify when bare or as a Pipeline's last step. A Pipeline's ``ColumnTransformer`` of
 imputers, scalers and encoders is computed from the Arrow batch itself when
@@ -94,6 +109,11 @@ def _kernel(name: str) -> Any:
 
             _kernels.update(tree_kernels.compiled())
         return _kernels[name]
+
+
+def load_kernels() -> None:
+    """Import numba and make the kernels' dispatchers now (a forkserver's preload: see ``airflow/warm_start``)."""
+    _kernel("narrow")
 
 
 def _column_map(model: Any, columns: Sequence[str]) -> np.ndarray | None:
@@ -216,15 +236,13 @@ class CompiledTrees:
         kernel: Callable[..., None] = _kernel(self._kernel_name)
         t = self.tables
         out = np.empty((x.shape[0], t.baseline.shape[0]), dtype=np.float64)
-        args: tuple[np.ndarray, ...] = (
-            self._column_map,
-            t.thresholds,
-            t.numeric,
-            t.categorical,
-            t.slot_start,
-            t.slot_feature,
-            self._masks,
-        )
+        args: tuple[np.ndarray, ...]
+        if self._kernel_name == "narrow":
+            args = (self._column_map, t.thresholds, t.categorical, t.op_start, t.op_feature, t.op_threshold)
+            args += (t.op_missing_right, t.op_mask, t.cat_slot_start, t.cat_slots, t.slot_feature, self._masks)
+        else:
+            args = (self._column_map, t.thresholds, t.numeric, t.categorical, t.slot_start, t.slot_feature)
+            args += (self._masks,)
         args += (t.leaf_values, t.tree_output, t.baseline, self._ones)
         if x.dtype != np.float64 or not (x.flags.c_contiguous or x.flags.f_contiguous):
             x = np.ascontiguousarray(x, dtype=np.float64)

@@ -3,9 +3,12 @@
 Nothing here imports numba: :mod:`batchscore.scoring.compiled_trees` wraps these functions with
 ``numba.njit(nogil=True, cache=True)`` the first time a model needs them, so a process that
 scores a linear model never loads numba. Each kernel works through the rows in blocks of
-``BLOCK`` rows: it bins the block (one uint8 code per used feature, column-major), then
-runs every tree over the whole block, so the tree's tables (about 1 KB per feature it
-uses) stay in the L1 cache while they are used ``BLOCK`` times. Per row, the raw
+``BLOCK`` rows and runs every tree over the whole block. The narrow kernel (trees of up to
+64 leaves, nearly every model) compares each numeric node's threshold with the block's raw
+values, one SIMD pass per node, and bins only categorical features to codes for their
+tables; the wide one bins every used feature (one uint8 code each, column-major) and reads
+each tree's tables (about 1 KB per feature it uses, kept in the L1 cache while used
+``BLOCK`` times). Per row, the raw
 prediction of output k is ``0.0 + baseline[k]`` plus tree values iteration by iteration:
 scikit-learn's order of additions, so the sums are the same floating-point numbers.
 """
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-BLOCK = 1024
+BLOCK = 256
 MISSING_CODE = 255
 
 
@@ -73,9 +76,14 @@ def predict_narrow(  # noqa: PLR0917 (numba kernels take arrays, not objects)
     x: np.ndarray,
     columns: np.ndarray,
     thresholds: np.ndarray,
-    numeric: np.ndarray,
     categorical: np.ndarray,
-    slot_start: np.ndarray,
+    op_start: np.ndarray,
+    op_feature: np.ndarray,
+    op_threshold: np.ndarray,
+    op_missing_right: np.ndarray,
+    op_mask: np.ndarray,
+    cat_slot_start: np.ndarray,
+    cat_slots: np.ndarray,
     slot_feature: np.ndarray,
     tables: np.ndarray,
     leaf_values: np.ndarray,
@@ -88,12 +96,16 @@ def predict_narrow(  # noqa: PLR0917 (numba kernels take arrays, not objects)
 ) -> None:
     """Raw predictions ``out[row, k]`` for rows first..last when every tree has at most 64 leaves (one mask word).
 
-    ``x`` is row-major or column-major (column-major bins faster: each feature's values are
-    contiguous); threads share the whole arrays and take row ranges, so a range of a
-    column-major matrix keeps its layout (and its compiled signature).
+    Numeric nodes are node ops over the raw values: per node, one pass over the block's
+    values of its feature, ``x > threshold`` (or, where missing values go right, ``not x <=
+    threshold``, true for NaN) AND-ing the node's mask in; the compiler makes each pass SIMD
+    compares and masked ANDs. Categorical features are binned to codes and read their tables.
+    ``x`` is row-major or column-major (column-major reads each feature's block contiguously);
+    threads share the whole arrays and take row ranges, so each layout keeps one signature.
     """
-    n_trees = slot_start.shape[0] - 1
+    n_trees = op_start.shape[0] - 1
     n_out = baseline.shape[0]
+    no_numeric = np.empty(0, np.int64)
     codes = np.empty((thresholds.shape[0], BLOCK), np.uint8)
     mask = np.empty(BLOCK, tables.dtype)
     acc = np.empty((n_out, BLOCK), np.float64)
@@ -101,7 +113,8 @@ def predict_narrow(  # noqa: PLR0917 (numba kernels take arrays, not objects)
     for start in range(first, last, BLOCK):
         stop = min(last, start + BLOCK)
         m = stop - start
-        bin_block(x, start, stop, columns, thresholds, numeric, categorical, codes)
+        if categorical.shape[0]:
+            bin_block(x, start, stop, columns, thresholds, no_numeric, categorical, codes)
         for k in range(n_out):
             for r in range(m):
                 acc[k, r] = 0.0
@@ -109,30 +122,27 @@ def predict_narrow(  # noqa: PLR0917 (numba kernels take arrays, not objects)
         for t in range(n_trees):
             for r in range(m):
                 mask[r] = all_ones
-            s = slot_start[t]
-            end = slot_start[t + 1]
-            while s + 4 <= end:  # four features per pass over the block: fewer loads and stores of the masks
-                t0 = tables[s]
-                t1 = tables[s + 1]
-                t2 = tables[s + 2]
-                t3 = tables[s + 3]
-                c0 = codes[slot_feature[s]]
-                c1 = codes[slot_feature[s + 1]]
-                c2 = codes[slot_feature[s + 2]]
-                c3 = codes[slot_feature[s + 3]]
-                for r in range(m):
-                    mask[r] &= (t0[c0[r]] & t1[c1[r]]) & (t2[c2[r]] & t3[c3[r]])
-                s += 4
-            while s < end:
+            for o in range(op_start[t], op_start[t + 1]):
+                values = x[start:stop, columns[op_feature[o]]]
+                threshold = op_threshold[o]
+                bits = op_mask[o]
+                keep = bits | ~bits  # all ones, in the mask's type, as a constant the compiler sees
+                if op_missing_right[o]:  # branch-free: SIMD compares, selects and ANDs
+                    for r in range(m):
+                        mask[r] &= keep if values[r] <= threshold else bits
+                else:
+                    for r in range(m):
+                        mask[r] &= bits if values[r] > threshold else keep
+            for c in range(cat_slot_start[t], cat_slot_start[t + 1]):
+                s = cat_slots[c]
                 t0 = tables[s]
                 c0 = codes[slot_feature[s]]
                 for r in range(m):
                     mask[r] &= t0[c0[r]]
-                s += 1
             k = tree_output[t]
-            values = leaf_values[t]
+            leaves = leaf_values[t]
             for r in range(m):
-                acc[k, r] += values[trailing_zeros(mask[r])]
+                acc[k, r] += leaves[trailing_zeros(mask[r])]
         for r in range(m):
             for k in range(n_out):
                 out[start + r, k] = acc[k, r]
@@ -193,6 +203,27 @@ def predict_wide(  # noqa: PLR0917 (numba kernels take arrays, not objects)
                 out[start + r, k] = acc[k, r]
 
 
+def _allow_wide_vectors(numba: Any) -> None:
+    """Let LLVM use 512-bit vectors on a CPU with AVX-512 (it keeps to 256 bits by default there).
+
+    The node ops are one compare and one masked AND per 16 rows instead of 8: about 17% less
+    CPU for the whole kernel on this machine (0.39 against 0.47 CPU-s per million rows), the same
+    bits (the same operations per row, in the same order). It only takes effect before numba's
+    code generator starts in this process, and never overrides ``NUMBA_CPU_FEATURES``;
+    ``BATCHSCORE_WIDE_VECTORS=0`` keeps LLVM's choice. numba's cache is keyed by the CPU
+    features, so the kernels compiled either way never mix.
+    """
+    import os
+
+    if numba.config.CPU_FEATURES is not None or os.environ.get("BATCHSCORE_WIDE_VECTORS", "1") == "0":
+        return
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    if all(features.get(name) for name in ("avx512f", "avx512bw", "avx512vl")):
+        numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
+
+
 def compiled() -> dict[str, Any]:
     """The numba dispatchers of the two kernels (compiled on first call, or loaded from numba's cache).
 
@@ -201,6 +232,8 @@ def compiled() -> dict[str, Any]:
     """
     import numba
     from numba.cpython.unsafe.numbers import trailing_zeros as cttz
+
+    _allow_wide_vectors(numba)
 
     jit = numba.njit(nogil=True, cache=True, boundscheck=False)
     module = globals()

@@ -21,6 +21,14 @@ for all 256 codes, so a tree costs one table load and one AND per feature it use
 branches. The exit leaf is never removed (it is in the left subtree only of nodes on its path
 that sent the row left), and every leaf left of it is (their lowest common ancestor sent the
 row right), so the lowest set bit is the leaf ``predict`` reaches.
+
+For trees of up to 64 leaves the numeric nodes are also listed as **node ops** (vQS, the
+vectorised QuickScorer of Lucchese et al., 2016): per node its feature, its threshold, where
+missing values go, and the mask it applies when the row goes right. The kernel compares each
+node's threshold with a block of raw values (``x <= threshold`` goes left, NaN the missing
+way: ``predict``'s own comparison on the raw value, so no binning is needed), which the compiler
+turns into SIMD compares and masked ANDs over many rows at once. Categorical features keep
+their tables over codes.
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ class TreeTables:
     slot s and ``tables[s, w, code]`` word w of its mask; ``leaf_values[t, j]``: the value of
     tree t's j-th leaf from the left; ``tree_output[t]``: which raw output tree t adds to
     (``t % trees_per_iteration``); ``baseline[k]``: the model's baseline per output.
+    ``op_start[t]:op_start[t+1]``: tree t's numeric node ops (one mask word only; empty for wider
+    trees): ``op_feature``, ``op_threshold`` (the node's raw threshold), ``op_missing_right`` and
+    ``op_mask`` (AND-ed in when the row goes right); ``cat_slots[cat_slot_start[t]:cat_slot_start[t+1]]``:
+    tree t's slots on categorical features (the tables the node-op kernel still reads).
     """
 
     thresholds: np.ndarray
@@ -55,6 +67,13 @@ class TreeTables:
     leaf_values: np.ndarray
     tree_output: np.ndarray
     baseline: np.ndarray
+    op_start: np.ndarray
+    op_feature: np.ndarray
+    op_threshold: np.ndarray
+    op_missing_right: np.ndarray
+    op_mask: np.ndarray
+    cat_slot_start: np.ndarray
+    cat_slots: np.ndarray
 
     @property
     def words(self) -> int:
@@ -140,9 +159,14 @@ def build_tables(trees: Any) -> TreeTables:
     dtype = np.uint32 if n_leaves <= 32 else np.uint64
     word_bits = 32 if dtype is np.uint32 else 64
     full = (1 << word_bits) - 1
-    slot_start, slot_feature, tables = [0], [], []
+    slot_start: list[int] = [0]
+    slot_feature: list[int] = []
+    tables: list[np.ndarray] = []
     leaf_values = np.zeros((len(predictors), words * word_bits), dtype=np.float64)
     used = np.zeros(len(categorical), dtype=bool)
+    ops: list[tuple[int, float, bool, int]] = []
+    op_start, cat_slot_start = [0], [0]
+    cat_slots: list[int] = []
     for t, predictor in enumerate(predictors):
         nodes = predictor.nodes
         order, under = _leaf_order(nodes)
@@ -161,20 +185,28 @@ def build_tables(trees: Any) -> TreeTables:
                 )
             else:
                 right = _numeric_right(node, bin_mapper.bin_thresholds_[f])
-            table = per_feature.setdefault(f, np.full((words, CODES), full, dtype=dtype))
             keep = ~under[int(node["left"])]  # a node sending the row right removes its left subtree's leaves
+            if not categorical[f]:
+                ops.append((f, float(node["num_threshold"]), not bool(node["missing_go_to_left"]), keep & full))
+            table = per_feature.setdefault(f, np.full((words, CODES), full, dtype=dtype))
             for w in range(words):
                 table[w, right] &= dtype((keep >> (w * word_bits)) & full)
         for f in sorted(per_feature):
+            if categorical[f]:
+                cat_slots.append(len(slot_feature))
             slot_feature.append(f)
             tables.append(per_feature[f])
             used[f] = True
         slot_start.append(len(slot_feature))
+        op_start.append(len(ops))
+        cat_slot_start.append(len(cat_slots))
     if not tables:  # every tree is a single leaf: one all-ones slot keeps the kernel's shapes
         slot_feature.append(0)
         tables.append(np.full((words, CODES), full, dtype=dtype))
         slot_start = [0] + [1] * len(predictors)
     per_iteration = len(trees._predictors[0])
+    if words > 1:  # the wide kernel reads every feature's tables; node ops fit one mask word
+        ops, op_start = [], [0] * (len(predictors) + 1)
     return TreeTables(
         thresholds=np.ascontiguousarray(thresholds),
         numeric=np.flatnonzero(used & (categorical == 0)).astype(np.int64),
@@ -185,4 +217,11 @@ def build_tables(trees: Any) -> TreeTables:
         leaf_values=leaf_values,
         tree_output=np.arange(len(predictors), dtype=np.int64) % per_iteration,
         baseline=np.ascontiguousarray(trees._baseline_prediction, dtype=np.float64).reshape(-1),
+        op_start=np.asarray(op_start, dtype=np.int64),
+        op_feature=np.asarray([op[0] for op in ops], dtype=np.int64),
+        op_threshold=np.asarray([op[1] for op in ops], dtype=np.float64),
+        op_missing_right=np.asarray([op[2] for op in ops], dtype=np.bool_),
+        op_mask=np.asarray([op[3] for op in ops], dtype=dtype),
+        cat_slot_start=np.asarray(cat_slot_start, dtype=np.int64),
+        cat_slots=np.asarray(cat_slots, dtype=np.int64),
     )

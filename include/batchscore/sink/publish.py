@@ -102,6 +102,7 @@ class SliceResult:
     drift_seconds: float = 0.0  # CPU seconds counting rows into the drift bins (on the scoring threads)
     shadow: dict[str, Any] | None = None  # the challenger's slice (batchscore.scoring.shadow.ShadowSlice), if any
     cpu: dict[str, float] | None = None  # CPU seconds per stage (batchscore.sink.run_cost.SliceCpu)
+    warm_start: bool = False  # the process began with the scoring stack imported (a preloading forkserver)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

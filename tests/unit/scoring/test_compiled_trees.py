@@ -70,6 +70,32 @@ def test_regressor_is_identical_through_its_link(train: pd.DataFrame, score: pd.
     assert np.array_equal(accelerate(model, COLUMNS).predict(score), model.predict(score))
 
 
+def test_values_on_every_threshold_and_its_neighbours_decide_as_scikit_learn(train: pd.DataFrame) -> None:
+    """The node ops compare raw values: a value equal to a split's threshold goes left, NaN the missing way.
+
+    Every split threshold of every feature, the floats either side of it, +-inf, NaN and the
+    largest magnitudes, in both layouts the kernel reads, against ``predict_proba``.
+    """
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(train, target(train) > 0)
+    fast = accelerate(model, COLUMNS)
+    assert isinstance(fast, CompiledTrees)
+    assert len(fast.tables.op_threshold) > 0  # the numeric nodes are node ops
+    edges = np.unique(fast.tables.op_threshold[np.isfinite(fast.tables.op_threshold)])
+    specials = [np.inf, -np.inf, np.nan, np.finfo(np.float64).max, -np.finfo(np.float64).max, 0.0, -0.0]
+    values = np.concatenate([edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf), specials])
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({c: rng.permutation(np.resize(values, 3 * BLOCK + 7)) for c in COLUMNS})
+    expected = model.predict_proba(frame)
+    assert np.array_equal(fast.predict_proba(frame), expected)
+    assert np.array_equal(
+        fast._from_raw(fast.raw_predict(np.ascontiguousarray(frame.to_numpy()), 1), "predict_proba"), expected
+    )
+    assert np.array_equal(
+        fast._from_raw(fast.raw_predict(np.asfortranarray(frame.to_numpy()), 1), "predict_proba"), expected
+    )
+    assert not fast._fallback
+
+
 def test_model_fitted_on_another_column_order_reads_the_right_columns(train: pd.DataFrame, score: pd.DataFrame) -> None:
     shuffled = ["c", "a", "d", "b"]
     model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(train[shuffled], target(train) > 0)
@@ -222,3 +248,31 @@ def test_a_fresh_worker_caches_the_kernels_where_numba_cache_dir_says(tmp_path: 
     )
     assert _fresh_process(code, {"NUMBA_CACHE_DIR": str(tmp_path)}) == str(tmp_path)
     assert any(p.suffix == ".nbi" for p in tmp_path.rglob("*"))  # the kernels' index, for the next process
+
+
+@pytest.mark.parametrize("wide", ["1", "0"])
+def test_the_vector_width_the_compiler_may_use_changes_no_bit(tmp_path: Path, wide: str) -> None:
+    """512-bit vectors where the CPU has AVX-512 (the default), LLVM's 256 with BATCHSCORE_WIDE_VECTORS=0.
+
+    Each in a fresh process, since numba reads its CPU features once: the same bits as
+    ``predict_proba`` either way, NaN and +-inf included, and the setting is what was asked for.
+    """
+    code = (
+        "import numpy as np, pandas as pd, numba\n"
+        "from sklearn.ensemble import HistGradientBoostingClassifier\n"
+        "from batchscore.scoring.compiled_trees import accelerate\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = pd.DataFrame(rng.normal(size=(3000, 3)), columns=['a', 'b', 'c'])\n"
+        "x.loc[::7, 'b'] = np.nan\n"
+        "model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, x['a'] + x['b'].fillna(1) > 0)\n"
+        "x.loc[::5, 'a'] = np.inf\n"
+        "x.loc[::6, 'c'] = -np.inf\n"
+        "fast = accelerate(model, ['a', 'b', 'c'])\n"
+        "assert np.array_equal(fast.predict_proba(x), model.predict_proba(x)) and not fast._fallback\n"
+        "print('-prefer-256-bit' in (numba.config.CPU_FEATURES or ''))\n"
+    )
+    env = {"NUMBA_CACHE_DIR": str(tmp_path), "BATCHSCORE_WIDE_VECTORS": wide}
+    import llvmlite.binding as llvm
+
+    avx512 = all(llvm.get_host_cpu_features().get(f) for f in ("avx512f", "avx512bw", "avx512vl"))
+    assert _fresh_process(code, env) == str(wide == "1" and avx512)
