@@ -32,7 +32,7 @@ from tests.conftest import (
 pytestmark = pytest.mark.e2e
 WINDOWS = [Window(*day_window(WAREHOUSE_END - timedelta(days=d))) for d in (7, 6)]
 HITL = "/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails"
-ANSWER_AFTER_SECONDS = 5
+ANSWER_AFTER_SECONDS = 8  # 5 s still met the race at load average 9
 
 
 @pytest.fixture(scope="module")
