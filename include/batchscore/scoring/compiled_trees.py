@@ -127,6 +127,29 @@ def _column_map(model: Any, columns: Sequence[str]) -> np.ndarray | None:
     return np.array([position[str(n)] for n in names], dtype=np.int64)
 
 
+ROW_MAJOR_CHUNK_ROWS = 16_384
+
+
+def _walk(  # noqa: PLR0917 (the kernel's own arguments, passed through)
+    kernel: Callable[..., None], x: np.ndarray, args: tuple[np.ndarray, ...], out: np.ndarray, a: int, b: int
+) -> None:
+    """Rows ``[a, b)`` of ``x`` through ``kernel`` into ``out``; a row-major ``x`` a column-major chunk at a time.
+
+    The node ops read one feature over a block of rows, contiguous only in a column-major
+    matrix: over a row-major one (a frame scikit-learn's ColumnTransformer transformed, a
+    caller's array) they ran at 9.2 CPU-s per million rows against 0.68. Copying a chunk
+    into column-major order costs a fraction of that, and the values are the same.
+    """
+    if x.flags.f_contiguous:
+        kernel(x, *args, out, a, b)
+        return
+    for start in range(a, b, ROW_MAJOR_CHUNK_ROWS):
+        stop = min(b, start + ROW_MAJOR_CHUNK_ROWS)
+        chunk = np.asfortranarray(x[start:stop])
+        chunk.flags.writeable = False  # the signature the column-major frames use
+        kernel(chunk, *args, out[start:stop], 0, stop - start)
+
+
 def enabled() -> bool:
     """On unless ``BATCHSCORE_COMPILED_TREES=0`` (to compare, or to rule it out)."""
     return os.environ.get("BATCHSCORE_COMPILED_TREES", "1") != "0"
@@ -251,11 +274,11 @@ class CompiledTrees:
         n = threads or os.cpu_count() or 1
         n = max(1, min(n, x.shape[0] // MIN_ROWS_PER_THREAD))
         if n == 1:
-            kernel(x, *args, out, 0, x.shape[0])
+            _walk(kernel, x, args, out, 0, x.shape[0])
             return out
         bounds = np.linspace(0, x.shape[0], n + 1).astype(int)
         with ThreadPoolExecutor(n, thread_name_prefix="trees") as pool:
-            for future in [pool.submit(kernel, x, *args, out, a, b) for a, b in itertools.pairwise(bounds)]:
+            for future in [pool.submit(_walk, kernel, x, args, out, a, b) for a, b in itertools.pairwise(bounds)]:
                 future.result()
         return out
 

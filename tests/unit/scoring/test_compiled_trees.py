@@ -276,3 +276,25 @@ def test_the_vector_width_the_compiler_may_use_changes_no_bit(tmp_path: Path, wi
 
     avx512 = all(llvm.get_host_cpu_features().get(f) for f in ("avx512f", "avx512bw", "avx512vl"))
     assert _fresh_process(code, env) == str(wide == "1" and avx512)
+
+
+def test_a_row_major_matrix_scores_the_same_bits_a_chunk_at_a_time() -> None:
+    """Row-major input is copied to column-major chunks (the node ops read columns): same bits, chunk edges included."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from batchscore.scoring import compiled_trees
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3_000, 6))
+    x[::13, 2] = np.nan
+    y = (x[:, 0] + np.nan_to_num(x[:, 2]) > 0).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y)
+    scorer = compiled_trees.accelerate(model, [f"x{i}" for i in range(6)])
+    assert isinstance(scorer, compiled_trees.CompiledTrees)
+    rows = compiled_trees.ROW_MAJOR_CHUNK_ROWS + 1_234  # more than one chunk, the last one short
+    big = np.ascontiguousarray(rng.normal(size=(rows, 6)))
+    big[::7, 2] = np.nan
+    row_major = scorer.raw_predict(big, 1)
+    assert np.array_equal(row_major, scorer.raw_predict(np.asfortranarray(big), 1))
+    assert np.array_equal(row_major, model._raw_predict(big))
+    assert np.array_equal(scorer.raw_predict(big, 2), row_major)
