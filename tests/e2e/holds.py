@@ -50,20 +50,25 @@ CREATE EVENT TRIGGER test_arm_hold ON ddl_command_end WHEN TAG IN ('CREATE TABLE
 """
 
 
-def loading_backend(scores_url: str, table: str, timeout: float = 300) -> int:
-    """The client port of a slice task's COPY once it waits mid-load on the test's advisory lock."""
+def loading_backends(scores_url: str, table: str, count: int, timeout: float = 300) -> list[int]:
+    """The client ports of ``count`` slice tasks' COPYs once each waits mid-load on the test's advisory lock."""
     name = table.split(".")[1]
     deadline = time.monotonic() + timeout
     with psycopg.connect(scores_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute(
+            rows = conn.execute(
                 "SELECT client_port FROM pg_stat_activity WHERE wait_event = 'advisory' AND query ILIKE %s",
                 (f"%COPY%{name}_l%",),
-            ).fetchone()
-            if row:
-                return int(row[0])
+            ).fetchall()
+            if len(rows) >= count:
+                return [int(row[0]) for row in rows]
             time.sleep(0.2)
-    raise TimeoutError("no slice task reached the held row of its load")
+    raise TimeoutError(f"fewer than {count} slice tasks reached the held row of their load")
+
+
+def loading_backend(scores_url: str, table: str, timeout: float = 300) -> int:
+    """The client port of a slice task's COPY once it waits mid-load on the test's advisory lock."""
+    return loading_backends(scores_url, table, 1, timeout)[0]
 
 
 def process_with_local_port(port: int) -> psutil.Process:

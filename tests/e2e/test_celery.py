@@ -22,7 +22,7 @@ from batchscore.local.stack import LocalStack, start_redis
 from batchscore.sink.run_record import run_events
 from tests.conftest import CELERY, CELERY_TABLE, PG_PORT, STACK, TEST_ROOT, WAREHOUSE_END, Services
 from tests.e2e.conftest import assert_exact, trigger, utc_day
-from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port
+from tests.e2e.holds import held_mid_load, loading_backend, loading_backends, process_with_local_port
 from tests.e2e.sockets import Listener, answering_from_outside, listeners, process_tree, stack_parts
 from tests.integration.helpers import run_record
 
@@ -106,12 +106,30 @@ def _slice_instances(api: AirflowClient, run_id: str) -> list[dict]:
     return [t for t in listed if t["task_id"] == "score_slice"]
 
 
+def _worker_of(stack: LocalStack, process: psutil.Process) -> str:
+    """Which test worker ``process`` (a task's process) runs under: its ancestors hold the worker's main pid."""
+    lineage = {process.pid, *(p.pid for p in process.parents())}
+    for name in WORKERS:
+        if int((stack.home / f"worker-{name}.pid").read_text()) in lineage:
+            return name
+    raise LookupError(f"process {process.pid} belongs to no test worker")
+
+
 def test_two_celery_workers_share_the_slices_and_the_window_is_exact(
     celery: tuple[LocalStack, AirflowClient], airflow_db: Services
 ) -> None:
-    _, api = celery
+    """Two slices are held mid-load at once: with one task slot per worker, each worker holds one.
+
+    Without the hold a warm worker can score all four slices before the other takes its first
+    (the assertion once failed that way), so the test would prove nothing about sharing.
+    """
+    stack, api = celery
     start, end = utc_day(WAREHOUSE_END - timedelta(days=11))
-    run_id = trigger(api, start, end, dag_id=CELERY_DAG)
+    with held_mid_load(airflow_db.scores_url, CELERY_TABLE):
+        run_id = trigger(api, start, end, dag_id=CELERY_DAG)
+        ports = loading_backends(airflow_db.scores_url, CELERY_TABLE, count=2)
+        holding = {_worker_of(stack, process_with_local_port(port)) for port in ports}
+    assert holding == set(WORKERS), "both workers were loading a slice at the same moment"
     api.wait_for_runs(CELERY_DAG, {run_id}, timeout=600, poll=1)
 
     assert_exact(airflow_db, start, end, run_id, table=CELERY_TABLE, pipeline=CELERY)
@@ -123,15 +141,6 @@ def test_two_celery_workers_share_the_slices_and_the_window_is_exact(
     assert {s["host"] for s in record["slices"]} == set(WORKERS)
     # Each worker imported the scoring stack before forking its pool (batchscore.airflow.celery_config).
     assert [s["warm_start"] for s in record["slices"]] == [True] * 4
-
-
-def _worker_of(stack: LocalStack, process: psutil.Process) -> str:
-    """Which test worker ``process`` (a task's process) runs under: its ancestors hold the worker's main pid."""
-    lineage = {process.pid, *(p.pid for p in process.parents())}
-    for name in WORKERS:
-        if int((stack.home / f"worker-{name}.pid").read_text()) in lineage:
-            return name
-    raise LookupError(f"process {process.pid} belongs to no test worker")
 
 
 def test_a_worker_lost_mid_window_is_replaced_by_the_other_and_the_window_is_exact(
