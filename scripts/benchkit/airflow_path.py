@@ -152,7 +152,8 @@ def through_airflow(
     """
     from batchscore.local.airflow_client import AirflowClient
     from batchscore.local.embedded_pg import free_ports
-    from batchscore.local.stack import LocalStack, group_cpu_seconds, start_redis
+    from batchscore.local.services import group_cpu_seconds, start_redis
+    from batchscore.local.stack import LocalStack
 
     pipelines = bench_dir / "pipelines"
     pipeline_file(pipelines, query=query, features=features, rows=rows, part_rows=part_rows, workers=celery_workers)
