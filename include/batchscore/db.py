@@ -3,7 +3,7 @@
 Users give SQLAlchemy-style URLs (``postgresql+psycopg2://...``); libpq and ADBC want
 the plain ``postgresql://`` form. PostgreSQL URLs take the fast path (binary COPY);
 anything else goes through SQLAlchemy. Every connection the engine opens goes through
-:func:`pg_connect` or :func:`adbc_connect`, the one place to change a driver setting.
+:func:`pg_connect`, :func:`psycopg2_connect` or :func:`adbc_connect`, the one place to change a driver setting.
 """
 
 from __future__ import annotations
@@ -46,6 +46,15 @@ def pg_connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]
     import psycopg
 
     return psycopg.connect(libpq_url(url), autocommit=autocommit, application_name=APPLICATION_NAME)
+
+
+def psycopg2_connect(url: str) -> Any:
+    """A psycopg2 connection for the source's binary COPY out (autocommit, UTF-8 text, tagged)."""
+    import psycopg2
+
+    conn = psycopg2.connect(libpq_url(url), application_name=APPLICATION_NAME, client_encoding="UTF8")
+    conn.autocommit = True
+    return conn
 
 
 def adbc_connect(url: str) -> Any:

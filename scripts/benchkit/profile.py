@@ -22,7 +22,7 @@ from pathlib import Path
 RATE_HZ = 100
 # A sample's stage is the first of these frames found from the top of its stack.
 STAGES = (
-    ("extract", ("_pg_batches", "_sqlalchemy_batches", "_slice_batches")),
+    ("extract", ("_pg_batches", "_adbc_batches", "_sqlalchemy_batches", "_slice_batches", "CopyBatches")),
     ("predict", ("score_batch",)),
     ("load", ("ingest_scores", "RejectWriter")),
     ("publish", ("publish_window",)),

@@ -32,7 +32,7 @@ class ReadStats:
     seconds: float = 0.0
     items: int = 0
     first_at: float | None = None
-    cpu_seconds: float = 0.0  # the reader thread's CPU (decoding the source's stream), set when it ends
+    cpu_seconds: float = 0.0  # the reader's CPU (and its source's COPY thread's), set when it ends
 
 
 @dataclass
@@ -89,7 +89,8 @@ class Overlapped(Generic[In, Out]):
                 close = getattr(self.source, "close", None)
                 if close is not None:
                     close()
-                self.read.cpu_seconds = time.thread_time() - cpu
+                # A source that decodes on a thread of its own (the COPY decoder) reports that thread's CPU.
+                self.read.cpu_seconds = time.thread_time() - cpu + float(getattr(self.source, "cpu_seconds", 0.0))
                 put(end)
 
         reader = threading.Thread(target=read, name="extract", daemon=True)

@@ -52,11 +52,9 @@ turns the compiled trees off.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -65,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from batchscore import numba_cache
 from batchscore.scoring.arrow_steps import ArrowSteps, NotReproduced, compile_steps
 from batchscore.scoring.features import ArrowRows
 from batchscore.scoring.tree_tables import TreeTables, Unsupported, build_tables
@@ -82,22 +81,8 @@ _KERNEL_LOCK = threading.Lock()
 
 
 def numba_cache_dir() -> str | None:
-    """Where numba keeps compiled kernels when the installed package's own ``__pycache__`` is read-only.
-
-    numba caches next to the source file when it can write there, else in the user's cache
-    directory; a read-only install on a fresh worker may have neither, so the kernels are
-    then cached under the temp directory (per user). ``NUMBA_CACHE_DIR`` set by the operator wins.
-    """
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return os.environ["NUMBA_CACHE_DIR"]
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    with contextlib.suppress(OSError):
-        os.makedirs(here, exist_ok=True)
-    if os.access(here, os.W_OK):
-        return None
-    fallback = os.path.join(tempfile.gettempdir(), f"batchscore-numba-{os.getuid()}")
-    os.environ["NUMBA_CACHE_DIR"] = fallback  # read once, when numba is first imported
-    return fallback
+    """Where numba keeps the tree kernels (:func:`batchscore.numba_cache.numba_cache_dir` says how it is chosen)."""
+    return numba_cache.numba_cache_dir(__file__)
 
 
 def _kernel(name: str) -> Any:

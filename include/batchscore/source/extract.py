@@ -1,7 +1,9 @@
 """Extract: stream one slice of a window of the source query as Arrow record batches.
 
-PostgreSQL sources take the fast path: ADBC runs the query through binary COPY and
-hands back Arrow record batches as they arrive. Any other SQLAlchemy source streams
+PostgreSQL sources take the fast path: binary COPY, decoded into Arrow record batches by
+the engine's own compiled decoder (:mod:`batchscore.source.copy_stream`), or by ADBC for
+result types that decoder does not read (or with ``BATCHSCORE_COPY_DECODER=0``): the same
+schema and values either way. Any other SQLAlchemy source streams
 through a server-side cursor (and is always read as one slice). Either way memory holds
 a batch, never the window.
 """
@@ -9,6 +11,7 @@ a batch, never the window.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -46,7 +49,22 @@ def _slice_batches(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterat
             yield batch.slice(offset, batch_rows)
 
 
+def copy_decoder_enabled() -> bool:
+    """``BATCHSCORE_COPY_DECODER=0`` reads every PostgreSQL source through ADBC."""
+    return os.environ.get("BATCHSCORE_COPY_DECODER", "1") != "0"
+
+
 def _pg_batches(url: str, query: str, batch_rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    if copy_decoder_enabled():
+        from batchscore.source.copy_stream import copy_batches
+
+        decoded = copy_batches(url, query, batch_rows)
+        if decoded is not None:
+            return decoded
+    return _adbc_batches(url, query, batch_rows)
+
+
+def _adbc_batches(url: str, query: str, batch_rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     conn = db.adbc_connect(url)
     try:
         cur = conn.cursor()
