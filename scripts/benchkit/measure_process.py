@@ -37,7 +37,12 @@ class ThreadCpu:
     every 100 ms and each thread's last reading kept; CPU spent before (imports) is subtracted.
     """
 
-    ROLES: ClassVar[dict[str, str]] = {"extract": "extract", "MainThread": "plan+load", "warm-up": "warm-up"}
+    ROLES: ClassVar[dict[str, str]] = {
+        "extract": "extract",
+        "copy-out": "copy-out",  # the COPY decoder's thread: psycopg2's transport and the decoding
+        "MainThread": "plan+load",
+        "warm-up": "warm-up",
+    }
 
     def __init__(self) -> None:
         import threading

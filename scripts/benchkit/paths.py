@@ -50,6 +50,7 @@ WORKER_MODULES: dict[str, tuple[str, ...]] = {
         "batchscore.pipeline.config",
         "adbc_driver_postgresql.dbapi",
         "psycopg",
+        "psycopg2",
     ),
 }
 WORKER_MODULES["engine_no_drift"] = WORKER_MODULES["engine"]
@@ -254,7 +255,15 @@ def work_engine(args: WorkerArgs) -> Timed:
     config = engine_config(args.part_rows, args.batch_rows, drift, args.table)
     window = Window(WINDOW_START, WINDOW_END)
     result = run_pipeline(config, endpoints, window=window, run_id=args.run_id, **engine_kwargs(run_pipeline))
-    return Timed(int(result.rows_written), extra=run_cpu(args.url, config.name, args.run_id))
+    extra = run_cpu(args.url, config.name, args.run_id)
+    try:  # an engine before the COPY decoder (PYTHONPATH=<older checkout>) has no such module
+        from batchscore.source.copy_stream import cpu_totals
+    except ImportError:
+        return Timed(int(result.rows_written), extra=extra)
+    totals = cpu_totals()
+    if totals["copy_threads"]:
+        extra["cpu_copy_threads"], extra["cpu_decoding"] = totals["copy_threads"], totals["decoding"]
+    return Timed(int(result.rows_written), extra=extra)
 
 
 CPU_COLUMNS = ("startup", "model", "read", "score", "load", "publish")

@@ -37,10 +37,12 @@ class Report:
         hand_wall = [self.paths[p].wall_seconds for p in ("pandas_adbc", "polars_adbc") if p in self.paths]
         engine_wall = self.paths["engine"].wall_seconds if "engine" in self.paths else math.nan
         score_cpu = self.paths["engine"].extra.get("cpu_score", math.nan) if "engine" in self.paths else math.nan
+        read_cpu = self.paths["engine"].extra.get("cpu_read", math.nan) if "engine" in self.paths else math.nan
         return {
             "best_handwritten_seconds": best,
             "wall_speedup_vs_best_handwritten": (min(hand_wall) if hand_wall else math.nan) / engine_wall,
             "predict_cpu_s_per_mrow": score_cpu / self.rows * 1e6,
+            "decode_cpu_s_per_mrow": read_cpu / self.rows * 1e6,  # the extract: COPY transport and decoding
             "speedup_vs_naive": self.seconds("naive") / engine,
             "speedup_vs_best_handwritten": best / engine,
             "fraction_of_floor": self.seconds("floor") / engine,
@@ -107,7 +109,15 @@ def cpu_per_stage(report: Report) -> str:
     if "floor_copy" in parts:
         cost.append(f"COPY out {parts['floor_copy'].seconds * per_m:.2f} s (server, to a discarding client)")
     if engine is not None and "cpu_read" in engine.extra:
-        cost.append(f"decode {engine.extra['cpu_read'] * per_m:.2f} CPU-s (engine's extract thread)")
+        x = engine.extra
+        if "cpu_decoding" in x:  # the COPY decoder: its thread's transport (psycopg2) and decoding, apart
+            transport = x["cpu_copy_threads"] - x["cpu_decoding"]
+            cost.append(
+                f"decode {x['cpu_read'] * per_m:.2f} CPU-s (engine's extract: psycopg2's COPY transport "
+                f"{transport * per_m:.2f} + the COPY decoder {x['cpu_decoding'] * per_m:.2f})"
+            )
+        else:
+            cost.append(f"decode {x['cpu_read'] * per_m:.2f} CPU-s (engine's extract thread, ADBC)")
         cost.append(f"score {engine.extra['cpu_score'] * per_m:.2f} CPU-s (engine's scoring threads)")
         cost.append(f"load {engine.extra['cpu_load'] * per_m:.2f} CPU-s (engine's COPY in, client side)")
     predict = parts.get("floor_predict")
@@ -205,6 +215,7 @@ def result_line(report: Report, airflow: dict[str, Any] | None = None) -> str:
         f"speedup_vs_best_handwritten={s['speedup_vs_best_handwritten']:.2f} "
         f"fraction_of_floor={s['fraction_of_floor']:.2f} peak_rss_mb={rss} "
         f"predict_cpu_s_per_mrow={s['predict_cpu_s_per_mrow']:.3f} "
+        f"decode_cpu_s_per_mrow={s['decode_cpu_s_per_mrow']:.3f} "
         f"wall_speedup_vs_best_handwritten={s['wall_speedup_vs_best_handwritten']:.2f}"
     )
     dag = dag_summary(report, airflow)

@@ -17,6 +17,7 @@ ADBC path. Rows may straddle the chunks fed in: the decoder keeps the incomplete
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -317,6 +318,7 @@ class CopyDecoder:
         self._batch: _BatchArrays | None = None
         self._valid = np.empty((max(len(plan.kinds), 1), self.batch_rows), dtype=np.uint8)
         self.rows = 0  # rows in the batches returned so far
+        self.cpu_seconds = 0.0  # the calling thread's CPU inside feed() and finish(): the decoding alone
 
     def _append(self, data: Any) -> None:
         chunk = np.frombuffer(data, dtype=np.uint8)
@@ -344,6 +346,13 @@ class CopyDecoder:
 
     def feed(self, data: Any) -> list[pa.RecordBatch]:
         """Decode what ``data`` completes; the full batches, in order."""
+        cpu = time.thread_time()
+        try:
+            return self._feed(data)
+        finally:
+            self.cpu_seconds += time.thread_time() - cpu
+
+    def _feed(self, data: Any) -> list[pa.RecordBatch]:
         if self._ended:
             if len(data):
                 raise CopyDecodeError("the COPY stream has data after its trailer")
@@ -389,4 +398,7 @@ class CopyDecoder:
         """The last batch (if any rows are left); raises if the stream stopped before its trailer."""
         if not self._ended:
             raise CopyDecodeError(f"the COPY stream stopped after {self.rows} rows without its trailer")
-        return [self._take()] if self._batch is not None and self._batch.rows else []
+        cpu = time.thread_time()
+        last = [self._take()] if self._batch is not None and self._batch.rows else []
+        self.cpu_seconds += time.thread_time() - cpu
+        return last

@@ -40,6 +40,13 @@ QUEUED_BATCHES = 2
 _POLL_SECONDS = 0.1
 _logged: set[str] = set()
 _logged_lock = threading.Lock()
+_totals = {"copy_threads": 0.0, "decoding": 0.0}  # CPU seconds of this process's COPY threads, summed
+
+
+def cpu_totals() -> dict[str, float]:
+    """CPU seconds of every COPY thread this process has run: all of it, and the decoder's part (for the bench)."""
+    with _logged_lock:
+        return dict(_totals)
 
 
 class SourceReadError(OSError):
@@ -142,6 +149,9 @@ class CopyBatches(Iterator[pa.RecordBatch]):
             self._put(_Failed(exc))
         finally:
             self.cpu_seconds = time.thread_time() - cpu
+            with _logged_lock:
+                _totals["copy_threads"] += self.cpu_seconds
+                _totals["decoding"] += self._decoder.cpu_seconds
 
     def __iter__(self) -> CopyBatches:
         return self
