@@ -320,16 +320,24 @@ class CopyDecoder:
         self.rows = 0  # rows in the batches returned so far
         self.cpu_seconds = 0.0  # the calling thread's CPU inside feed() and finish(): the decoding alone
 
-    def _append(self, data: Any) -> None:
-        chunk = np.frombuffer(data, dtype=np.uint8)
-        tail = self._fill - self._pos
-        if self._fill + len(chunk) > len(self._buf):  # move the incomplete tail to the front, growing if need be
-            size = max(len(self._buf), 2 * (tail + len(chunk)))
+    def reserve(self, nbytes: int) -> tuple[np.ndarray, int]:
+        """Room for ``nbytes`` more at the end of the buffer: (buffer, where to write). See :meth:`appended`."""
+        if len(self._buf) - self._fill < nbytes:  # move the incomplete tail to the front, growing if need be
+            tail = self._fill - self._pos
+            size = max(len(self._buf), 2 * (tail + nbytes))
             buf = self._buf if size == len(self._buf) else np.empty(size, dtype=np.uint8)
             buf[:tail] = self._buf[self._pos : self._fill]
             self._buf, self._pos, self._fill = buf, 0, tail
-        self._buf[self._fill : self._fill + len(chunk)] = chunk
-        self._fill += len(chunk)
+        return self._buf, self._fill
+
+    def appended(self, fill: int) -> list[pa.RecordBatch]:
+        """The caller wrote the stream's next bytes into the buffer up to ``fill``: decode them."""
+        cpu = time.thread_time()
+        try:
+            self._fill = fill
+            return self._decode_available()
+        finally:
+            self.cpu_seconds += time.thread_time() - cpu
 
     def _header(self) -> bool:
         if self._fill - self._pos < HEADER_BYTES:
@@ -353,11 +361,17 @@ class CopyDecoder:
             self.cpu_seconds += time.thread_time() - cpu
 
     def _feed(self, data: Any) -> list[pa.RecordBatch]:
+        chunk = np.frombuffer(data, dtype=np.uint8)
+        buf, fill = self.reserve(len(chunk))
+        buf[fill : fill + len(chunk)] = chunk
+        self._fill = fill + len(chunk)
+        return self._decode_available()
+
+    def _decode_available(self) -> list[pa.RecordBatch]:
         if self._ended:
-            if len(data):
+            if self._fill != self._pos:
                 raise CopyDecodeError("the COPY stream has data after its trailer")
             return []
-        self._append(data)
         if not self._started and not self._header():
             return []
         out = []

@@ -29,13 +29,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 import pyarrow as pa
 
 from batchscore import db
+from batchscore.source import libpq_copy
 from batchscore.source.copy_binary import ColumnPlan, CopyDecoder, plan_columns
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
+LIBPQ_DIRECT = True  # False: always psycopg2's copy_expert (the tests run both transports)
 QUEUED_BATCHES = 2
 _POLL_SECONDS = 0.1
 _logged: set[str] = set()
@@ -133,25 +136,71 @@ class CopyBatches(Iterator[pa.RecordBatch]):
 
     def _copy(self) -> None:
         cpu = time.thread_time()
-        sink = _DecodingSink(self._decoder, self._put)
         try:
-            writer = io.BufferedWriter(sink, buffer_size=CHUNK_BYTES)
-            self._conn.cursor().copy_expert(self._statement, writer)
-            writer.flush()
-            for batch in self._decoder.finish():
-                if not self._put(batch):
-                    return
-            self._put(_END)
+            lib = libpq_copy.bindings() if LIBPQ_DIRECT else None
+            if lib is not None and lib.server_version(self._conn.pgconn_ptr) == self._conn.server_version:
+                self._copy_from_libpq(lib)
+            else:
+                self._copy_through_psycopg2()
         except _Stopped:
             pass
         except BaseException as exc:  # handed to the consumer, raised there
-            sink.stopped = True
             self._put(_Failed(exc))
         finally:
             self.cpu_seconds = time.thread_time() - cpu
             with _logged_lock:
                 _totals["copy_threads"] += self.cpu_seconds
                 _totals["decoding"] += self._decoder.cpu_seconds
+
+    def _put_all(self, batches: list[pa.RecordBatch]) -> None:
+        for batch in batches:
+            if not self._put(batch):
+                raise _Stopped
+
+    def _copy_from_libpq(self, lib: libpq_copy.Libpq) -> None:
+        """libpq's rows straight into the decoder's buffer, a megabyte per compiled call (no Python per row)."""
+        ptr = self._conn.pgconn_ptr
+        failed = libpq_copy.start_copy(lib, ptr, self._statement.as_string(self._conn).encode())
+        if failed is not None:
+            raise self._read_error(*failed)
+        slot = np.zeros(2, dtype=np.uint64)  # a row libpq handed over that did not fit yet
+        decoder = self._decoder
+        try:
+            while True:
+                need = max(CHUNK_BYTES, int(slot[1]))
+                buf, fill = decoder.reserve(need)
+                fill, status = lib.fetch(
+                    lib.get_copy_data, lib.freemem, lib.memcpy, ptr, buf, fill, fill + CHUNK_BYTES, slot
+                )
+                self._put_all(decoder.appended(int(fill)))
+                if status == libpq_copy.DONE:
+                    break
+                if status == libpq_copy.FAILED:
+                    raise self._read_error(*libpq_copy.connection_lost(lib, ptr))
+        finally:
+            if slot[1]:
+                lib.freemem(slot[0])
+        failed = libpq_copy.finish_copy(lib, ptr)
+        if failed is not None:
+            raise self._read_error(*failed)
+        self._put_all(decoder.finish())
+        self._put(_END)
+
+    def _copy_through_psycopg2(self) -> None:
+        """psycopg2's ``copy_expert`` into a 1 MB buffered writer whose raw end decodes (a Python call per row)."""
+        sink = _DecodingSink(self._decoder, self._put)
+        try:
+            writer = io.BufferedWriter(sink, buffer_size=CHUNK_BYTES)
+            self._conn.cursor().copy_expert(self._statement, writer)
+            writer.flush()
+        except BaseException:
+            sink.stopped = True
+            raise
+        self._put_all(self._decoder.finish())
+        self._put(_END)
+
+    def _read_error(self, message: str, sqlstate: str | None) -> SourceReadError:
+        return SourceReadError(_scrubbed(f"[libpq] {message}", self._url), sqlstate)
 
     def __iter__(self) -> CopyBatches:
         return self
@@ -230,3 +279,11 @@ def copy_batches(url: str, query: str, batch_rows: int) -> tuple[pa.Schema, Copy
     except BaseException:
         conn.close()
         raise
+
+
+def warm_up() -> None:
+    """Import numba, bind libpq and load both compiled kernels (the decoder, the row loop) before the first slice."""
+    from batchscore.source.copy_binary import load_decoder
+
+    load_decoder()
+    libpq_copy.load_fetch()

@@ -14,7 +14,7 @@ import pytest
 
 from batchscore.local.stack import LocalStack
 from batchscore.pipeline.windows import Window
-from batchscore.source import copy_stream, extract
+from batchscore.source import copy_stream, extract, libpq_copy
 from batchscore.source.copy_stream import CopyBatches, SourceReadError, copy_batches
 from batchscore.source.slices import KeySlice
 from tests.unit.source.test_copy_binary import same_table
@@ -35,6 +35,19 @@ break', 'x', 'y', 'z')
 """
 COLUMNS = "k int4, a int2, b int4, c int8, d float4, e float8, f bool, g timestamp, h timestamptz, i date, " \
     "j text, l varchar(5), m char(4), n name"  # fmt: skip
+
+
+@pytest.fixture(params=["libpq", "psycopg2"], autouse=True)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs over both transports: libpq read by compiled code, and psycopg2's copy_expert."""
+    monkeypatch.setattr(copy_stream, "LIBPQ_DIRECT", request.param == "libpq")
+    return str(request.param)
+
+
+def test_the_libpq_transport_uses_psycopg2s_own_libpq() -> None:
+    lib = libpq_copy.bindings()
+    assert lib is not None
+    assert "psycopg2_binary.libs" in lib.path
 
 
 @pytest.fixture(scope="module")
