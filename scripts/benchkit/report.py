@@ -110,10 +110,10 @@ def cpu_per_stage(report: Report) -> str:
         cost.append(f"COPY out {parts['floor_copy'].seconds * per_m:.2f} s (server, to a discarding client)")
     if engine is not None and "cpu_read" in engine.extra:
         x = engine.extra
-        if "cpu_decoding" in x:  # the COPY decoder: its thread's transport (psycopg2) and decoding, apart
+        if "cpu_decoding" in x:  # the COPY decoder: its thread's transport (libpq) and decoding, apart
             transport = x["cpu_copy_threads"] - x["cpu_decoding"]
             cost.append(
-                f"decode {x['cpu_read'] * per_m:.2f} CPU-s (engine's extract: psycopg2's COPY transport "
+                f"decode {x['cpu_read'] * per_m:.2f} CPU-s (engine's extract: the COPY's transport from libpq "
                 f"{transport * per_m:.2f} + the COPY decoder {x['cpu_decoding'] * per_m:.2f})"
             )
         else:
