@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
 
-from benchkit import data  # noqa: E402
+from benchkit import data
 
 BATCH_ROWS = 100_000
 
@@ -68,7 +68,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     url = data.start_server().url(data.DATABASE)
-    query = f"SELECT * FROM bench.features WHERE id <= {int(args.rows)}"  # noqa: S608  # an integer
+    query = f"SELECT * FROM bench.features WHERE id <= {int(args.rows)}"  # an integer
     from batchscore.source import copy_stream
 
     copy_stream.warm_up()
