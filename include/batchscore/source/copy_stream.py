@@ -3,7 +3,7 @@
 ADBC's decoding of binary COPY cost 1.5-1.7 CPU-s per million rows of the bench table, the
 largest part of the extract. Here psycopg2's ``copy_expert`` (libpq in C, the GIL released
 while it waits) writes the stream into a 1 MB :class:`io.BufferedWriter` whose raw sink feeds
-:class:`~batchscore.source.copy_binary.CopyDecoder` a megabyte at a time, on a thread of its
+:class:`~batchscore.source.copy_decoder.CopyDecoder` a megabyte at a time, on a thread of its
 own; the decoded batches wait in a queue of two, so a slow consumer stops the COPY (memory
 stays bounded by the batch size) instead of piling up rows.
 
@@ -34,7 +34,8 @@ import pyarrow as pa
 
 from batchscore import db
 from batchscore.source import libpq_copy
-from batchscore.source.copy_binary import ColumnPlan, CopyDecoder, plan_columns
+from batchscore.source.copy_binary import ColumnPlan, plan_columns
+from batchscore.source.copy_decoder import CopyDecoder
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
@@ -253,10 +254,9 @@ def _describe(conn: Any, query: str) -> tuple[list[str], list[int]]:
         return [c.name for c in cur.description], [c.type_code for c in cur.description]
 
 
-def copy_batches(url: str, query: str, batch_rows: int) -> tuple[pa.Schema, CopyBatches] | None:
-    """The rows of ``query`` decoded here, or None when ADBC should read them (the reason logged once)."""
+def _planned(url: str, query: str) -> tuple[Any, ColumnPlan] | None:
+    """A psycopg2 connection and the decoder's plan for ``query``'s columns, or None (the reason logged once)."""
     import psycopg2
-    from psycopg2 import sql
 
     try:
         conn = db.psycopg2_connect(url)
@@ -265,13 +265,6 @@ def copy_batches(url: str, query: str, batch_rows: int) -> tuple[pa.Schema, Copy
         return None
     try:
         names, oids = _describe(conn, query)
-        plan = plan_columns(names, oids) if names else "the query has no columns"
-        if isinstance(plan, str):
-            _log_once(plan)
-            conn.close()
-            return None
-        statement = sql.SQL("COPY (\n{}\n) TO STDOUT (FORMAT BINARY)").format(sql.SQL(query))
-        return plan.schema, CopyBatches(conn, url, statement, plan, batch_rows)
     except psycopg2.Error as exc:
         _log_once(f"could not describe the query's columns ({type(exc).__name__})")
         conn.close()
@@ -279,11 +272,45 @@ def copy_batches(url: str, query: str, batch_rows: int) -> tuple[pa.Schema, Copy
     except BaseException:
         conn.close()
         raise
+    plan = plan_columns(names, oids) if names else "the query has no columns"
+    if isinstance(plan, str):
+        _log_once(plan)
+        conn.close()
+        return None
+    return conn, plan
+
+
+def describe_schema(url: str, query: str) -> pa.Schema | None:
+    """The schema the decoder would give ``query``'s rows, without running it (None: ADBC's to describe).
+
+    No COPY and no numba: a plan task learns the source's columns from one ``LIMIT 0`` query.
+    """
+    planned = _planned(url, query)
+    if planned is None:
+        return None
+    planned[0].close()
+    return planned[1].schema
+
+
+def copy_batches(url: str, query: str, batch_rows: int) -> tuple[pa.Schema, CopyBatches] | None:
+    """The rows of ``query`` decoded here, or None when ADBC should read them (the reason logged once)."""
+    from psycopg2 import sql
+
+    planned = _planned(url, query)
+    if planned is None:
+        return None
+    conn, plan = planned
+    try:
+        statement = sql.SQL("COPY (\n{}\n) TO STDOUT (FORMAT BINARY)").format(sql.SQL(query))
+        return plan.schema, CopyBatches(conn, url, statement, plan, batch_rows)
+    except BaseException:
+        conn.close()
+        raise
 
 
 def warm_up() -> None:
     """Import numba, bind libpq and load both compiled kernels (the decoder, the row loop) before the first slice."""
-    from batchscore.source.copy_binary import load_decoder
+    from batchscore.source.copy_decoder import load_decoder
 
     load_decoder()
     libpq_copy.load_fetch()

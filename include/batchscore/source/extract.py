@@ -142,6 +142,12 @@ def estimate_rows(source_url: str, query: str, window: Window) -> int | None:
 
 def probe_schema(source_url: str, query: str, window: Window) -> pa.Schema:
     """The source query's columns and types, read without fetching rows (``LIMIT 0``)."""
+    if db.is_postgres(source_url) and copy_decoder_enabled():
+        from batchscore.source.copy_stream import describe_schema
+
+        described = describe_schema(source_url, render_query(query, window))
+        if described is not None:
+            return described
     # The query is the pipeline's own (trusted config, validated at parse time); the window is bound.
     wrapped = f"SELECT * FROM ({query}) AS batchscore_probe LIMIT 0"  # noqa: S608
     schema, batches = source_batches(source_url, wrapped, window, "", KeySlice(0), 1)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -201,3 +204,21 @@ def test_a_generator_closed_by_the_engine_closes_the_copy(warehouse: str) -> Non
     assert next(it).num_rows == 500
     batches.close()
     assert gone(warehouse, "generate_series(1, 40000000)")
+
+
+def test_the_plans_schema_probe_runs_no_copy_and_imports_no_numba(warehouse: str) -> None:
+    query = "SELECT * FROM decoder.kinds WHERE g < :window_end"
+    script = (
+        "import sys, json\n"
+        "from datetime import UTC, datetime\n"
+        "from batchscore.pipeline.windows import Window\n"
+        "from batchscore.source.extract import probe_schema\n"
+        "window = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))\n"
+        f"schema = probe_schema({warehouse!r}, {query!r}, window)\n"
+        "print(json.dumps(['numba' in sys.modules, schema.to_string(show_field_metadata=True)]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    numba_loaded, described = json.loads(done.stdout.strip().splitlines()[-1])
+    assert numba_loaded is False
+    want = adbc_table(warehouse, "SELECT * FROM decoder.kinds LIMIT 0").schema
+    assert described == want.to_string(show_field_metadata=True)

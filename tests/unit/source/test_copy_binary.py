@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batchscore.source.copy_binary import SIGNATURE, ColumnPlan, CopyDecodeError, CopyDecoder, plan_columns
+from batchscore.source.copy_binary import SIGNATURE, ColumnPlan, CopyDecodeError, plan_columns
+from batchscore.source.copy_decoder import CopyDecoder
 
 NAMES = ["i2", "i4", "i8", "f4", "f8", "b", "ts", "tstz", "d", "t"]
 OIDS = [21, 23, 20, 700, 701, 16, 1114, 1184, 1082, 25]
