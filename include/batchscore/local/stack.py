@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from batchscore import settings
+from batchscore.local.airflow_settings import airflow_settings
 from batchscore.local.embedded_pg import DEFAULT_PORT, EmbeddedPostgres, port_in_use
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class LocalStack:
             "NO_PROXY": "*",
             "no_proxy": "*",
         }
-        return own | self.airflow_overrides
+        return own | airflow_settings() | self.airflow_overrides
 
     def airflow(self, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command against this stack."""
