@@ -105,4 +105,11 @@ def test_a_100k_row_window_through_the_scheduler(client: AirflowClient, airflow_
     assert len(record["slices"]) == 1, "a small window is one slice: no extra task start-ups"
     # Forked from the scheduler's preloading forkserver: the task did not import the scoring stack itself.
     assert record["slices"][0]["warm_start"] is True
+    # One XCom per task (its return value), not one per key of the returned dict: each is an API call.
+    run_path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
+    pushed = {
+        task: [e["key"] for e in client.get(f"{run_path}/{task}/xcomEntries", map_index=index)["xcom_entries"]]
+        for task, index in (("score_slice", 0), ("publish", -1))
+    }
+    assert pushed == {"score_slice": ["return_value"], "publish": ["return_value"]}
     print(f"100k-row window: {rows:,} scores, trigger to success {seconds:.1f}s")
