@@ -201,8 +201,13 @@ def through_airflow(
         events = timeline(
             client, dag_id, small["run_id"], small.pop("triggered"), stack.home / "logs", record.get("slices", [])
         )
+        first_record = _run_record(url, first["run_id"])
+        first_events = timeline(
+            client, dag_id, first["run_id"], first.pop("triggered"), stack.home / "logs", first_record.get("slices", [])
+        )
         small_part = {
             "first_run_seconds": first["seconds"],
+            "first_run_timeline": first_events,
             "steady_seconds": [round(run["seconds"], 2) for run in steady],
             **small,
             **record,

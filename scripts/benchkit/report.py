@@ -179,6 +179,9 @@ def dag_lines(airflow: dict[str, Any]) -> str:
 
             lines.append(f"  steady runs {small.get('steady_seconds')}; the median run's timeline:")
             lines.append(timeline_lines(small["timeline"]))
+            if small.get("first_run_timeline"):
+                lines.append("  the first run's timeline:")
+                lines.append(timeline_lines(small["first_run_timeline"]))
     if "seconds" not in airflow:  # --dag-small-only
         return "\n".join(lines)
     lines.append(
