@@ -154,11 +154,10 @@ def through_airflow(
     CeleryExecutor with that many workers (concurrency 1, a Redis broker), and the result
     holds each worker's CPU seconds during the full window.
     """
-    from benchkit.dag_timeline import timeline
-
     from batchscore.local.airflow_client import AirflowClient
     from batchscore.local.embedded_pg import free_ports
     from batchscore.local.stack import LocalStack, group_cpu_seconds, start_redis
+    from benchkit.dag_timeline import timeline
 
     pipelines = bench_dir / "pipelines"
     pipeline_file(pipelines, query=query, features=features, rows=rows, part_rows=part_rows, workers=celery_workers)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchkit.data import BENCH_DIR, DATABASE, REGISTRY, start_server  # noqa: E402
-
-from batchscore.local.embedded_pg import free_ports  # noqa: E402
-from batchscore.local.stack import LocalStack, group_cpu_seconds  # noqa: E402
+from batchscore.local.embedded_pg import free_ports
+from batchscore.local.stack import LocalStack, group_cpu_seconds
+from benchkit.data import BENCH_DIR, DATABASE, REGISTRY, start_server
 
 SAMPLED = ("scheduler", "api-server", "dag-processor")
 

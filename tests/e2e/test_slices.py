@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from batchscore.local.airflow_client import AirflowClient
-from tests.conftest import SLICED, SLICED_TABLE, WAREHOUSE_END, Services
+from tests.conftest import SLICED, SLICED_TABLE, STACK, WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, assert_exact, trigger, utc_day
 from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port
 from tests.integration.helpers import run_record
@@ -112,4 +112,6 @@ def test_a_100k_row_window_through_the_scheduler(client: AirflowClient, airflow_
         for task, index in (("score_slice", 0), ("publish", -1))
     }
     assert pushed == {"score_slice": ["return_value"], "publish": ["return_value"]}
+    # The forkserver (and its preload) started with the scheduler, not at the stack's first task.
+    assert "started the preloading forkserver with the scheduler" in (STACK.home / "logs" / "scheduler.log").read_text()
     print(f"100k-row window: {rows:,} scores, trigger to success {seconds:.1f}s")

@@ -26,6 +26,8 @@ def test_the_stack_sets_the_idle_sleep_and_airflow_reads_it(tmp_path: Path, monk
 def test_an_override_wins_over_the_latency_settings(tmp_path: Path) -> None:
     from batchscore.local.stack import LocalStack
 
-    stack = LocalStack(root=tmp_path, external_url="postgresql://u@/db?host=/nowhere", airflow_overrides={IDLE_SLEEP: "1"})
+    stack = LocalStack(
+        root=tmp_path, external_url="postgresql://u@/db?host=/nowhere", airflow_overrides={IDLE_SLEEP: "1"}
+    )
     assert stack.env()[IDLE_SLEEP] == "1"
     assert set(airflow_settings()) == {IDLE_SLEEP}
