@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 from typing import Any
 
 from airflow.listeners import hookimpl
@@ -27,9 +28,10 @@ log = logging.getLogger(__name__)
 @hookimpl
 def on_starting(component: Any) -> None:
     """An Airflow job starts: if it forks its workers from a forkserver, start that forkserver now."""
-    from airflow.jobs.job import Job
-
-    if not isinstance(component, Job) or multiprocessing.get_start_method(allow_none=True) != "forkserver":
+    jobs = sys.modules.get("airflow.jobs.job")  # never imported here: a task process has no business with it
+    if jobs is None or not isinstance(component, jobs.Job):
+        return
+    if multiprocessing.get_start_method(allow_none=True) != "forkserver":
         return
     from multiprocessing import forkserver
 
