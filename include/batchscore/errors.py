@@ -8,6 +8,8 @@ Anything else (a dropped connection, a lock timeout, a killed worker) is retried
 
 from __future__ import annotations
 
+import re
+
 
 class PermanentError(Exception):
     """An error that the same inputs would raise again: retrying only delays the failure."""
@@ -23,14 +25,41 @@ class PermanentError(Exception):
             self.remedy = remedy
 
 
+# A database error's lines that quote rows, values or the query rather than say what went wrong:
+# PostgreSQL's DETAIL ("Failing row contains (...)", "Key (id)=(42) already exists") and CONTEXT,
+# the query line and its caret, and ADBC's "Query was: ..." (which may span lines, up to SQLSTATE).
+_DATA_LINE = re.compile(r"^\s*(?:DETAIL:|CONTEXT:|LINE \d+:|\^\s*$)")
+_QUERY_WAS = re.compile(r"Query was: .*?(?=SQLSTATE: [0-9A-Z]{5}|\Z)", re.DOTALL)
+# PostgreSQL messages whose first line quotes the offending value itself: the value becomes "…".
+_VALUE_AFTER = re.compile(
+    r'((?:invalid input syntax for type|invalid input value for enum) [^:"]+: '
+    r'|date/time field value out of range: )"[^"]*"'
+)
+_VALUE_BEFORE = re.compile(r'"[^"]*"(?= is out of range for type | for "[^"]*")')  # value "…" is out of range
+_ENCODING_BYTES = re.compile(r'(invalid byte sequence for encoding "[^"]+": )0x[0-9a-f]{2}(?: 0x[0-9a-f]{2})*')
+
+
+def without_data(text: str) -> str:
+    """``text`` without the source values a database error quotes (the run record is read more widely than data).
+
+    Run records, alerts and the Scoring view are shown to people who may see runs but not rows,
+    so a cause like ``invalid input syntax for type double precision: "4111 1111 1111 1111"``
+    keeps its kind and type and loses the value. The task log keeps the whole error.
+    """
+    text = _QUERY_WAS.sub("", text)
+    text = "\n".join(line for line in text.splitlines() if not _DATA_LINE.match(line))
+    text = _VALUE_BEFORE.sub('"…"', _VALUE_AFTER.sub(r'\1"…"', text))
+    return _ENCODING_BYTES.sub(r"\1…", text)
+
+
 def one_line(error: BaseException | str, limit: int = 500) -> str:
-    """``Type: message`` on one line (its lines joined by "; "), at most ``limit`` characters."""
+    """``Type: message`` on one line (its lines joined by "; "), without quoted data, at most ``limit`` characters."""
     if isinstance(error, str):
         text = error
     else:
         message = str(error).strip()
         text = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    line = "; ".join(part.strip() for part in without_data(text).splitlines() if part.strip())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

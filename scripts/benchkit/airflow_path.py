@@ -156,7 +156,8 @@ def through_airflow(
     """
     from batchscore.local.airflow_client import AirflowClient
     from batchscore.local.embedded_pg import free_ports
-    from batchscore.local.stack import LocalStack, group_cpu_seconds, start_redis
+    from batchscore.local.services import group_cpu_seconds, start_redis
+    from batchscore.local.stack import LocalStack
     from benchkit.dag_timeline import timeline
 
     pipelines = bench_dir / "pipelines"

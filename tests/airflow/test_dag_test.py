@@ -15,6 +15,17 @@ pytestmark = pytest.mark.airflow
 REPO = Path(__file__).resolve().parents[2]
 
 
+def scores_events(run_id: str) -> list[tuple[str, str, dict]]:
+    """The asset events a run's tasks emitted, as (asset name, asset URI, extra), from Airflow's metadata DB."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run_id)).all()
+        return [(e.asset.name, e.asset.uri, dict(e.extra)) for e in events]
+
+
 @pytest.fixture(scope="module")
 def churn_dag(airflow_db: Services):
     from airflow.dag_processing.dagbag import DagBag
@@ -42,6 +53,9 @@ def test_dag_test_scores_the_window_from_the_trigger_form(churn_dag, airflow_db:
     assert record["extract_seconds"] > 0
     assert record["predict_seconds"] > 0
     assert record["load_seconds"] > 0
+    [(name, uri, extra)] = scores_events(run.run_id)
+    assert (name, uri) == ("scores_churn", "batchscore://scores_db/scoring.churn_scores")
+    assert (extra["published"], extra["rows"], extra["window_start"]) == (True, len(expected), start.isoformat())
 
 
 def test_dag_test_dry_run_with_an_explicit_model_version(churn_dag, airflow_db: Services) -> None:
@@ -61,6 +75,7 @@ def test_dag_test_dry_run_with_an_explicit_model_version(churn_dag, airflow_db: 
     assert record["status"] == "dry_run"
     assert record["model_version"] == 1
     assert stored_scores(airflow_db.scores_url, "scoring.churn_scores", start, end).equals(before)
+    assert scores_events(run.run_id) == [], "a dry run publishes nothing, so no downstream DAG is told of scores"
 
 
 def test_bad_trigger_param_fails_the_run_before_anything_is_written(churn_dag, airflow_db: Services) -> None:

@@ -65,7 +65,7 @@ def test_every_pipeline_config_becomes_a_dag(dagbag, path: Path) -> None:
     for task in dag.tasks:
         assert task.retries == config.execution.retries
     outlets = dag.get_task("publish").outlets
-    assert [o.uri for o in outlets] == [f"batchscore://{config.output.conn_id}/{config.output.table}"]
+    assert [(type(o).__name__, o.name) for o in outlets] == [("AssetAlias", f"scores_{config.name}_published")]
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import psutil
 
-from batchscore.local.stack import SERVICES, LocalStack
+from batchscore.local.services import SERVICES
+from batchscore.local.stack import LocalStack
 
 
 @dataclass(frozen=True, order=True)

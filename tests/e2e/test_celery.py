@@ -18,7 +18,8 @@ import pytest
 
 from batchscore.local.airflow_client import AirflowClient
 from batchscore.local.embedded_pg import free_ports
-from batchscore.local.stack import LocalStack, start_redis
+from batchscore.local.services import start_redis
+from batchscore.local.stack import LocalStack
 from batchscore.sink.run_record import run_events
 from tests.conftest import CELERY, CELERY_TABLE, PG_PORT, STACK, TEST_ROOT, WAREHOUSE_END, Services
 from tests.e2e.conftest import assert_exact, trigger, utc_day

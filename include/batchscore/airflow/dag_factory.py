@@ -16,7 +16,7 @@ from airflow.sdk import DAG, Param, dag, get_current_context, task
 from batchscore import settings
 from batchscore.airflow.dag_inputs import first_day, pipeline_config
 from batchscore.airflow.deadlines import deadline_for
-from batchscore.airflow.schedules import announce_scores, dag_schedule, scores_asset
+from batchscore.airflow.schedules import announce_scores, dag_schedule, scores_alias, scores_asset
 from batchscore.models import registry_layout
 from batchscore.pipeline.config import MODEL_REF, PipelineConfig
 
@@ -191,9 +191,12 @@ def build_dag(config: PipelineConfig) -> DAG:
                     workers=glue.slice_workers(config, len(planned.slices)),
                 ).to_dict()
 
-        @task(outlets=[scores_asset(config)], multiple_outputs=False)
+        @task(outlets=[scores_alias(config)], multiple_outputs=False)
         def publish(assignments: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
-            """Make the slices the window's scores in one transaction and finish the run record."""
+            """Make the slices the window's scores in one transaction, finish the run record, tell downstream.
+
+            The scores Asset's event is emitted only when the window was published (not for a dry run).
+            """
             from batchscore.airflow import glue
             from batchscore.run.planning import RunPlan
             from batchscore.run.publish_stage import publish_run

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from airflow.sdk import (
     Asset,
+    AssetAlias,
     CronDataIntervalTimetable,
     IdentityMapper,
     PartitionedAssetTimetable,
@@ -29,8 +30,18 @@ from batchscore.pipeline.windows import Window
 
 
 def scores_asset(config: PipelineConfig) -> Asset:
-    """The Asset a pipeline's publish task updates, so downstream DAGs can wait for fresh scores."""
+    """The Asset a pipeline's published scores update, so downstream DAGs can wait for fresh scores."""
     return Asset(name=f"scores_{config.name}", uri=f"batchscore://{config.output.conn_id}/{config.output.table}")
+
+
+def scores_alias(config: PipelineConfig) -> AssetAlias:
+    """The ``publish`` task's outlet: an alias through which it updates :func:`scores_asset` only when it published.
+
+    An Asset named in ``outlets`` gets an event whenever its task succeeds, a dry run's too, which
+    would start every downstream DAG on scores that did not change. Through an alias the task adds
+    the event itself (:func:`announce_scores`), or none.
+    """
+    return AssetAlias(name=f"scores_{config.name}_published")
 
 
 def upstream_asset(schedule: AssetSchedule) -> Any:
@@ -123,8 +134,8 @@ def asset_run_window(config: PipelineConfig, context: Any) -> Window | None:
 def scores_event_extra(config: PipelineConfig, context: Any, plan: Any, result: Any) -> dict[str, Any]:
     """What the scores Asset's event tells a downstream DAG: which window landed, from which run and model.
 
-    ``published`` is false for a dry run or a hold: the event still fires (the task succeeded),
-    so a consumer should look at it before reading the window.
+    ``published`` is always true (a run that published nothing emits no event); it stays in the
+    extra for consumers written when dry runs emitted events too.
     """
     key = context.get("partition_key")
     return {
@@ -142,6 +153,14 @@ def scores_event_extra(config: PipelineConfig, context: Any, plan: Any, result: 
     }
 
 
-def announce_scores(config: PipelineConfig, context: Any, plan: Any, result: Any) -> None:
-    """Put the window, rows and model on the event ``publish`` emits for the scores Asset."""
-    context["outlet_events"][scores_asset(config)].extra = scores_event_extra(config, context, plan, result)
+def announce_scores(config: PipelineConfig, context: Any, plan: Any, result: Any) -> bool:
+    """Emit the scores Asset's event, with the window, rows and model, if the run published; whether it did.
+
+    A dry run publishes nothing and emits nothing, so no downstream DAG starts. The event carries
+    the run's partition key (Airflow puts the DAG run's on events added through an alias).
+    """
+    if not result.published:
+        return False
+    extra = scores_event_extra(config, context, plan, result)
+    context["outlet_events"][scores_alias(config)].add(scores_asset(config), extra=extra)
+    return True

@@ -30,13 +30,14 @@ log = logging.getLogger(__name__)
 
 # In this order: skops before Airflow (see above); the engine, then what a task process loads
 # before its task runs (the Task SDK's runner, and the plugins, whose list the SDK caches).
-MODULES = (
-    "batchscore.models.registry",
-    "adbc_driver_postgresql.dbapi",
-    "batchscore.scoring.compiled_trees",
-    "batchscore.run.stages",
-    "batchscore.airflow.dag_factory",
-    "airflow.sdk.execution_time.task_runner",
+# Each module with the function, if any, that finishes its warm-up once it is imported.
+MODULES: tuple[tuple[str, str | None], ...] = (
+    ("batchscore.models.registry", "skops_io"),  # scikit-learn's estimators too: skops imports each to trust it
+    ("adbc_driver_postgresql.dbapi", None),
+    ("batchscore.scoring.compiled_trees", "load_kernels"),  # numba's cached machine code, read once
+    ("batchscore.run.stages", None),
+    ("batchscore.airflow.dag_factory", None),
+    ("airflow.sdk.execution_time.task_runner", None),
 )
 
 
@@ -48,13 +49,11 @@ def warm() -> list[str]:
     """
     failed = []
     started = time.process_time()
-    for name in MODULES:
+    for name, finish in MODULES:
         try:
             module = importlib.import_module(name)
-            if name == "batchscore.models.registry":
-                module.skops_io()  # scikit-learn's estimators too: skops imports each to list its trusted types
-            elif name == "batchscore.scoring.compiled_trees":
-                module.load_kernels()
+            if finish:
+                getattr(module, finish)()
         except Exception:
             log.exception("warm start: %s was not preloaded; each task imports it itself", name)
             failed.append(name)

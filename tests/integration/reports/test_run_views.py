@@ -144,3 +144,14 @@ def test_rejects_grouped_by_kind_of_reason_and_paged(scores: str) -> None:
     assert (
         len(run_views.rejected_rows(scores, PIPELINE, "run_5", offset=-5, limit=10**6)) == 123
     )  # clamped, not refused
+
+
+def test_the_demo_lists_each_window_once_by_its_latest_run(scores: str) -> None:
+    """``make demo`` run twice scores its windows twice: the summary shows each window once, as the history does."""
+    from batchscore.local.demo.report import latest_runs
+
+    with db.pg_connect(scores) as conn:
+        listed = latest_runs(conn, PIPELINE)
+    days = [row[0] for row in listed]
+    assert days == sorted(set(days), reverse=True), "each window once, newest first"
+    assert {row[0]: row[5] for row in listed}[(DAY + timedelta(days=2)).date()] == "run_2_again"

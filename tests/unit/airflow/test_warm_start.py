@@ -65,7 +65,7 @@ class _Kept(logging.Handler):
 def test_a_module_that_cannot_be_preloaded_is_logged_and_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     from batchscore.airflow import warm_start
 
-    monkeypatch.setattr(warm_start, "MODULES", ("batchscore.no_such_module", "batchscore.run.stages"))
+    monkeypatch.setattr(warm_start, "MODULES", (("batchscore.no_such_module", None), ("batchscore.run.stages", None)))
     kept = _Kept()
     warm_start.log.addHandler(kept)  # Airflow's logging set-up stops propagation to pytest's capture
     try:

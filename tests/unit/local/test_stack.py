@@ -46,7 +46,8 @@ def test_stop_services_asks_every_service_at_once(tmp_path: Path) -> None:
     import sys
     import time
 
-    from batchscore.local.stack import LocalStack, _alive
+    from batchscore.local.services import _alive
+    from batchscore.local.stack import LocalStack
 
     stack = LocalStack(root=tmp_path, external_url="postgresql://u@/db?host=/nowhere")
     stack.home.mkdir(parents=True)

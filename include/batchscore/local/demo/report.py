@@ -40,13 +40,16 @@ REALISED = {
 }
 
 
-def _runs(conn: psycopg.Connection[Any], pipeline: str) -> list[tuple[Any, ...]]:
+def latest_runs(conn: psycopg.Connection[Any], pipeline: str) -> list[tuple[Any, ...]]:
+    """The newest windows, each once, by the last run that scored it (a re-run's scores replaced the first's)."""
     return conn.execute(
         """
-        SELECT window_start::date, rows_written, rows_rejected, score_summary,
-               model_name || ' v' || model_version, run_id
-        FROM scoring.scoring_runs WHERE pipeline = %s AND status = 'success'
-        ORDER BY window_start DESC, finished_at DESC LIMIT %s
+        SELECT window_start::date, rows_written, rows_rejected, score_summary, model, run_id FROM (
+            SELECT DISTINCT ON (window_start, window_end) window_start, rows_written, rows_rejected,
+                   score_summary, model_name || ' v' || model_version AS model, run_id
+            FROM scoring.scoring_runs WHERE pipeline = %s AND status = 'success'
+            ORDER BY window_start DESC, window_end DESC, finished_at DESC NULLS LAST, started_at DESC
+        ) AS latest ORDER BY window_start DESC LIMIT %s
         """,
         (pipeline, RUNS_SHOWN),
     ).fetchall()
@@ -142,7 +145,7 @@ def performance_lines(
 def _section(conn: psycopg.Connection[Any], registry: ModelRegistry, demo: DemoModel) -> list[str]:
     config = load_config(settings.pipelines_dir() / f"{demo.pipeline}.yaml")
     manifest = registry.resolve(demo.name, ALIAS)
-    runs = _runs(conn, config.name)
+    runs = latest_runs(conn, config.name)
     lines = [f"{config.name} ({manifest.task}): {demo.writes}, in {config.output.table}"]
     if manifest.task == "clusterer":
         return lines + _segment_lines(runs, manifest)
