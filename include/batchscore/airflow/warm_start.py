@@ -65,7 +65,7 @@ def warm() -> list[str]:
         log.exception("warm start: the plugins were not preloaded")
         failed.append("plugins")
     # The preloaded objects move to the permanent generation: no collection in a forked task walks
-    # them (each walk writes to every inherited page, and a slice task's exit took 2 s of it).
+    # them (each walk writes to every inherited page; a plain process's exit after a slice took 2 s of it).
     gc.freeze()
     log.info("warm start: preloaded the scoring stack in %.1f CPU-s", time.process_time() - started)
     return failed

@@ -13,7 +13,7 @@ Measured idle on this 2-core machine (``scripts/benchkit/scheduler_idle.py``, 60
 running, load average 2-3 from other work; the scheduler's process group, which includes the
 LocalExecutor's workers and their forkserver): 3.0% of one core at 1 s, 10.2% at 0.25 s, 17.9%
 at 0.1 s. Each idle loop costs about 25 ms of CPU (about eight small queries on the metadata
-database), so the sleep trades latency for idle cost: 0.25 s takes about 1.5 s off a small
+database), so the sleep trades latency for idle cost: 0.25 s took 1.5 s off a small
 window for about 7% of one core while nothing runs.
 """
 
