@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchscore.local.embedded_pg import free_ports
-from batchscore.local.stack import LocalStack, group_cpu_seconds
+from batchscore.local.services import group_cpu_seconds
+from batchscore.local.stack import LocalStack
 from benchkit.data import BENCH_DIR, DATABASE, REGISTRY, start_server
 
 SAMPLED = ("scheduler", "api-server", "dag-processor")
