@@ -9,12 +9,12 @@ the scheduler sleeps waits out the rest of that sleep: about half of it on avera
 crossing, 2.2 s of a 6.1 s 100k-row window measured with the default (docs/performance.md,
 "A small window through the DAG").
 
-Measured idle on this 2-core machine (``scripts/benchkit/scheduler_idle.py``, 60 s, nothing
-running, load average 2-3 from other work; the scheduler's process group, which includes the
-LocalExecutor's workers and their forkserver): 3.0% of one core at 1 s, 10.2% at 0.25 s, 17.9%
-at 0.1 s. Each idle loop costs about 25 ms of CPU (about eight small queries on the metadata
-database), so the sleep trades latency for idle cost: 0.25 s took 1.5 s off a small
-window for about 7% of one core while nothing runs.
+Measured idle on this 2-core machine (``scripts/benchkit/scheduler_idle.py``, 60 s each, nothing
+running here, load average 1-3 from other work; the scheduler's process group, which includes the
+LocalExecutor's workers and their forkserver), two rounds: 2.5-3.0% of one core at 1 s, 4.9% at
+0.5 s, 8.8-10.2% at 0.25 s, 17.9% at 0.1 s. Each idle loop costs about 25 ms of CPU (about eight
+small queries on the metadata database), so the sleep trades latency for idle cost: 0.25 s took
+1.5-2 s off a small window for about 7% more of one core while nothing runs.
 """
 
 from __future__ import annotations
