@@ -125,6 +125,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         help="with --through-airflow: also run the DAG on CeleryExecutor with each of these worker counts (e.g. 1,2)",
     )
+    parser.add_argument(
+        "--dag-small-rows",
+        type=int,
+        default=None,
+        help="with --through-airflow: rows of the small window (default 1%% of --rows)",
+    )
+    parser.add_argument(
+        "--dag-small-runs", type=int, default=1, help="with --through-airflow: steady small-window runs (median shown)"
+    )
+    parser.add_argument(
+        "--dag-small-only",
+        action="store_true",
+        help="with --through-airflow: only the small window (a try of the DAG path in a minute, not ten)",
+    )
     # Worker mode: the harness re-runs this script with --path for each measurement.
     parser.add_argument("--path", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -207,6 +221,9 @@ def airflow_measurement(url: str, ns: argparse.Namespace, celery_workers: int = 
         window=(WINDOW_START, WINDOW_END),
         part_rows=ns.part_rows,
         celery_workers=celery_workers,
+        small_rows=ns.dag_small_rows,
+        small_runs=ns.dag_small_runs,
+        small_only=ns.dag_small_only,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ POLL_SECONDS = 0.25
 
 def _trigger(client: Any, dag_id: str, window: tuple[datetime, datetime]) -> dict[str, Any]:
     """Trigger one run for ``window`` and wait for success; trigger-to-success seconds and task durations."""
+    triggered = datetime.now(UTC)
     started = time.perf_counter()
     run = client.send(
         "POST",
@@ -82,7 +83,7 @@ def _trigger(client: Any, dag_id: str, window: tuple[datetime, datetime]) -> dic
         f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"]: round(t["duration"] or 0.0, 1)
         for t in tasks
     }
-    return {"seconds": seconds, "run_id": run["dag_run_id"], "task_seconds": durations}
+    return {"seconds": seconds, "run_id": run["dag_run_id"], "task_seconds": durations, "triggered": triggered}
 
 
 def _drop_published(url: str, window: tuple[datetime, datetime]) -> None:
@@ -141,6 +142,9 @@ def through_airflow(
     window: tuple[datetime, datetime],
     part_rows: int | None,
     celery_workers: int = 0,
+    small_rows: int | None = None,
+    small_runs: int = 1,
+    small_only: bool = False,
 ) -> dict[str, Any]:
     """Time the bench DAG on a real scheduler: a small window (first run after start, then again), then the window.
 
@@ -154,6 +158,7 @@ def through_airflow(
     from batchscore.local.embedded_pg import free_ports
     from batchscore.local.services import group_cpu_seconds, start_redis
     from batchscore.local.stack import LocalStack
+    from benchkit.dag_timeline import timeline
 
     pipelines = bench_dir / "pipelines"
     pipeline_file(pipelines, query=query, features=features, rows=rows, part_rows=part_rows, workers=celery_workers)
@@ -187,24 +192,41 @@ def through_airflow(
         dag_id = f"score_{DAG_NAME}"
         client.wait_for_dag(dag_id)
         client.send("PATCH", f"/dags/{dag_id}", {"is_paused": False})
-        small_window = (window[0], window[0] + (window[1] - window[0]) * SMALL_FRACTION)
+        fraction = min(1.0, small_rows / rows) if small_rows else SMALL_FRACTION
+        small_window = (window[0], window[0] + (window[1] - window[0]) * fraction)
         first = _trigger(client, dag_id, small_window)
-        small = _trigger(client, dag_id, small_window)
+        steady = [_trigger(client, dag_id, small_window) for _ in range(max(1, small_runs))]
+        small = sorted(steady, key=lambda run: run["seconds"])[len(steady) // 2]  # the median run
+        record = _run_record(url, small["run_id"])
+        events = timeline(
+            client, dag_id, small["run_id"], small.pop("triggered"), stack.home / "logs", record.get("slices", [])
+        )
+        first_record = _run_record(url, first["run_id"])
+        first_events = timeline(
+            client, dag_id, first["run_id"], first.pop("triggered"), stack.home / "logs", first_record.get("slices", [])
+        )
+        small_part = {
+            "first_run_seconds": first["seconds"],
+            "first_run_timeline": first_events,
+            "steady_seconds": [round(run["seconds"], 2) for run in steady],
+            **small,
+            **record,
+            "timeline": events,
+        }
+        if small_only:
+            return {"small": small_part, "workers": celery_workers}
         leaders = {name: int((stack.home / f"worker-{name}.pid").read_text()) for name in workers}
         before = {name: group_cpu_seconds(pid) for name, pid in leaders.items()}
         _drop_published(url, window)
         full = _trigger(client, dag_id, window)
+        full.pop("triggered")
         cpu = {name: round(group_cpu_seconds(pid) - before[name], 1) for name, pid in leaders.items()}
         return {
             **full,
             "workers": celery_workers,
             "worker_cpu_seconds": cpu,
             **_run_record(url, full["run_id"]),
-            "small": {
-                "first_run_seconds": first["seconds"],
-                **small,
-                **_run_record(url, small["run_id"]),
-            },
+            "small": small_part,
         }
     finally:
         stack.stop_services()

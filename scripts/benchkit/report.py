@@ -184,6 +184,16 @@ def dag_lines(airflow: dict[str, Any]) -> str:
             f"{small['first_run_seconds']:.1f}s, then {small['seconds']:.1f}s trigger to success "
             f"(tasks: {', '.join(f'{k} {v}' for k, v in small['task_seconds'].items())})"
         )
+        if small.get("timeline"):
+            from benchkit.dag_timeline import timeline_lines
+
+            lines.append(f"  steady runs {small.get('steady_seconds')}; the median run's timeline:")
+            lines.append(timeline_lines(small["timeline"]))
+            if small.get("first_run_timeline"):
+                lines.append("  the first run's timeline:")
+                lines.append(timeline_lines(small["first_run_timeline"]))
+    if "seconds" not in airflow:  # --dag-small-only
+        return "\n".join(lines)
     lines.append(
         f"through Airflow, the window ({airflow.get('rows') or 0:,} rows): {airflow['seconds']:.1f}s "
         "trigger to success "

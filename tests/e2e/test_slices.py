@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from batchscore.local.airflow_client import AirflowClient
-from tests.conftest import SLICED, SLICED_TABLE, WAREHOUSE_END, Services
+from tests.conftest import SLICED, SLICED_TABLE, STACK, WAREHOUSE_END, Services
 from tests.e2e.conftest import DAG_ID, assert_exact, trigger, utc_day
 from tests.e2e.holds import held_mid_load, loading_backend, process_with_local_port
 from tests.integration.helpers import run_record
@@ -105,4 +105,13 @@ def test_a_100k_row_window_through_the_scheduler(client: AirflowClient, airflow_
     assert len(record["slices"]) == 1, "a small window is one slice: no extra task start-ups"
     # Forked from the scheduler's preloading forkserver: the task did not import the scoring stack itself.
     assert record["slices"][0]["warm_start"] is True
+    # One XCom per task (its return value), not one per key of the returned dict: each is an API call.
+    run_path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
+    pushed = {
+        task: [e["key"] for e in client.get(f"{run_path}/{task}/xcomEntries", map_index=index)["xcom_entries"]]
+        for task, index in (("score_slice", 0), ("publish", -1))
+    }
+    assert pushed == {"score_slice": ["return_value"], "publish": ["return_value"]}
+    # The forkserver (and its preload) started with the scheduler, not at the stack's first task.
+    assert "started the preloading forkserver with the scheduler" in (STACK.home / "logs" / "scheduler.log").read_text()
     print(f"100k-row window: {rows:,} scores, trigger to success {seconds:.1f}s")

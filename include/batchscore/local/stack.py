@@ -25,6 +25,7 @@ from datetime import date
 from pathlib import Path
 
 from batchscore import settings
+from batchscore.local.airflow_settings import airflow_settings
 from batchscore.local.embedded_pg import DEFAULT_PORT, EmbeddedPostgres
 from batchscore.local.services import LOOPBACK, SERVICES, ServiceProcesses
 
@@ -151,7 +152,7 @@ class LocalStack(ServiceProcesses):
             "NO_PROXY": "*",
             "no_proxy": "*",
         }
-        return own | self.airflow_overrides
+        return own | airflow_settings() | self.airflow_overrides
 
     def airflow(self, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command against this stack."""

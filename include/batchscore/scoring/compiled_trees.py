@@ -97,8 +97,17 @@ def _kernel(name: str) -> Any:
 
 
 def load_kernels() -> None:
-    """Import numba and make the kernels' dispatchers now (a forkserver's preload: see ``airflow/warm_start``)."""
+    """Import numba, make the kernels' dispatchers and fill numba's CPU contexts now (a forkserver's preload).
+
+    The first kernel call of a process, even one answered from numba's disk cache, first
+    fills numba's typing and target contexts (imports and registries, no threads): about 0.25
+    CPU-s of every slice task's model load until it moved here (``airflow/warm_start``).
+    """
     _kernel("narrow")
+    from numba.core.registry import cpu_target
+
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
 
 
 def _column_map(model: Any, columns: Sequence[str]) -> np.ndarray | None:
