@@ -35,6 +35,7 @@ MODULES: tuple[tuple[str, str | None], ...] = (
     ("batchscore.models.registry", "skops_io"),  # scikit-learn's estimators too: skops imports each to trust it
     ("adbc_driver_postgresql.dbapi", None),
     ("batchscore.scoring.compiled_trees", "load_kernels"),  # numba's cached machine code, read once
+    ("batchscore.source.copy_stream", "warm_up"),  # the COPY decoder and its libpq loop (ADBC above: the fallback)
     ("batchscore.run.stages", None),
     ("batchscore.airflow.dag_factory", None),
     ("airflow.sdk.execution_time.task_runner", None),
