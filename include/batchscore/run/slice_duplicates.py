@@ -33,13 +33,6 @@ from batchscore.sink.shadow_table import Challenger
 log = logging.getLogger(__name__)
 
 
-def duplicated_keys(keys: list[pa.Array | pa.ChunkedArray]) -> pa.Array:
-    """The keys that occur more than once among the slice's scored keys."""
-    chunks = [chunk for part in keys for chunk in (part.chunks if isinstance(part, pa.ChunkedArray) else [part])]
-    counted = pc.value_counts(pa.chunked_array(chunks))
-    return counted.field("values").filter(pc.greater(counted.field("counts"), 1))
-
-
 def agreement_of(url: str, champion: SliceTarget, challenger: SliceTarget, key: str, agreement: Agreement) -> None:
     """Count into ``agreement`` how far the two slice tables agree, key by key (streamed, joined in the database)."""
     query = sql.SQL("SELECT c.{k}, c.score, c.label, s.score, s.label FROM {c} AS c JOIN {s} AS s USING ({k})").format(
@@ -87,7 +80,7 @@ def settle_duplicates(  # noqa: PLR0917 (one caller, job.score_slice)
     config: PipelineConfig,
     manifest: ModelManifest,
     target: SliceTarget,
-    keys: list[pa.Array | pa.ChunkedArray],
+    duplicated: pa.Array,
     schema: pa.Schema,
     drift: DriftCounter | None,
     challenger: Challenger | None,
@@ -113,7 +106,6 @@ def settle_duplicates(  # noqa: PLR0917 (one caller, job.score_slice)
             agreement=agreement.partial(),
         )
     if drift is not None:
-        duplicated = duplicated_keys(keys)
         forget_in_drift(drift, read_again(config.execution.batch_rows)[1], config, manifest, schema, duplicated)
         drift.recount_scores(read_scores(url, target))
         log.info("drift: %d duplicated key(s) taken out of the counts", len(duplicated))

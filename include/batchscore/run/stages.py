@@ -35,13 +35,13 @@ from batchscore.scoring.predict import ScoredBatch, score_batch, scorer, scores_
 from batchscore.scoring.summary import ScoreSummary
 from batchscore.sink.load import (
     RejectWriter,
-    has_duplicate_keys,
     ingest_scores,
     prepare_slice,
     read_scores,
 )
 from batchscore.sink.publish import SliceResult
 from batchscore.sink.run_cost import SliceCpu, charge_process_cpu, process_age, timed, uncharged_process_cpu
+from batchscore.sink.scored_keys import ScoredKeys
 from batchscore.sink.shadow_table import Challenger, ShadowLoader
 from batchscore.source.extract import source_batches
 from batchscore.source.slices import KeySlice
@@ -208,7 +208,7 @@ def score_slice(
     progress = Progress(log, key_slice.describe(), slice_estimate, estimated=True)
     counts = {"in": 0, "scored": 0, "rejected": 0}
     rejects = RejectWriter(endpoints.scores_url, target)
-    keys: list[pa.ChunkedArray] = []  # the scored keys: 8 bytes a row for integer keys, checked once at the end
+    keys = ScoredKeys()  # one row per key, proved in a byte per key of the slice's range (sink/scored_keys.py)
 
     def scored_batches():  # type: ignore[no-untyped-def]
         for result, theirs in stream:
@@ -216,7 +216,7 @@ def score_slice(
                 challenger.loader.write(theirs)
             rejects.write(result.rejects)
             summary.add(result.scores)
-            keys.append(result.scores.column(config.entity_key))
+            keys.add(result.scores.column(config.entity_key))
             counts["in"] += result.rows_in
             counts["scored"] += result.scores.num_rows
             counts["rejected"] += result.rejects.num_rows
@@ -235,13 +235,13 @@ def score_slice(
             challenger.loader.abort()
     checking = time.perf_counter()
     duplicates = 0
-    if has_duplicate_keys(keys):
+    if keys.has_duplicates():
         duplicates, shadow = settle_duplicates(
             endpoints.scores_url,
             config,
             manifest,
             target,
-            keys,
+            keys.duplicates(),
             schema,
             drift,
             challenger,

@@ -13,7 +13,8 @@ from batchscore.pipeline.config import PipelineConfig
 from batchscore.pipeline.windows import Window
 from batchscore.run.in_process import run_pipeline
 from batchscore.run.planning import Endpoints
-from batchscore.sink.load import DuplicateKeys, has_duplicate_keys
+from batchscore.sink.load import DuplicateKeys
+from batchscore.sink.scored_keys import ScoredKeys
 from tests.conftest import WAREHOUSE_END, Services, day_window
 from tests.integration.helpers import churn_config, churn_variant, expected_scores, run_record, stored_scores
 
@@ -107,7 +108,10 @@ def test_fail_policy_fails_the_run_and_publishes_nothing(services: Services) -> 
     ],
 )
 def test_the_engine_proves_one_row_per_key(keys: list, duplicated: bool) -> None:
-    assert has_duplicate_keys(keys) is duplicated
+    scored = ScoredKeys()
+    for batch in keys:
+        scored.add(batch)
+    assert scored.has_duplicates() is duplicated
 
 
 ORIGINAL = (
