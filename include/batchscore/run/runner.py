@@ -27,7 +27,11 @@ _POLL_SECONDS = 0.2
 
 @dataclass
 class ReadStats:
-    """How long the reader waited for the source, when its first item arrived (perf_counter), its thread's CPU."""
+    """How long the source took to give its items, when the first arrived (perf_counter), the reading CPU.
+
+    ``seconds`` is the reader's waits for items, or the source's own time when it reads ahead on a
+    thread of its own (a small window's rows may all be queued before the reader first asks).
+    """
 
     seconds: float = 0.0
     items: int = 0
@@ -89,8 +93,10 @@ class Overlapped(Generic[In, Out]):
                 close = getattr(self.source, "close", None)
                 if close is not None:
                     close()
-                # A source that decodes on a thread of its own (the COPY decoder) reports that thread's CPU.
+                # A source that decodes on a thread of its own (the COPY decoder) reports that thread's CPU,
+                # and how long it took to give its rows (they may all be queued before the first wait here).
                 self.read.cpu_seconds = time.thread_time() - cpu + float(getattr(self.source, "cpu_seconds", 0.0))
+                self.read.seconds = max(self.read.seconds, float(getattr(self.source, "seconds", 0.0)))
                 put(end)
 
         reader = threading.Thread(target=read, name="extract", daemon=True)

@@ -123,20 +123,28 @@ class CopyBatches(Iterator[pa.RecordBatch]):
         self._stop = threading.Event()
         self._closed = False
         self.cpu_seconds = 0.0  # the COPY thread's CPU (transport and decoding), final once closed
+        # The COPY thread's wall time less its waits on a full queue: how long the source took to give
+        # its rows (the consumer may find them all queued and wait for none), final once closed.
+        self.seconds = 0.0
+        self._blocked = 0.0
         self._thread = threading.Thread(target=self._copy, name="copy-out", daemon=True)
         self._thread.start()
 
     def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=_POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
+        began = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=_POLL_SECONDS)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            self._blocked += time.perf_counter() - began
 
     def _copy(self) -> None:
-        cpu = time.thread_time()
+        cpu, began = time.thread_time(), time.perf_counter()
         try:
             lib = libpq_copy.bindings() if LIBPQ_DIRECT else None
             if lib is not None and lib.server_version(self._conn.pgconn_ptr) == self._conn.server_version:
@@ -149,6 +157,7 @@ class CopyBatches(Iterator[pa.RecordBatch]):
             self._put(_Failed(exc))
         finally:
             self.cpu_seconds = time.thread_time() - cpu
+            self.seconds = max(time.perf_counter() - began - self._blocked, 0.0)
             with _logged_lock:
                 _totals["copy_threads"] += self.cpu_seconds
                 _totals["decoding"] += self._decoder.cpu_seconds

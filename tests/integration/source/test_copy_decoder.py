@@ -222,3 +222,17 @@ def test_the_plans_schema_probe_runs_no_copy_and_imports_no_numba(warehouse: str
     assert numba_loaded is False
     want = adbc_table(warehouse, "SELECT * FROM decoder.kinds LIMIT 0").schema
     assert described == want.to_string(show_field_metadata=True)
+
+
+def test_the_source_time_counts_the_copy_not_the_consumers_pace(warehouse: str) -> None:
+    """A consumer that finds every batch queued still learns how long the COPY took (the run record's extract)."""
+    created = time.perf_counter()
+    decoded = copy_batches(warehouse, "SELECT * FROM decoder.kinds ORDER BY k", 20_000)
+    assert decoded is not None
+    _, batches = decoded
+    time.sleep(3.0)  # the COPY fills its queue of two and waits: that wait is the consumer's, not the source's
+    assert sum(b.num_rows for b in batches) == 60005
+    batches.close()  # type: ignore[attr-defined]
+    elapsed = time.perf_counter() - created
+    assert batches.seconds > 0  # type: ignore[attr-defined]
+    assert batches.seconds < elapsed - 1.5, "the waits on a full queue are not the source's time"  # type: ignore[attr-defined]
